@@ -1,0 +1,609 @@
+//! The cluster map's data and the commands that change it.
+//!
+//! Every command is validated against the current map before it changes
+//! anything, so a refused command leaves the map (and its epoch) as it was.
+//! Errors name the object, the reason and what to do.
+
+use hpchain_placement::{ClusterMap, MapSpec, Rule};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Names of the placement hierarchy's types, leaf first.
+pub const PLACEMENT_TYPES: [&str; 5] = ["disk", "host", "rack", "zone", "root"];
+/// The root every node's host hangs under.
+pub const PLACEMENT_ROOT: &str = "default";
+
+/// A disk of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Cluster-wide id, also the disk's Raft peer id minus one.
+    pub id: u32,
+    pub path: String,
+    pub weight: f64,
+    /// Takes data; set false to drain it.
+    pub is_in: bool,
+}
+
+/// A node (one `hpchain node` process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    pub name: String,
+    /// Node-to-node gRPC address.
+    pub peer_addr: String,
+    /// Management API address.
+    pub api_addr: String,
+    /// iSCSI portal address.
+    pub iscsi_addr: String,
+    pub host: String,
+    pub rack: String,
+    pub zone: String,
+    pub disks: Vec<DiskInfo>,
+    /// Seen by the monitors within the heartbeat grace period.
+    pub up: bool,
+}
+
+/// The failure domain a pool spreads replicas over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureDomain {
+    Disk,
+    Host,
+    Rack,
+    Zone,
+}
+
+impl FailureDomain {
+    pub fn type_name(self) -> &'static str {
+        match self {
+            FailureDomain::Disk => "disk",
+            FailureDomain::Host => "host",
+            FailureDomain::Rack => "rack",
+            FailureDomain::Zone => "zone",
+        }
+    }
+}
+
+/// A pool of replicated placement groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub id: u32,
+    pub name: String,
+    pub size: u32,
+    pub min_size: u32,
+    pub pg_num: u32,
+    pub failure_domain: FailureDomain,
+    pub object_size: u64,
+}
+
+/// A thin volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: u64,
+    pub name: String,
+    pub pool: String,
+    pub size: u64,
+    pub block_size: u32,
+    pub created_epoch: u64,
+}
+
+/// A change to the cluster map, as proposed to group 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    RegisterNode {
+        node: NodeInfo,
+    },
+    SetNodeUp {
+        node: u64,
+        up: bool,
+    },
+    SetDiskIn {
+        disk: u32,
+        is_in: bool,
+    },
+    CreatePool {
+        name: String,
+        size: u32,
+        min_size: u32,
+        pg_num: u32,
+        failure_domain: FailureDomain,
+        object_size: u64,
+    },
+    DeletePool {
+        name: String,
+    },
+    CreateVolume {
+        name: String,
+        pool: String,
+        size: u64,
+        block_size: u32,
+    },
+    ResizeVolume {
+        name: String,
+        size: u64,
+    },
+    DeleteVolume {
+        name: String,
+    },
+}
+
+/// Why a command was refused. Each variant names the object and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MapError {
+    #[error("pool {0:?} already exists; pick another name or use the existing pool")]
+    PoolExists(String),
+    #[error("pool {0:?} does not exist; list pools with `hpchain pool ls`")]
+    PoolNotFound(String),
+    #[error("pool {pool:?} still holds {volumes} volume(s); delete them first")]
+    PoolNotEmpty { pool: String, volumes: usize },
+    #[error("volume {0:?} already exists; pick another name")]
+    VolumeExists(String),
+    #[error("volume {0:?} does not exist; list volumes with `hpchain volume ls`")]
+    VolumeNotFound(String),
+    #[error("pool {pool:?}: {reason}")]
+    BadPool { pool: String, reason: String },
+    #[error("volume {volume:?}: size {size} is not a positive multiple of its block size {block_size}; round it up to a multiple of {block_size}")]
+    BadSize {
+        volume: String,
+        size: u64,
+        block_size: u32,
+    },
+    #[error("volume {volume:?}: block size {block_size} is not supported; use 512 or 4096")]
+    BadBlockSize { volume: String, block_size: u32 },
+    #[error("volume {volume:?}: new size {new} is smaller than {current}; shrinking discards data and needs --allow-shrink")]
+    Shrink {
+        volume: String,
+        current: u64,
+        new: u64,
+    },
+    #[error("node {0} is not registered; start it with `hpchain node` and let it join")]
+    NodeNotFound(u64),
+    #[error("disk {0} is not in the map")]
+    DiskNotFound(u32),
+    #[error("disk id {disk} is already used by node {node}; give each disk a cluster-unique id")]
+    DiskIdTaken { disk: u32, node: u64 },
+    #[error("name {0:?} is not valid: use 1-64 characters of a-z, 0-9, '-', '_' and '.'")]
+    BadName(String),
+}
+
+impl MapError {
+    /// A stable code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MapError::PoolExists(_) => "pool.exists",
+            MapError::PoolNotFound(_) => "pool.not_found",
+            MapError::PoolNotEmpty { .. } => "pool.not_empty",
+            MapError::VolumeExists(_) => "volume.exists",
+            MapError::VolumeNotFound(_) => "volume.not_found",
+            MapError::BadPool { .. } => "pool.invalid",
+            MapError::BadSize { .. } => "volume.bad_size",
+            MapError::BadBlockSize { .. } => "volume.bad_block_size",
+            MapError::Shrink { .. } => "volume.shrink",
+            MapError::NodeNotFound(_) => "node.not_found",
+            MapError::DiskNotFound(_) => "disk.not_found",
+            MapError::DiskIdTaken { .. } => "disk.id_taken",
+            MapError::BadName(_) => "name.invalid",
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), MapError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(MapError::BadName(name.to_string()))
+    }
+}
+
+/// The whole cluster map.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMapState {
+    /// Bumped by every change that commits.
+    pub epoch: u64,
+    pub nodes: BTreeMap<u64, NodeInfo>,
+    pub pools: BTreeMap<String, Pool>,
+    pub volumes: BTreeMap<String, Volume>,
+    pub next_pool_id: u32,
+    pub next_volume_id: u64,
+}
+
+impl ClusterMapState {
+    /// Validates and applies `command`; on error nothing changes.
+    pub fn apply(&mut self, command: &Command) -> Result<(), MapError> {
+        self.validate(command)?;
+        match command.clone() {
+            Command::RegisterNode { node } => {
+                self.nodes.insert(node.id, node);
+            }
+            Command::SetNodeUp { node, up } => {
+                self.nodes.get_mut(&node).expect("validated").up = up;
+            }
+            Command::SetDiskIn { disk, is_in } => {
+                for node in self.nodes.values_mut() {
+                    for d in node.disks.iter_mut().filter(|d| d.id == disk) {
+                        d.is_in = is_in;
+                    }
+                }
+            }
+            Command::CreatePool {
+                name,
+                size,
+                min_size,
+                pg_num,
+                failure_domain,
+                object_size,
+            } => {
+                self.next_pool_id += 1;
+                let pool = Pool {
+                    id: self.next_pool_id,
+                    name: name.clone(),
+                    size,
+                    min_size,
+                    pg_num,
+                    failure_domain,
+                    object_size,
+                };
+                self.pools.insert(name, pool);
+            }
+            Command::DeletePool { name } => {
+                self.pools.remove(&name);
+            }
+            Command::CreateVolume {
+                name,
+                pool,
+                size,
+                block_size,
+            } => {
+                self.next_volume_id += 1;
+                let volume = Volume {
+                    id: self.next_volume_id,
+                    name: name.clone(),
+                    pool,
+                    size,
+                    block_size,
+                    created_epoch: self.epoch + 1,
+                };
+                self.volumes.insert(name, volume);
+            }
+            Command::ResizeVolume { name, size } => {
+                self.volumes.get_mut(&name).expect("validated").size = size;
+            }
+            Command::DeleteVolume { name } => {
+                self.volumes.remove(&name);
+            }
+        }
+        self.epoch += 1;
+        Ok(())
+    }
+
+    fn validate(&self, command: &Command) -> Result<(), MapError> {
+        match command {
+            Command::RegisterNode { node } => {
+                for other in self.nodes.values().filter(|n| n.id != node.id) {
+                    if let Some(d) = node
+                        .disks
+                        .iter()
+                        .find(|d| other.disks.iter().any(|o| o.id == d.id))
+                    {
+                        return Err(MapError::DiskIdTaken {
+                            disk: d.id,
+                            node: other.id,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Command::SetNodeUp { node, .. } => self
+                .nodes
+                .get(node)
+                .map(|_| ())
+                .ok_or(MapError::NodeNotFound(*node)),
+            Command::SetDiskIn { disk, .. } => {
+                let known = self
+                    .nodes
+                    .values()
+                    .any(|n| n.disks.iter().any(|d| d.id == *disk));
+                known.then_some(()).ok_or(MapError::DiskNotFound(*disk))
+            }
+            Command::CreatePool {
+                name,
+                size,
+                min_size,
+                pg_num,
+                object_size,
+                ..
+            } => {
+                check_name(name)?;
+                if self.pools.contains_key(name) {
+                    return Err(MapError::PoolExists(name.clone()));
+                }
+                let bad = |reason: String| MapError::BadPool {
+                    pool: name.clone(),
+                    reason,
+                };
+                if *size == 0 || *size > 16 {
+                    return Err(bad(format!("size {size} must be 1 to 16 replicas")));
+                }
+                if *min_size == 0 || min_size > size {
+                    return Err(bad(format!(
+                        "min_size {min_size} must be 1 to size ({size})"
+                    )));
+                }
+                if !pg_num.is_power_of_two() || *pg_num > 65_536 {
+                    return Err(bad(format!(
+                        "pg_num {pg_num} must be a power of two up to 65536"
+                    )));
+                }
+                if !object_size.is_power_of_two() || !(4096..=64 << 20).contains(object_size) {
+                    return Err(bad(format!(
+                        "object size {object_size} must be a power of two from 4 KiB to 64 MiB"
+                    )));
+                }
+                Ok(())
+            }
+            Command::DeletePool { name } => {
+                if !self.pools.contains_key(name) {
+                    return Err(MapError::PoolNotFound(name.clone()));
+                }
+                let volumes = self.volumes.values().filter(|v| &v.pool == name).count();
+                if volumes > 0 {
+                    return Err(MapError::PoolNotEmpty {
+                        pool: name.clone(),
+                        volumes,
+                    });
+                }
+                Ok(())
+            }
+            Command::CreateVolume {
+                name,
+                pool,
+                size,
+                block_size,
+            } => {
+                check_name(name)?;
+                if self.volumes.contains_key(name) {
+                    return Err(MapError::VolumeExists(name.clone()));
+                }
+                if !self.pools.contains_key(pool) {
+                    return Err(MapError::PoolNotFound(pool.clone()));
+                }
+                check_size(name, *size, *block_size)
+            }
+            Command::ResizeVolume { name, size } => {
+                let volume = self
+                    .volumes
+                    .get(name)
+                    .ok_or_else(|| MapError::VolumeNotFound(name.clone()))?;
+                check_size(name, *size, volume.block_size)?;
+                if *size < volume.size {
+                    return Err(MapError::Shrink {
+                        volume: name.clone(),
+                        current: volume.size,
+                        new: *size,
+                    });
+                }
+                Ok(())
+            }
+            Command::DeleteVolume { name } => self
+                .volumes
+                .get(name)
+                .map(|_| ())
+                .ok_or_else(|| MapError::VolumeNotFound(name.clone())),
+        }
+    }
+
+    /// The placement map for this cluster map: every node's disks under
+    /// its host, rack and zone, and one rule per pool named after it.
+    pub fn placement_map(&self) -> Result<ClusterMap, hpchain_placement::MapError> {
+        let mut spec = MapSpec::new(&PLACEMENT_TYPES);
+        spec.bucket(PLACEMENT_ROOT, "root", None);
+        let mut seen = std::collections::HashSet::new();
+        for node in self.nodes.values() {
+            let zone = format!("zone:{}", node.zone);
+            let rack = format!("rack:{}", node.rack);
+            let host = format!("host:{}", node.host);
+            if seen.insert(zone.clone()) {
+                spec.bucket(&zone, "zone", Some(PLACEMENT_ROOT));
+            }
+            if seen.insert(rack.clone()) {
+                spec.bucket(&rack, "rack", Some(&zone));
+            }
+            if seen.insert(host.clone()) {
+                spec.bucket(&host, "host", Some(&rack));
+            }
+            for disk in &node.disks {
+                spec.disk(disk.id, &format!("disk:{}", disk.id), &host, disk.weight);
+                spec.disk_mut(disk.id).expect("just added").is_in = disk.is_in;
+                spec.disk_mut(disk.id).expect("just added").up = node.up;
+            }
+        }
+        for pool in self.pools.values() {
+            spec.rule(Rule::replicated(
+                &pool.name,
+                PLACEMENT_ROOT,
+                pool.failure_domain.type_name(),
+            ));
+        }
+        ClusterMap::from_spec(spec)
+    }
+
+    /// The node that holds disk `disk`.
+    pub fn node_of_disk(&self, disk: u32) -> Option<&NodeInfo> {
+        self.nodes
+            .values()
+            .find(|n| n.disks.iter().any(|d| d.id == disk))
+    }
+}
+
+fn check_size(volume: &str, size: u64, block_size: u32) -> Result<(), MapError> {
+    if block_size != 512 && block_size != 4096 {
+        return Err(MapError::BadBlockSize {
+            volume: volume.to_string(),
+            block_size,
+        });
+    }
+    if size == 0 || !size.is_multiple_of(u64::from(block_size)) {
+        return Err(MapError::BadSize {
+            volume: volume.to_string(),
+            size,
+            block_size,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, disks: &[u32]) -> NodeInfo {
+        NodeInfo {
+            id,
+            name: format!("n{id}"),
+            peer_addr: format!("127.0.0.1:{}", 9401 + id * 10),
+            api_addr: String::new(),
+            iscsi_addr: String::new(),
+            host: format!("h{id}"),
+            rack: "r1".into(),
+            zone: "z1".into(),
+            disks: disks
+                .iter()
+                .map(|&d| DiskInfo {
+                    id: d,
+                    path: format!("/d{d}"),
+                    weight: 1.0,
+                    is_in: true,
+                })
+                .collect(),
+            up: true,
+        }
+    }
+
+    fn pool(name: &str) -> Command {
+        Command::CreatePool {
+            name: name.into(),
+            size: 3,
+            min_size: 2,
+            pg_num: 64,
+            failure_domain: FailureDomain::Host,
+            object_size: 4 << 20,
+        }
+    }
+
+    fn volume(name: &str, size: u64) -> Command {
+        Command::CreateVolume {
+            name: name.into(),
+            pool: "rbd".into(),
+            size,
+            block_size: 512,
+        }
+    }
+
+    #[test]
+    fn every_committed_change_bumps_the_epoch_and_refusals_change_nothing() {
+        let mut map = ClusterMapState::default();
+        map.apply(&pool("rbd")).unwrap();
+        map.apply(&volume("demo", 1 << 30)).unwrap();
+        assert_eq!(map.epoch, 2);
+        let before = map.clone();
+        let refused = [
+            (pool("rbd"), "pool.exists"),
+            (volume("demo", 1 << 30), "volume.exists"),
+            (volume("odd", 1000), "volume.bad_size"),
+            (
+                Command::CreateVolume {
+                    name: "x".into(),
+                    pool: "nope".into(),
+                    size: 4096,
+                    block_size: 512,
+                },
+                "pool.not_found",
+            ),
+            (
+                Command::ResizeVolume {
+                    name: "demo".into(),
+                    size: 1 << 20,
+                },
+                "volume.shrink",
+            ),
+            (Command::DeletePool { name: "rbd".into() }, "pool.not_empty"),
+            (volume("Bad Name", 4096), "name.invalid"),
+        ];
+        for (command, code) in refused {
+            let err = map.apply(&command).unwrap_err();
+            assert_eq!(err.code(), code, "{command:?}");
+            assert_eq!(map, before, "a refused {command:?} changed the map");
+        }
+        map.apply(&Command::ResizeVolume {
+            name: "demo".into(),
+            size: 2 << 30,
+        })
+        .unwrap();
+        assert_eq!((map.epoch, map.volumes["demo"].size), (3, 2 << 30));
+    }
+
+    #[test]
+    fn error_messages_name_the_object_and_the_fix() {
+        let mut map = ClusterMapState::default();
+        map.apply(&pool("rbd")).unwrap();
+        let err = map.apply(&volume("v", 1000)).unwrap_err().to_string();
+        assert!(
+            err.contains("\"v\"") && err.contains("multiple of 512"),
+            "{err}"
+        );
+        let err = map.apply(&pool("rbd")).unwrap_err().to_string();
+        assert!(
+            err.contains("\"rbd\"") && err.contains("already exists"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn placement_map_puts_each_pools_replicas_on_distinct_hosts() {
+        let mut map = ClusterMapState::default();
+        for (id, disks) in [(1, vec![0, 1]), (2, vec![2]), (3, vec![3, 4])] {
+            map.apply(&Command::RegisterNode {
+                node: node(id, &disks),
+            })
+            .unwrap();
+        }
+        map.apply(&pool("rbd")).unwrap();
+        let placement = map.placement_map().unwrap();
+        for index in 0..64 {
+            let disks = hpchain_placement::place(
+                &placement,
+                "rbd",
+                hpchain_placement::PgId { pool: 1, index },
+                3,
+            )
+            .unwrap();
+            let mut hosts: Vec<u64> = disks
+                .iter()
+                .map(|d| map.node_of_disk(d.0).unwrap().id)
+                .collect();
+            hosts.sort();
+            assert_eq!(hosts, vec![1, 2, 3]);
+        }
+    }
+
+    #[test]
+    fn a_disk_id_cannot_belong_to_two_nodes() {
+        let mut map = ClusterMapState::default();
+        map.apply(&Command::RegisterNode {
+            node: node(1, &[0]),
+        })
+        .unwrap();
+        let err = map
+            .apply(&Command::RegisterNode {
+                node: node(2, &[0]),
+            })
+            .unwrap_err();
+        assert_eq!(err, MapError::DiskIdTaken { disk: 0, node: 1 });
+    }
+}

@@ -1,0 +1,333 @@
+//! Raft log, hard state and conf state of every group of one RocksDB
+//! instance, as raft-rs's [`Storage`].
+//!
+//! Key layout (all integers big-endian, so a group's keys sort together and
+//! entries sort by index):
+//!
+//! | key | value |
+//! |---|---|
+//! | `'r' group:u64 0x01` | version `1`, `HardState` (protobuf) |
+//! | `'r' group:u64 0x02` | version `1`, `ConfState` (protobuf) |
+//! | `'r' group:u64 0x03` | version `1`, truncated index:u64, truncated term:u64 |
+//! | `'r' group:u64 0x10 index:u64` | version `1`, `Entry` (protobuf) |
+//!
+//! Writes are never made here directly: [`LogStore::stage`] puts them in the
+//! node loop's shared write batch, and [`LogStore::commit_staged`] updates
+//! the in-memory view once that batch is synced. This module never decides
+//! what to write; raft-rs's `Ready` does.
+
+use prost011::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use rocksdb::{WriteBatch, DB};
+use std::sync::Arc;
+
+use super::GroupId;
+
+const FORMAT_VERSION: u8 = 1;
+const KIND_HARD_STATE: u8 = 0x01;
+const KIND_CONF_STATE: u8 = 0x02;
+const KIND_TRUNCATED: u8 = 0x03;
+const KIND_ENTRY: u8 = 0x10;
+
+fn key(group: GroupId, kind: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(18);
+    k.push(b'r');
+    k.extend_from_slice(&group.to_be_bytes());
+    k.push(kind);
+    k
+}
+
+fn entry_key(group: GroupId, index: u64) -> Vec<u8> {
+    let mut k = key(group, KIND_ENTRY);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn versioned(body: Vec<u8>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + 1);
+    v.push(FORMAT_VERSION);
+    v.extend_from_slice(&body);
+    v
+}
+
+fn unversioned<'a>(what: &str, value: &'a [u8]) -> raft::Result<&'a [u8]> {
+    match value.split_first() {
+        Some((&FORMAT_VERSION, body)) => Ok(body),
+        Some((v, _)) => Err(storage_error(format!("{what}: unknown format version {v}"))),
+        None => Err(storage_error(format!("{what}: empty value"))),
+    }
+}
+
+fn storage_error(message: String) -> raft::Error {
+    raft::Error::Store(StorageError::Other(message.into()))
+}
+
+fn decode<M: prost011::Message + Default>(what: &str, value: &[u8]) -> raft::Result<M> {
+    M::decode(unversioned(what, value)?).map_err(|e| storage_error(format!("{what}: {e}")))
+}
+
+/// The Raft storage of one group.
+pub struct LogStore {
+    db: Arc<DB>,
+    group: GroupId,
+    hard_state: HardState,
+    conf_state: ConfState,
+    truncated_index: u64,
+    truncated_term: u64,
+    last_index: u64,
+    /// Staged but not yet synced: applied to the view by `commit_staged`.
+    staged: Option<Staged>,
+}
+
+struct Staged {
+    hard_state: Option<HardState>,
+    last_index: Option<u64>,
+}
+
+impl LogStore {
+    /// Opens group `group`'s log from `db`, or an empty one.
+    pub fn open(db: Arc<DB>, group: GroupId) -> raft::Result<LogStore> {
+        let get = |kind| {
+            db.get(key(group, kind))
+                .map_err(|e| storage_error(format!("group {group}: read: {e}")))
+        };
+        let hard_state = match get(KIND_HARD_STATE)? {
+            Some(v) => decode("hard state", &v)?,
+            None => HardState::default(),
+        };
+        let conf_state = match get(KIND_CONF_STATE)? {
+            Some(v) => decode("conf state", &v)?,
+            None => ConfState::default(),
+        };
+        let (truncated_index, truncated_term) = match get(KIND_TRUNCATED)? {
+            Some(v) => {
+                let body = unversioned("truncated state", &v)?;
+                if body.len() != 16 {
+                    return Err(storage_error("truncated state: bad length".into()));
+                }
+                (
+                    u64::from_be_bytes(body[..8].try_into().expect("8 bytes")),
+                    u64::from_be_bytes(body[8..].try_into().expect("8 bytes")),
+                )
+            }
+            None => (0, 0),
+        };
+        // The last entry: seek to the end of this group's entry range.
+        let last_index = {
+            let mut last_index = truncated_index;
+            let upper = key(group, KIND_ENTRY + 1);
+            let mut it = db.raw_iterator();
+            it.seek_for_prev(&upper);
+            if let Some(k) = it.key() {
+                let prefix = key(group, KIND_ENTRY);
+                if k.len() == prefix.len() + 8 && k.starts_with(&prefix) {
+                    last_index = u64::from_be_bytes(k[prefix.len()..].try_into().expect("8 bytes"));
+                }
+            }
+            it.status()
+                .map_err(|e| storage_error(format!("group {group}: scan: {e}")))?;
+            last_index
+        };
+        Ok(LogStore {
+            db,
+            group,
+            hard_state,
+            conf_state,
+            truncated_index,
+            truncated_term,
+            last_index,
+            staged: None,
+        })
+    }
+
+    /// Whether this group has any Raft state on disk.
+    pub fn is_initialized(&self) -> bool {
+        !self.conf_state.voters.is_empty()
+    }
+
+    /// Stages a fresh group's first configuration (all initial replicas of
+    /// a new PG start from the same one, so no snapshot is needed).
+    pub fn stage_bootstrap(&mut self, batch: &mut WriteBatch, voters: &[u64]) {
+        self.conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
+        batch.put(
+            key(self.group, KIND_CONF_STATE),
+            versioned(self.conf_state.encode_to_vec()),
+        );
+    }
+
+    /// Stages a conf state change (after `apply_conf_change`).
+    pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, conf_state: ConfState) {
+        batch.put(
+            key(self.group, KIND_CONF_STATE),
+            versioned(conf_state.encode_to_vec()),
+        );
+        self.conf_state = conf_state;
+    }
+
+    /// Stages new entries (replacing any conflicting suffix) and a new hard
+    /// state into the node loop's batch.
+    pub fn stage(
+        &mut self,
+        batch: &mut WriteBatch,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) {
+        let mut staged = Staged {
+            hard_state: None,
+            last_index: None,
+        };
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            for e in entries {
+                batch.put(entry_key(self.group, e.index), versioned(e.encode_to_vec()));
+            }
+            // A new leader may overwrite our tail: drop entries past it.
+            if last.index < self.last_index {
+                batch.delete_range(
+                    entry_key(self.group, last.index + 1),
+                    entry_key(self.group, self.last_index + 1),
+                );
+            }
+            debug_assert!(first.index > self.truncated_index);
+            staged.last_index = Some(last.index);
+        }
+        if let Some(hs) = hard_state {
+            batch.put(
+                key(self.group, KIND_HARD_STATE),
+                versioned(hs.encode_to_vec()),
+            );
+            staged.hard_state = Some(hs.clone());
+        }
+        self.staged = Some(staged);
+    }
+
+    /// Stages only a commit index change (from a `LightReady`).
+    pub fn stage_commit(&mut self, batch: &mut WriteBatch, commit: u64) {
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        batch.put(
+            key(self.group, KIND_HARD_STATE),
+            versioned(hs.encode_to_vec()),
+        );
+        self.hard_state = hs;
+    }
+
+    /// Makes staged writes visible to raft-rs; call after the batch synced.
+    pub fn commit_staged(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            if let Some(hs) = staged.hard_state {
+                self.hard_state = hs;
+            }
+            if let Some(last) = staged.last_index {
+                self.last_index = last;
+            }
+        }
+    }
+
+    /// The hard state as last made durable.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    fn read_entry(&self, index: u64) -> raft::Result<Entry> {
+        match self.db.get(entry_key(self.group, index)) {
+            Ok(Some(v)) => decode("entry", &v),
+            Ok(None) => Err(storage_error(format!(
+                "group {}: entry {index} missing in [{}, {}]",
+                self.group,
+                self.truncated_index + 1,
+                self.last_index
+            ))),
+            Err(e) => Err(storage_error(format!(
+                "group {}: read entry {index}: {e}",
+                self.group
+            ))),
+        }
+    }
+}
+
+impl Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(storage_error(format!(
+                "group {}: entries up to {high} asked, last is {}",
+                self.group, self.last_index
+            )));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let mut it = self.db.raw_iterator();
+        it.seek(entry_key(self.group, low));
+        for index in low..high {
+            let value = match (it.key(), it.value()) {
+                (Some(k), Some(v)) if k == entry_key(self.group, index).as_slice() => v.to_vec(),
+                _ => {
+                    it.status()
+                        .map_err(|e| storage_error(format!("group {}: scan: {e}", self.group)))?;
+                    return Err(storage_error(format!(
+                        "group {}: entry {index} missing",
+                        self.group
+                    )));
+                }
+            };
+            let entry: Entry = decode("entry", &value)?;
+            size += entry.encoded_len() as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(entry);
+            it.next();
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index == self.truncated_index {
+            return Ok(self.truncated_term);
+        }
+        if index < self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if index > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.read_entry(index)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshot transfer for new replicas comes with PG membership
+        // changes; until then logs are never truncated, so raft-rs never
+        // needs one.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}

@@ -1,0 +1,81 @@
+//! Replication: every placement group is a Raft group (raft-rs), and one
+//! loop per node drives all the groups it hosts.
+//!
+//! This module owns Raft logs and hard state in RocksDB ([`log_store`]),
+//! the per-group peer with its pending proposals and reads ([`peer`]), the
+//! node-wide loop that batches the ready states of all groups into one
+//! synced RocksDB write and one message batch per peer node
+//! ([`node_loop`]), and the transport boundary ([`transport`]). It applies
+//! committed entries through the [`StateMachine`] trait and never
+//! interprets them: what an entry means belongs to the object store and
+//! the cluster map.
+
+pub mod log_store;
+pub mod node_loop;
+pub mod peer;
+pub mod transport;
+
+#[cfg(test)]
+pub(crate) mod test_kv;
+#[cfg(test)]
+mod tests;
+
+pub use node_loop::{NodeConfig, RaftNode, RaftNodeHandle};
+pub use transport::{RaftEnvelope, Transport};
+
+/// A Raft group: one placement group, or the cluster map (group 0).
+pub type GroupId = u64;
+/// A replica's id inside its group (never 0, a raft-rs rule): the disk's
+/// global id plus one.
+pub type PeerId = u64;
+/// A node (one `hpchain node` process).
+pub type NodeId = u64;
+
+/// What applying one committed entry produced, handed back to its proposer.
+pub type ApplyResult = Vec<u8>;
+
+/// The deterministic state a group replicates.
+///
+/// Entries are applied in log order, exactly once from the state machine's
+/// point of view: `apply` must make `index` durable together with the
+/// effect (the same write batch), so that after a crash `applied_index`
+/// tells where to resume.
+pub trait StateMachine: Send {
+    /// The index of the last entry whose effect is durable.
+    fn applied_index(&self) -> u64;
+    /// Applies entry `index`; the result goes back to the proposer.
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<ApplyResult, String>;
+    /// Records that `index` carried no command (leader no-op, conf change).
+    fn apply_noop(&mut self, index: u64);
+    /// Serves a linearizable read, after the group has applied past the
+    /// read's index.
+    fn read(&self, query: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// Errors a caller of the replication layer sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationError {
+    /// This replica is not the group's leader; retry at `leader` if known.
+    #[error(
+        "group {group}: this replica is not the leader (leader: {leader:?}); retry on the leader"
+    )]
+    NotLeader {
+        group: GroupId,
+        leader: Option<PeerId>,
+    },
+    /// The group is not hosted on this node.
+    #[error("group {0} has no replica on this node; refresh the cluster map and route again")]
+    GroupNotFound(GroupId),
+    /// The proposal was overwritten by a new leader's log and did not commit.
+    #[error("group {group}: the proposal was dropped by a leader change; retry it")]
+    Dropped { group: GroupId },
+    /// The state machine refused the command.
+    #[error("group {group}: {reason}")]
+    Apply { group: GroupId, reason: String },
+    /// The node loop stopped (shutdown or a fatal storage error).
+    #[error("the replication loop of this node has stopped")]
+    Stopped,
+    /// Raft log storage failed; the node cannot continue safely.
+    #[error("raft log storage: {0}; check the disk and restart the node")]
+    Storage(String),
+}

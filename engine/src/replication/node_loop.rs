@@ -1,0 +1,529 @@
+//! The node-wide replication loop: one thread drives every group this node
+//! hosts.
+//!
+//! Each round it takes what arrived (Raft messages, proposals, reads),
+//! ticks the groups when a tick is due, collects the `Ready` of every group,
+//! writes all their new log entries and hard states in ONE synced RocksDB
+//! batch, and sends ONE batch of messages per destination node. So the cost
+//! of an fsync and of a network round trip is shared by every I/O in
+//! flight, whatever the number of groups.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use raft::eraftpb::Message;
+use raft::RawNode;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::log_store::LogStore;
+use super::peer::{Callback, Peer};
+use super::transport::{PeerResolver, RaftEnvelope, Transport};
+use super::{ApplyResult, GroupId, NodeId, PeerId, ReplicationError, StateMachine};
+
+/// Most inbox items taken in one round, so a flood of proposals cannot
+/// starve ticks and persistence.
+const INBOX_BATCH_MAX: usize = 4096;
+/// Inbox capacity: senders wait (backpressure) beyond this.
+const INBOX_CAPACITY: usize = 65_536;
+
+/// Timing of the Raft groups of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// One Raft tick.
+    pub tick_interval: Duration,
+    /// Ticks without a heartbeat before a follower campaigns (randomized up
+    /// to twice this by raft-rs).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+}
+
+impl NodeConfig {
+    /// 100 ms ticks, elections after 1-2 s of silence, heartbeats every 200 ms.
+    pub fn new(node_id: NodeId) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        }
+    }
+}
+
+/// A snapshot of one group's replica, for status and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub peer: PeerId,
+    pub is_leader: bool,
+    pub leader: Option<PeerId>,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub leader_changes: u64,
+}
+
+enum Command {
+    Messages(Vec<RaftEnvelope>),
+    Propose {
+        group: GroupId,
+        data: Vec<u8>,
+        callback: Callback,
+    },
+    Read {
+        group: GroupId,
+        query: Vec<u8>,
+        callback: Callback,
+    },
+    CreateGroup {
+        group: GroupId,
+        peer: PeerId,
+        voters: Vec<PeerId>,
+        machine: Box<dyn StateMachine>,
+        done: Sender<Result<(), ReplicationError>>,
+    },
+    Campaign(GroupId),
+    Status(Sender<Vec<GroupStatus>>),
+    Stop,
+}
+
+/// The way into a running node loop; cheap to clone.
+#[derive(Clone)]
+pub struct RaftNodeHandle {
+    node_id: NodeId,
+    inbox: Sender<Command>,
+}
+
+/// A running node loop; stops (and joins its thread) when dropped.
+pub struct RaftNode {
+    handle: RaftNodeHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RaftNode {
+    /// Starts the loop of node `config.node_id` on its own thread.
+    pub fn spawn(
+        config: NodeConfig,
+        db: Arc<DB>,
+        transport: Arc<dyn Transport>,
+        resolver: Arc<dyn PeerResolver>,
+    ) -> RaftNode {
+        let (tx, rx) = crossbeam_channel::bounded(INBOX_CAPACITY);
+        let handle = RaftNodeHandle {
+            node_id: config.node_id,
+            inbox: tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-node-{}", config.node_id))
+            .spawn(move || {
+                let mut node_loop = NodeLoop {
+                    config,
+                    db,
+                    transport,
+                    resolver,
+                    peers: BTreeMap::new(),
+                    logger: slog::Logger::root(slog::Discard, slog::o!()),
+                };
+                node_loop.run(rx);
+            })
+            .expect("spawning the raft loop thread");
+        RaftNode {
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn handle(&self) -> RaftNodeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the loop and waits for it; pending requests fail with `Stopped`.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.handle.inbox.send(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RaftNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn reply_channel() -> (Callback, Receiver<Result<ApplyResult, ReplicationError>>) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let callback: Callback = Box::new(move |result| {
+        let _ = tx.send(result);
+    });
+    (callback, rx)
+}
+
+impl RaftNodeHandle {
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn send(&self, command: Command) -> Result<(), ReplicationError> {
+        self.inbox
+            .send(command)
+            .map_err(|_| ReplicationError::Stopped)
+    }
+
+    /// Delivers messages that arrived from the network; false once the
+    /// loop has stopped (a full inbox drops the batch and Raft resends).
+    pub fn deliver(&self, batch: Vec<RaftEnvelope>) -> bool {
+        !matches!(
+            self.inbox.try_send(Command::Messages(batch)),
+            Err(crossbeam_channel::TrySendError::Disconnected(_))
+        )
+    }
+
+    /// Hosts a replica of `group` with id `peer`; `voters` is the group's
+    /// first configuration, the same on every initial replica.
+    pub fn create_group(
+        &self,
+        group: GroupId,
+        peer: PeerId,
+        voters: Vec<PeerId>,
+        machine: Box<dyn StateMachine>,
+    ) -> Result<(), ReplicationError> {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        self.send(Command::CreateGroup {
+            group,
+            peer,
+            voters,
+            machine,
+            done,
+        })?;
+        wait.recv().map_err(|_| ReplicationError::Stopped)?
+    }
+
+    /// Proposes `data` to `group`; `callback` gets the applied result.
+    pub fn propose_with(&self, group: GroupId, data: Vec<u8>, callback: Callback) {
+        if let Err(Command::Propose { callback, .. }) = self
+            .inbox
+            .send(Command::Propose {
+                group,
+                data,
+                callback,
+            })
+            .map_err(|e| e.0)
+        {
+            callback(Err(ReplicationError::Stopped));
+        }
+    }
+
+    /// Proposes and waits up to `timeout` for the result.
+    pub fn propose(
+        &self,
+        group: GroupId,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<ApplyResult, ReplicationError> {
+        let (callback, rx) = reply_channel();
+        self.propose_with(group, data, callback);
+        rx.recv_timeout(timeout)
+            .unwrap_or(Err(ReplicationError::Dropped { group }))
+    }
+
+    /// A linearizable read, answered by the state machine once the leader
+    /// confirmed it is current.
+    pub fn read(
+        &self,
+        group: GroupId,
+        query: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReplicationError> {
+        let (callback, rx) = reply_channel();
+        self.send(Command::Read {
+            group,
+            query,
+            callback,
+        })?;
+        rx.recv_timeout(timeout)
+            .unwrap_or(Err(ReplicationError::Dropped { group }))
+    }
+
+    /// Asks this replica to start an election now.
+    pub fn campaign(&self, group: GroupId) {
+        let _ = self.send(Command::Campaign(group));
+    }
+
+    /// The state of every group replica on this node.
+    pub fn status(&self) -> Result<Vec<GroupStatus>, ReplicationError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Status(tx))?;
+        rx.recv().map_err(|_| ReplicationError::Stopped)
+    }
+}
+
+struct NodeLoop {
+    config: NodeConfig,
+    db: Arc<DB>,
+    transport: Arc<dyn Transport>,
+    resolver: Arc<dyn PeerResolver>,
+    peers: BTreeMap<GroupId, Peer>,
+    logger: slog::Logger,
+}
+
+impl NodeLoop {
+    fn run(&mut self, inbox: Receiver<Command>) {
+        let mut next_tick = Instant::now() + self.config.tick_interval;
+        'rounds: loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = match inbox.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut taken = 0;
+            let mut command = first;
+            while let Some(c) = command {
+                if matches!(c, Command::Stop) {
+                    break 'rounds;
+                }
+                self.handle(c);
+                taken += 1;
+                command = if taken < INBOX_BATCH_MAX {
+                    inbox.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if Instant::now() >= next_tick {
+                for peer in self.peers.values_mut() {
+                    peer.raw.tick();
+                }
+                next_tick += self.config.tick_interval;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.config.tick_interval;
+                }
+            }
+            if let Err(e) = self.process_ready() {
+                eprintln!(
+                    "hpchain raft loop of node {}: {e}; stopping",
+                    self.config.node_id
+                );
+                break;
+            }
+        }
+        for peer in self.peers.values_mut() {
+            peer.fail_all(ReplicationError::Stopped);
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Messages(batch) => {
+                for envelope in batch {
+                    if let Some(peer) = self.peers.get_mut(&envelope.group) {
+                        // Stale or misrouted messages are Raft's to ignore.
+                        let _ = peer.raw.step(envelope.message);
+                    }
+                }
+            }
+            Command::Propose {
+                group,
+                data,
+                callback,
+            } => match self.peers.get_mut(&group) {
+                Some(peer) => peer.propose(data, callback),
+                None => callback(Err(ReplicationError::GroupNotFound(group))),
+            },
+            Command::Read {
+                group,
+                query,
+                callback,
+            } => match self.peers.get_mut(&group) {
+                Some(peer) => peer.read(query, callback),
+                None => callback(Err(ReplicationError::GroupNotFound(group))),
+            },
+            Command::CreateGroup {
+                group,
+                peer,
+                voters,
+                machine,
+                done,
+            } => {
+                let _ = done.send(self.create_group(group, peer, voters, machine));
+            }
+            Command::Campaign(group) => {
+                if let Some(peer) = self.peers.get_mut(&group) {
+                    let _ = peer.raw.campaign();
+                }
+            }
+            Command::Status(reply) => {
+                let status = self
+                    .peers
+                    .values()
+                    .map(|p| GroupStatus {
+                        group: p.group,
+                        peer: p.id,
+                        is_leader: p.is_leader(),
+                        leader: p.leader,
+                        term: p.raw.raft.term,
+                        commit: p.raw.raft.raft_log.committed,
+                        applied: p.applied_index(),
+                        leader_changes: p.leader_changes,
+                    })
+                    .collect();
+                let _ = reply.send(status);
+            }
+            Command::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn create_group(
+        &mut self,
+        group: GroupId,
+        peer_id: PeerId,
+        voters: Vec<PeerId>,
+        machine: Box<dyn StateMachine>,
+    ) -> Result<(), ReplicationError> {
+        if self.peers.contains_key(&group) {
+            return Ok(());
+        }
+        let mut store = LogStore::open(self.db.clone(), group)
+            .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+        if !store.is_initialized() {
+            let mut batch = WriteBatch::default();
+            store.stage_bootstrap(&mut batch, &voters);
+            self.write_synced(batch)?;
+        }
+        let applied = machine.applied_index().min(store.hard_state().commit);
+        let config = raft::Config {
+            id: peer_id,
+            election_tick: self.config.election_ticks,
+            heartbeat_tick: self.config.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&config, store, &self.logger)
+            .map_err(|e| ReplicationError::Storage(format!("group {group}: {e}")))?;
+        self.peers
+            .insert(group, Peer::new(group, peer_id, raw, machine));
+        Ok(())
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), ReplicationError> {
+        write_synced(&self.db, batch)
+    }
+
+    fn process_ready(&mut self) -> Result<(), ReplicationError> {
+        let mut outbox: HashMap<NodeId, Vec<RaftEnvelope>> = HashMap::new();
+        let mut batch = WriteBatch::default();
+        let mut readies = Vec::new();
+        for (&group, peer) in self.peers.iter_mut() {
+            if peer.commit_dirty {
+                let commit = peer.raw.raft.raft_log.committed;
+                peer.raw.mut_store().stage_commit(&mut batch, commit);
+                peer.commit_dirty = false;
+            }
+            if !peer.raw.has_ready() {
+                continue;
+            }
+            let mut ready = peer.raw.ready();
+            if let Some(ss) = ready.ss() {
+                peer.on_soft_state(ss.leader_id, ss.raft_state);
+            }
+            route(&*self.resolver, &mut outbox, group, ready.take_messages());
+            if !ready.snapshot().data.is_empty() || ready.snapshot().get_metadata().index != 0 {
+                return Err(ReplicationError::Storage(format!(
+                    "group {group}: snapshot received, but snapshot install is not supported yet"
+                )));
+            }
+            if let Some(cs) = peer.apply(ready.take_committed_entries())? {
+                let mut cs_batch = WriteBatch::default();
+                peer.raw.mut_store().stage_conf_state(&mut cs_batch, cs);
+                write_synced(&self.db, cs_batch)?;
+            }
+            if !ready.read_states().is_empty() {
+                peer.on_read_states(ready.take_read_states());
+            }
+            let hs = ready.hs().cloned();
+            peer.raw
+                .mut_store()
+                .stage(&mut batch, ready.entries(), hs.as_ref());
+            readies.push((group, ready));
+        }
+        // Messages a leader sends before its own write are safe (Raft
+        // paper, section 10.2.1): overlap the network with the fsync.
+        self.flush(&mut outbox);
+        if !batch.is_empty() {
+            self.write_synced(batch)?;
+        }
+        for (group, ready) in readies {
+            let peer = self.peers.get_mut(&group).expect("peer of a ready");
+            peer.raw.mut_store().commit_staged();
+            let mut ready = ready;
+            route(
+                &*self.resolver,
+                &mut outbox,
+                group,
+                ready.take_persisted_messages(),
+            );
+            let mut light = peer.raw.advance(ready);
+            if light.commit_index().is_some() {
+                peer.commit_dirty = true;
+            }
+            route(&*self.resolver, &mut outbox, group, light.take_messages());
+            if let Some(cs) = peer.apply(light.take_committed_entries())? {
+                let mut cs_batch = WriteBatch::default();
+                peer.raw.mut_store().stage_conf_state(&mut cs_batch, cs);
+                write_synced(&self.db, cs_batch)?;
+            }
+            peer.raw.advance_apply();
+            peer.serve_reads();
+        }
+        for peer in self.peers.values_mut() {
+            peer.serve_reads();
+        }
+        self.flush(&mut outbox);
+        Ok(())
+    }
+
+    fn flush(&self, outbox: &mut HashMap<NodeId, Vec<RaftEnvelope>>) {
+        for (node, batch) in outbox.drain() {
+            if !batch.is_empty() {
+                self.transport.send(node, batch);
+            }
+        }
+    }
+}
+
+fn route(
+    resolver: &dyn PeerResolver,
+    outbox: &mut HashMap<NodeId, Vec<RaftEnvelope>>,
+    group: GroupId,
+    messages: Vec<Message>,
+) {
+    for message in messages {
+        if let Some(node) = resolver.node_of(group, message.to) {
+            outbox
+                .entry(node)
+                .or_default()
+                .push(RaftEnvelope { group, message });
+        }
+    }
+}
+
+/// Writes `batch` and waits until it is on stable storage.
+fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), ReplicationError> {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.write_opt(batch, &options)
+        .map_err(|e| ReplicationError::Storage(e.to_string()))
+}

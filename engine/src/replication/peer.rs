@@ -1,0 +1,240 @@
+//! One replica of one group: the raft-rs `RawNode`, the state machine it
+//! applies to, and the proposals and reads waiting on it.
+//!
+//! Everything here runs on the node loop's thread; nothing blocks or does
+//! I/O except through the log store (reads) and the state machine.
+
+use prost011::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::{RawNode, StateRole};
+use std::collections::VecDeque;
+
+use super::log_store::LogStore;
+use super::{ApplyResult, GroupId, PeerId, ReplicationError, StateMachine};
+
+/// Called once with the outcome of a proposal or read.
+pub type Callback = Box<dyn FnOnce(Result<ApplyResult, ReplicationError>) + Send>;
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    callback: Callback,
+}
+
+struct PendingRead {
+    /// Set once the leader confirmed its lease: serve when applied >= it.
+    index: Option<u64>,
+    context: u64,
+    query: Vec<u8>,
+    callback: Callback,
+}
+
+/// A replica of a group hosted on this node.
+pub struct Peer {
+    pub group: GroupId,
+    pub id: PeerId,
+    pub raw: RawNode<LogStore>,
+    machine: Box<dyn StateMachine>,
+    proposals: VecDeque<Proposal>,
+    reads: Vec<PendingRead>,
+    next_read_context: u64,
+    /// How many times this replica saw a new leader (for metrics).
+    pub leader_changes: u64,
+    pub leader: Option<PeerId>,
+    /// Commit index learned after the last persisted hard state.
+    pub commit_dirty: bool,
+}
+
+impl Peer {
+    pub fn new(
+        group: GroupId,
+        id: PeerId,
+        raw: RawNode<LogStore>,
+        machine: Box<dyn StateMachine>,
+    ) -> Peer {
+        Peer {
+            group,
+            id,
+            raw,
+            machine,
+            proposals: VecDeque::new(),
+            reads: Vec::new(),
+            next_read_context: 1,
+            leader_changes: 0,
+            leader: None,
+            commit_dirty: false,
+        }
+    }
+
+    fn not_leader(&self) -> ReplicationError {
+        ReplicationError::NotLeader {
+            group: self.group,
+            leader: self.leader.filter(|&l| l != self.id),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Proposes a command; `callback` gets the state machine's result once
+    /// the entry is committed and applied here.
+    pub fn propose(&mut self, data: Vec<u8>, callback: Callback) {
+        if !self.is_leader() {
+            return callback(Err(self.not_leader()));
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose(Vec::new(), data).is_err() {
+            return callback(Err(ReplicationError::Dropped { group: self.group }));
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        debug_assert_eq!(index, before + 1);
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.raw.raft.term,
+            callback,
+        });
+    }
+
+    /// Starts a linearizable read (Raft ReadIndex) on the leader.
+    pub fn read(&mut self, query: Vec<u8>, callback: Callback) {
+        if !self.is_leader() {
+            return callback(Err(self.not_leader()));
+        }
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        self.raw.read_index(context.to_be_bytes().to_vec());
+        self.reads.push(PendingRead {
+            index: None,
+            context,
+            query,
+            callback,
+        });
+    }
+
+    /// Records the indexes the leader confirmed for pending reads.
+    pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for state in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            let context = u64::from_be_bytes(bytes);
+            if let Some(read) = self.reads.iter_mut().find(|r| r.context == context) {
+                read.index = Some(state.index);
+            }
+        }
+    }
+
+    /// Notes a role or leader change; a replica that stops leading fails its
+    /// pending reads (they can no longer be proven current here).
+    pub fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        let leader = (leader != 0).then_some(leader);
+        if leader != self.leader {
+            self.leader_changes += 1;
+            self.leader = leader;
+        }
+        if role != StateRole::Leader {
+            let error = self.not_leader();
+            for read in self.reads.drain(..) {
+                (read.callback)(Err(error.clone()));
+            }
+        }
+    }
+
+    /// Applies committed entries in order, answering their proposers.
+    pub fn apply(
+        &mut self,
+        entries: Vec<Entry>,
+    ) -> Result<Option<raft::eraftpb::ConfState>, ReplicationError> {
+        let mut conf_state = None;
+        for entry in entries {
+            if entry.index <= self.machine.applied_index() {
+                continue; // already durable in the state machine (restart)
+            }
+            let result = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    self.machine.apply_noop(entry.index);
+                    Ok(Vec::new())
+                }
+                EntryType::EntryNormal => {
+                    self.machine
+                        .apply(entry.index, &entry.data)
+                        .map_err(|reason| ReplicationError::Apply {
+                            group: self.group,
+                            reason,
+                        })
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::decode(entry.data.as_slice())
+                        .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
+                    conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
+                        ReplicationError::Storage(format!("apply conf change: {e}"))
+                    })?);
+                    self.machine.apply_noop(entry.index);
+                    Ok(Vec::new())
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::decode(entry.data.as_slice())
+                        .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
+                    conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
+                        ReplicationError::Storage(format!("apply conf change: {e}"))
+                    })?);
+                    self.machine.apply_noop(entry.index);
+                    Ok(Vec::new())
+                }
+            };
+            self.answer(entry.index, entry.term, result);
+        }
+        Ok(conf_state)
+    }
+
+    fn answer(&mut self, index: u64, term: u64, result: Result<ApplyResult, ReplicationError>) {
+        while let Some(front) = self.proposals.front() {
+            if front.index > index {
+                break;
+            }
+            let proposal = self.proposals.pop_front().expect("front exists");
+            if proposal.index == index && proposal.term == term {
+                (proposal.callback)(result);
+                return;
+            }
+            // Another leader's entry took this index: ours never committed.
+            (proposal.callback)(Err(ReplicationError::Dropped { group: self.group }));
+        }
+    }
+
+    /// Serves the reads whose index has been applied.
+    pub fn serve_reads(&mut self) {
+        let applied = self.machine.applied_index();
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].index.is_some_and(|index| index <= applied) {
+                let read = self.reads.swap_remove(i);
+                let result =
+                    self.machine
+                        .read(&read.query)
+                        .map_err(|reason| ReplicationError::Apply {
+                            group: self.group,
+                            reason,
+                        });
+                (read.callback)(result);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Fails everything pending (the loop is stopping).
+    pub fn fail_all(&mut self, error: ReplicationError) {
+        for p in self.proposals.drain(..) {
+            (p.callback)(Err(error.clone()));
+        }
+        for r in self.reads.drain(..) {
+            (r.callback)(Err(error.clone()));
+        }
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.machine.applied_index()
+    }
+}

@@ -1,0 +1,305 @@
+//! In-process clusters of node loops over a simulated network that can cut
+//! links: elections, replication, partitions, restarts. Real RocksDB, real
+//! raft-rs; only the network is simulated (the gRPC transport has its own
+//! tests with real processes).
+
+use rocksdb::DB;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::node_loop::{NodeConfig, RaftNode, RaftNodeHandle};
+use super::test_kv::RocksKv;
+use super::transport::{RaftEnvelope, Transport};
+use super::{GroupId, NodeId, ReplicationError};
+
+#[derive(Default)]
+struct SimNetwork {
+    nodes: Mutex<HashMap<NodeId, RaftNodeHandle>>,
+    cut: Mutex<HashSet<(NodeId, NodeId)>>,
+}
+
+struct SimTransport {
+    me: NodeId,
+    net: Arc<SimNetwork>,
+}
+
+impl Transport for SimTransport {
+    fn send(&self, to: NodeId, batch: Vec<RaftEnvelope>) {
+        if self.net.cut.lock().unwrap().contains(&(self.me, to)) {
+            return;
+        }
+        if let Some(node) = self.net.nodes.lock().unwrap().get(&to) {
+            let _ = node.deliver(batch);
+        }
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    net: Arc<SimNetwork>,
+    nodes: HashMap<NodeId, (RaftNode, Arc<DB>)>,
+    voters: Vec<NodeId>,
+    groups: Vec<GroupId>,
+}
+
+impl Cluster {
+    fn new(voters: &[NodeId], groups: &[GroupId]) -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            net: Arc::new(SimNetwork::default()),
+            nodes: HashMap::new(),
+            voters: voters.to_vec(),
+            groups: groups.to_vec(),
+        };
+        for &id in voters {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let db = Arc::new(DB::open_default(self.dir.path().join(format!("node{id}"))).unwrap());
+        let mut config = NodeConfig::new(id);
+        config.tick_interval = Duration::from_millis(20);
+        let transport = Arc::new(SimTransport {
+            me: id,
+            net: self.net.clone(),
+        });
+        let node = RaftNode::spawn(
+            config,
+            db.clone(),
+            transport,
+            Arc::new(|_g: GroupId, peer: u64| Some(peer)),
+        );
+        for &group in &self.groups {
+            let machine = Box::new(RocksKv::open(db.clone(), group));
+            node.handle()
+                .create_group(group, id, self.voters.clone(), machine)
+                .unwrap();
+        }
+        self.net.nodes.lock().unwrap().insert(id, node.handle());
+        self.nodes.insert(id, (node, db));
+    }
+
+    /// Stops a node as a crash would: its loop ends, in-flight work is lost.
+    fn stop(&mut self, id: NodeId) {
+        self.net.nodes.lock().unwrap().remove(&id);
+        let (node, _db) = self.nodes.remove(&id).unwrap();
+        node.stop();
+    }
+
+    fn isolate(&self, id: NodeId) {
+        let mut cut = self.net.cut.lock().unwrap();
+        for &other in &self.voters {
+            if other != id {
+                cut.insert((id, other));
+                cut.insert((other, id));
+            }
+        }
+    }
+
+    fn heal(&self) {
+        self.net.cut.lock().unwrap().clear();
+    }
+
+    fn handle(&self, id: NodeId) -> RaftNodeHandle {
+        self.nodes[&id].0.handle()
+    }
+
+    /// The node whose replica leads `group`, waiting for an election.
+    fn leader(&self, group: GroupId) -> NodeId {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            for (&id, (node, _)) in &self.nodes {
+                let status = node.handle().status().unwrap();
+                if status.iter().any(|s| s.group == group && s.is_leader) {
+                    return id;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "group {group}: no leader after {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes through whichever node leads, retrying on leader changes, as
+    /// the volume client does.
+    fn put(&self, group: GroupId, key: &str, value: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let leader = self.leader(group);
+            match self.handle(leader).propose(
+                group,
+                format!("{key}={value}").into_bytes(),
+                Duration::from_secs(2),
+            ) {
+                Ok(_) => return,
+                Err(ReplicationError::NotLeader { .. } | ReplicationError::Dropped { .. }) => {}
+                Err(e) => panic!("put {key}: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "put {key}: no success after {TIMEOUT:?}"
+            );
+        }
+    }
+
+    fn get(&self, group: GroupId, key: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let leader = self.leader(group);
+            match self
+                .handle(leader)
+                .read(group, key.as_bytes().to_vec(), Duration::from_secs(2))
+            {
+                Ok(v) => return String::from_utf8(v).unwrap(),
+                Err(ReplicationError::NotLeader { .. } | ReplicationError::Dropped { .. }) => {}
+                Err(e) => panic!("get {key}: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "get {key}: no answer after {TIMEOUT:?}"
+            );
+        }
+    }
+
+    /// What node `id` has applied for `key`, read locally (not linearizable).
+    fn local(&self, id: NodeId, group: GroupId, key: &str) -> String {
+        let db = &self.nodes[&id].1;
+        String::from_utf8(
+            db.get(RocksKv::data_key(group, key.as_bytes()))
+                .unwrap()
+                .unwrap_or_default(),
+        )
+        .unwrap()
+    }
+
+    fn wait_local(&self, id: NodeId, group: GroupId, key: &str, value: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.local(id, group, key) != value {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never applied {key}={value}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn three_nodes_replicate_every_group_to_every_replica() {
+    let groups: Vec<GroupId> = (1..=8).collect();
+    let cluster = Cluster::new(&[1, 2, 3], &groups);
+    for &g in &groups {
+        for i in 0..20 {
+            cluster.put(g, &format!("k{i}"), &format!("g{g}v{i}"));
+        }
+    }
+    for &g in &groups {
+        assert_eq!(cluster.get(g, "k19"), format!("g{g}v19"));
+        for node in [1, 2, 3] {
+            cluster.wait_local(node, g, "k7", &format!("g{g}v7"));
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_the_leaders_death() {
+    let mut cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..50 {
+        cluster.put(1, &format!("k{i}"), &format!("v{i}"));
+    }
+    let old = cluster.leader(1);
+    let started = Instant::now();
+    cluster.stop(old);
+    let new = cluster.leader(1);
+    assert_ne!(new, old);
+    let failover = started.elapsed();
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
+    for i in 0..50 {
+        assert_eq!(
+            cluster.get(1, &format!("k{i}")),
+            format!("v{i}"),
+            "acknowledged write k{i} lost"
+        );
+    }
+    cluster.put(1, "after", "failover");
+    assert_eq!(cluster.get(1, "after"), "failover");
+}
+
+#[test]
+fn an_isolated_leader_cannot_commit_and_the_majority_moves_on() {
+    let cluster = Cluster::new(&[1, 2, 3], &[1]);
+    cluster.put(1, "x", "1");
+    let old = cluster.leader(1);
+    cluster.isolate(old);
+    // The isolated leader accepts the proposal but can never commit it.
+    let stranded =
+        cluster
+            .handle(old)
+            .propose(1, b"x=stranded".to_vec(), Duration::from_millis(600));
+    assert!(stranded.is_err(), "a minority committed: {stranded:?}");
+    // The majority elects a new leader (check_quorum makes the old one step down).
+    let deadline = Instant::now() + TIMEOUT;
+    let new = loop {
+        let l = cluster.leader(1);
+        if l != old {
+            break l;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    cluster
+        .handle(new)
+        .propose(1, b"x=2".to_vec(), TIMEOUT)
+        .unwrap();
+    cluster.heal();
+    for node in [1, 2, 3] {
+        cluster.wait_local(node, 1, "x", "2");
+    }
+    assert_eq!(cluster.get(1, "x"), "2");
+}
+
+#[test]
+fn a_restarted_node_catches_up_from_the_log() {
+    let mut cluster = Cluster::new(&[1, 2, 3], &[1, 2]);
+    cluster.put(1, "a", "1");
+    let follower = [1, 2, 3]
+        .into_iter()
+        .find(|&n| n != cluster.leader(1))
+        .unwrap();
+    cluster.stop(follower);
+    for i in 0..30 {
+        cluster.put(1, &format!("b{i}"), "while-down");
+        cluster.put(2, &format!("c{i}"), "while-down");
+    }
+    cluster.start(follower);
+    cluster.wait_local(follower, 1, "b29", "while-down");
+    cluster.wait_local(follower, 2, "c29", "while-down");
+    assert_eq!(cluster.local(follower, 1, "a"), "1");
+}
+
+#[test]
+fn a_whole_cluster_restart_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..20 {
+        cluster.put(1, &format!("k{i}"), &format!("v{i}"));
+    }
+    for id in [1, 2, 3] {
+        cluster.stop(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.start(id);
+    }
+    for i in 0..20 {
+        assert_eq!(cluster.get(1, &format!("k{i}")), format!("v{i}"));
+    }
+}
