@@ -9,10 +9,13 @@
 //! This crate knows records and blocks, never volumes: the engine depends on
 //! it, not the other way round. The byte formats are in docs/ledger-format.md.
 
+pub mod block;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod genesis;
 pub mod merkle;
+pub mod state;
 pub mod tx;
 
 pub use crypto::{Hash32, Keypair, PublicKey, Signature};
