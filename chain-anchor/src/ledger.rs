@@ -1,0 +1,719 @@
+//! The ledger: the fork tree of non-final blocks above the last final block,
+//! fork choice, finality, the pending-transaction pool, block production and
+//! import, and the queries a transport or an API needs. It owns a
+//! [`ChainStore`] and never does network I/O: a transport carries
+//! [`Block`]s, [`Transaction`]s and [`Confirmation`]s (all with canonical
+//! encodings) between ledgers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::block::{Block, Confirmation, SignedHeader, MAX_BLOCK_TXS};
+use crate::crypto::{Hash32, Keypair, PublicKey};
+use crate::dpos::{self, ParentView};
+use crate::error::{BlockError, Error, Result, TxError};
+use crate::genesis::Genesis;
+use crate::merkle;
+use crate::proof::InclusionProof;
+use crate::state::State;
+use crate::store::{ChainStore, FinalCommit, FinalTip, TxLocation};
+use crate::tx::{Payload, TraceEvent, Transaction};
+
+/// Most transactions held in the pending pool.
+pub const MAX_POOL_TXS: usize = 200_000;
+/// How far ahead of an account's next nonce a pending transaction may be.
+pub const MAX_NONCE_AHEAD: u64 = 10_000;
+/// Most non-final blocks kept; beyond it imports are refused until finality
+/// advances (a bound on memory during a long partition).
+pub const MAX_UNFINAL_BLOCKS: usize = 100_000;
+
+/// What `import_block` did with a valid block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Already known (in the tree, or final).
+    AlreadyKnown,
+    /// The block extends the best chain and is the new head.
+    Extended { head: Hash32, height: u64 },
+    /// The block is valid but on a branch that is not (yet) the best.
+    SideBranch { height: u64 },
+    /// The block made another branch the best one.
+    Reorganized {
+        old_head: Hash32,
+        new_head: Hash32,
+        height: u64,
+    },
+}
+
+/// Two blocks signed by the same producer for the same slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Equivocation {
+    pub producer: PublicKey,
+    pub slot: u64,
+    pub first: SignedHeader,
+    pub second: SignedHeader,
+}
+
+struct Node {
+    block: Option<Arc<Block>>, // None only for the genesis root
+    height: u64,
+    slot: u64,
+    parent: Hash32,
+    state: Arc<State>,
+    active: Arc<Vec<PublicKey>>,
+    tx_hashes: Vec<Hash32>,
+}
+
+/// The embedded DPoS ledger of one node.
+pub struct Ledger {
+    genesis: Genesis,
+    chain: Hash32,
+    store: Box<dyn ChainStore>,
+    nodes: HashMap<Hash32, Node>,
+    final_hash: Hash32,
+    final_height: u64,
+    head: Hash32,
+    confirmations: HashMap<Hash32, BTreeMap<PublicKey, Confirmation>>,
+    pool: BTreeMap<u64, Transaction>,
+    pool_index: HashMap<Hash32, u64>,
+    pool_seq: u64,
+    produced: HashMap<(PublicKey, u64), SignedHeader>,
+    equivocations: Vec<Equivocation>,
+}
+
+impl Ledger {
+    /// Opens the ledger in `store`: initialises a new store from `genesis`,
+    /// or resumes from the final tip and pending blocks of an existing one
+    /// (which must hold the same genesis).
+    pub fn open(genesis: Genesis, mut store: Box<dyn ChainStore>) -> Result<Self> {
+        genesis.validate()?;
+        let chain = genesis.chain_hash();
+        match store.genesis()? {
+            None => {
+                let state = State::from_genesis(&genesis);
+                let tip = FinalTip {
+                    height: 0,
+                    hash: chain,
+                    slot: 0,
+                    active: state.elect(genesis.delegate_count as usize),
+                };
+                store.init(&genesis, &state, &tip)?;
+            }
+            Some(g) if g.chain_hash() != chain => {
+                return Err(Error::Genesis(format!(
+                    "the store holds chain {:#} ({}), the genesis given is chain {:#} ({}); use the matching genesis file or a new data directory",
+                    g.chain_hash(),
+                    g.chain_id,
+                    chain,
+                    genesis.chain_id
+                )))
+            }
+            Some(_) => {}
+        }
+        let tip = store.final_tip()?;
+        let state = store.load_state()?;
+        let root = Node {
+            block: match tip.height {
+                0 => None,
+                h => Some(Arc::new(store.block_at(h)?.ok_or_else(|| {
+                    Error::Storage(format!("final block at height {h} is missing"))
+                })?)),
+            },
+            height: tip.height,
+            slot: tip.slot,
+            parent: Hash32::ZERO,
+            state: Arc::new(state),
+            active: Arc::new(tip.active.clone()),
+            tx_hashes: vec![],
+        };
+        let mut l = Ledger {
+            genesis,
+            chain,
+            store,
+            nodes: HashMap::from([(tip.hash, root)]),
+            final_hash: tip.hash,
+            final_height: tip.height,
+            head: tip.hash,
+            confirmations: HashMap::new(),
+            pool: BTreeMap::new(),
+            pool_index: HashMap::new(),
+            pool_seq: 0,
+            produced: HashMap::new(),
+            equivocations: vec![],
+        };
+        let mut pending = l.store.pending()?;
+        pending.sort_by_key(|b| b.header.height);
+        for b in pending {
+            // Stale or invalid pending blocks are dropped; they are not final.
+            let _ = l.import_block(b);
+        }
+        Ok(l)
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    /// The chain hash every transaction and block must carry.
+    pub fn chain_hash(&self) -> Hash32 {
+        self.chain
+    }
+    /// Hash and height of the best block.
+    pub fn head(&self) -> (Hash32, u64) {
+        (self.head, self.nodes[&self.head].height)
+    }
+    /// Slot of the best block.
+    pub fn head_slot(&self) -> u64 {
+        self.nodes[&self.head].slot
+    }
+    /// Hash and height of the last final (irreversible) block; height 0 and
+    /// the chain hash before any block is final.
+    pub fn final_block(&self) -> (Hash32, u64) {
+        (self.final_hash, self.final_height)
+    }
+    /// Height of the last final block.
+    pub fn final_height(&self) -> u64 {
+        self.final_height
+    }
+    /// The state after the best block.
+    pub fn head_state(&self) -> &State {
+        &self.nodes[&self.head].state
+    }
+    /// Equivocations seen (two blocks by one producer in one slot).
+    pub fn equivocations(&self) -> &[Equivocation] {
+        &self.equivocations
+    }
+    /// Number of pending transactions.
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+    /// The underlying store (for `verify_chain` and queries).
+    pub fn store(&self) -> &dyn ChainStore {
+        self.store.as_ref()
+    }
+
+    /// The slot that contains `time_ms` (0 before genesis).
+    pub fn slot_at(&self, time_ms: u64) -> u64 {
+        time_ms.saturating_sub(self.genesis.genesis_time_ms) / self.genesis.slot_time_ms
+    }
+
+    /// The delegate set that a block in `slot` on top of the head would have.
+    pub fn delegates_for_slot(&self, slot: u64) -> Vec<PublicKey> {
+        let n = &self.nodes[&self.head];
+        dpos::active_for(&self.genesis, &self.view(&self.head, n), slot)
+            .as_ref()
+            .clone()
+    }
+
+    /// The delegate scheduled to produce in `slot` on top of the head.
+    pub fn scheduled_producer(&self, slot: u64) -> Option<PublicKey> {
+        dpos::producer_for(&self.delegates_for_slot(slot), slot)
+    }
+
+    fn view<'a>(&self, hash: &Hash32, n: &'a Node) -> ParentView<'a> {
+        ParentView {
+            hash: *hash,
+            height: n.height,
+            slot: n.slot,
+            state: &n.state,
+            active: &n.active,
+        }
+    }
+
+    /// Validates a transaction and adds it to the pending pool. Checks the
+    /// signature, the chain, the payload and that the nonce is not already
+    /// used; balance is checked when a block includes it.
+    pub fn submit_tx(&mut self, tx: Transaction) -> Result<Hash32> {
+        let h = tx.hash();
+        let err = |reason| Error::Tx {
+            tx: h,
+            reason: Box::new(reason),
+        };
+        if self.pool_index.contains_key(&h) {
+            return Err(err(TxError::Duplicate));
+        }
+        if self.pool.len() >= MAX_POOL_TXS {
+            return Err(err(TxError::PoolFull(MAX_POOL_TXS)));
+        }
+        tx.check_stateless(&self.chain).map_err(err)?;
+        let expected = self.head_state().next_nonce(&tx.from);
+        if tx.nonce < expected || tx.nonce > expected + MAX_NONCE_AHEAD {
+            return Err(err(TxError::WrongNonce {
+                account: tx.from,
+                expected,
+                got: tx.nonce,
+            }));
+        }
+        self.pool_seq += 1;
+        self.pool.insert(self.pool_seq, tx);
+        self.pool_index.insert(h, self.pool_seq);
+        Ok(h)
+    }
+
+    fn pool_remove(&mut self, h: &Hash32) {
+        if let Some(seq) = self.pool_index.remove(h) {
+            self.pool.remove(&seq);
+        }
+    }
+
+    /// Produces, signs and imports a block in `slot` with `key`, if `key` is
+    /// the delegate scheduled for that slot on top of the head. Takes up to
+    /// `max_txs` pending transactions that are valid in order; invalid ones
+    /// with a stale nonce are dropped from the pool.
+    pub fn produce_block(&mut self, slot: u64, key: &Keypair, max_txs: usize) -> Result<Block> {
+        let head = self.head;
+        let n = &self.nodes[&head];
+        if slot <= n.slot {
+            return Err(Error::StaleSlot {
+                slot,
+                head_slot: n.slot,
+            });
+        }
+        let active = dpos::active_for(&self.genesis, &self.view(&head, n), slot);
+        let expected = dpos::producer_for(&active, slot)
+            .ok_or_else(|| Error::Genesis("no delegate candidates elected".into()))?;
+        if expected != key.public() {
+            return Err(Error::NotMyTurn {
+                slot,
+                key: key.public(),
+                expected,
+            });
+        }
+        let mut state = (*n.state).clone();
+        let parent_height = n.height;
+        let mut txs = Vec::new();
+        let mut stale = Vec::new();
+        let max_txs = max_txs.min(MAX_BLOCK_TXS);
+        for tx in self.pool.values() {
+            if txs.len() >= max_txs {
+                break;
+            }
+            match state.apply(tx) {
+                Ok(()) => txs.push(tx.clone()),
+                Err(TxError::WrongNonce { expected, got, .. }) if got > expected => {} // later
+                Err(_) => stale.push(tx.hash()),
+            }
+        }
+        for h in stale {
+            self.pool_remove(&h);
+        }
+        let ts = self.genesis.genesis_time_ms + slot * self.genesis.slot_time_ms;
+        let block = Block::build(self.chain, parent_height + 1, slot, ts, head, txs, key);
+        self.import_block(block.clone())?;
+        Ok(block)
+    }
+
+    /// Validates and imports a block received from a peer (or produced here).
+    /// A block whose parent is unknown fails with `BlockError::UnknownParent`:
+    /// fetch `blocks_since` from the sender first. A block that forks off
+    /// below the final block fails with `ConflictsWithFinal`.
+    pub fn import_block(&mut self, b: Block) -> Result<ImportOutcome> {
+        let hash = b.hash();
+        let height = b.header.height;
+        let err = |reason: BlockError| Error::Block {
+            height,
+            hash,
+            reason: Box::new(reason),
+        };
+        if self.nodes.contains_key(&hash) {
+            return Ok(ImportOutcome::AlreadyKnown);
+        }
+        if height <= self.final_height {
+            return match self.store.block_at(height)? {
+                Some(fb) if fb.hash() == hash => Ok(ImportOutcome::AlreadyKnown),
+                _ => Err(err(BlockError::ConflictsWithFinal {
+                    final_height: self.final_height,
+                })),
+            };
+        }
+        let Some(parent) = self.nodes.get(&b.header.prev_hash) else {
+            if height == self.final_height + 1 {
+                return Err(err(BlockError::ConflictsWithFinal {
+                    final_height: self.final_height,
+                }));
+            }
+            return Err(err(BlockError::UnknownParent(b.header.prev_hash)));
+        };
+        if self.nodes.len() >= MAX_UNFINAL_BLOCKS {
+            return Err(err(BlockError::TooLarge(format!(
+                "{MAX_UNFINAL_BLOCKS} non-final blocks held; waiting for finality"
+            ))));
+        }
+        let v = dpos::validate_block(
+            &self.genesis,
+            &self.chain,
+            &self.view(&b.header.prev_hash, parent),
+            &b,
+        )
+        .map_err(err)?;
+        self.store.put_pending(&b)?;
+        let key = (b.header.producer, b.header.slot);
+        match self.produced.get(&key) {
+            Some(first) if first.header.hash() != hash => self.equivocations.push(Equivocation {
+                producer: key.0,
+                slot: key.1,
+                first: first.clone(),
+                second: b.signed_header(),
+            }),
+            Some(_) => {}
+            None => {
+                self.produced.insert(key, b.signed_header());
+            }
+        }
+        for h in &v.tx_hashes {
+            self.pool_remove(h);
+        }
+        self.nodes.insert(
+            hash,
+            Node {
+                height,
+                slot: b.header.slot,
+                parent: b.header.prev_hash,
+                state: Arc::new(v.state),
+                active: v.active,
+                tx_hashes: v.tx_hashes,
+                block: Some(Arc::new(b)),
+            },
+        );
+        let old_head = self.head;
+        let (_, head_height) = self.head();
+        // Fork choice: the longest chain; equal heights go to the lower hash so
+        // that every node picks the same branch.
+        let better = height > head_height || (height == head_height && hash < old_head);
+        let outcome = if !better {
+            ImportOutcome::SideBranch { height }
+        } else if self.nodes[&hash].parent == old_head {
+            self.head = hash;
+            ImportOutcome::Extended { head: hash, height }
+        } else {
+            self.head = hash;
+            ImportOutcome::Reorganized {
+                old_head,
+                new_head: hash,
+                height,
+            }
+        };
+        self.advance_finality()?;
+        Ok(outcome)
+    }
+
+    /// Signs a confirmation of the head with a delegate key and records it.
+    /// Broadcast the result to peers (`import_confirmation`).
+    pub fn confirm_head(&mut self, key: &Keypair) -> Result<Confirmation> {
+        let (h, height) = self.head();
+        let c = Confirmation::sign(self.chain, height, h, key);
+        self.import_confirmation(c.clone())?;
+        Ok(c)
+    }
+
+    /// Records a delegate's confirmation of a non-final block; it counts toward
+    /// the finality of that block and its ancestors. Confirmations of blocks
+    /// already final are accepted and ignored.
+    pub fn import_confirmation(&mut self, c: Confirmation) -> Result<()> {
+        let err = |reason: String| Error::Confirmation {
+            block: c.block,
+            delegate: c.delegate,
+            reason,
+        };
+        if c.chain != self.chain {
+            return Err(err("made for another chain".into()));
+        }
+        if !c.verify_signature() {
+            return Err(err("bad signature".into()));
+        }
+        if c.height <= self.final_height {
+            return Ok(());
+        }
+        let Some(n) = self.nodes.get(&c.block) else {
+            return Err(err("unknown block; import it first".into()));
+        };
+        if n.height != c.height {
+            return Err(err(format!(
+                "block is at height {}, not {}",
+                n.height, c.height
+            )));
+        }
+        if !n.active.contains(&c.delegate) {
+            return Err(err("not a delegate of the block's round".into()));
+        }
+        self.confirmations
+            .entry(c.block)
+            .or_default()
+            .insert(c.delegate, c);
+        self.advance_finality()
+    }
+
+    /// Walks from the head down to the final block accumulating producers and
+    /// confirmers; the highest block confirmed by more than 2/3 of its round's
+    /// delegates becomes final, with all its ancestors.
+    fn advance_finality(&mut self) -> Result<()> {
+        let mut seen: HashSet<PublicKey> = HashSet::new();
+        let mut cur = self.head;
+        let mut new_final = None;
+        while cur != self.final_hash {
+            let n = &self.nodes[&cur];
+            if let Some(b) = &n.block {
+                seen.insert(b.header.producer);
+            }
+            if let Some(cs) = self.confirmations.get(&cur) {
+                seen.extend(cs.keys().copied());
+            }
+            let count = n.active.iter().filter(|k| seen.contains(k)).count();
+            if dpos::is_final_count(count, n.active.len()) {
+                new_final = Some(cur);
+                break;
+            }
+            cur = n.parent;
+        }
+        match new_final {
+            Some(f) => self.finalize(f),
+            None => Ok(()),
+        }
+    }
+
+    fn finalize(&mut self, f: Hash32) -> Result<()> {
+        let mut path = Vec::new();
+        let mut cur = f;
+        while cur != self.final_hash {
+            path.push(cur);
+            cur = self.nodes[&cur].parent;
+        }
+        path.reverse();
+        let blocks: Vec<Block> = path
+            .iter()
+            .map(|h| (**self.nodes[h].block.as_ref().expect("non-root has a block")).clone())
+            .collect();
+        let mut touched = BTreeSet::new();
+        for b in &blocks {
+            for t in &b.txs {
+                touched.insert(t.from);
+                if let Payload::Transfer { to, .. } = &t.payload {
+                    touched.insert(*to);
+                }
+            }
+        }
+        let fnode = &self.nodes[&f];
+        // Keep only descendants of the new final block.
+        let mut by_height: Vec<(u64, Hash32)> =
+            self.nodes.iter().map(|(h, n)| (n.height, *h)).collect();
+        by_height.sort();
+        let mut keep: HashSet<Hash32> = HashSet::from([f]);
+        let mut drop = Vec::new();
+        for (height, h) in by_height {
+            if height <= fnode.height {
+                if h != f {
+                    drop.push(h);
+                }
+            } else if keep.contains(&self.nodes[&h].parent) {
+                keep.insert(h);
+            } else {
+                drop.push(h);
+            }
+        }
+        let tip = FinalTip {
+            height: fnode.height,
+            hash: f,
+            slot: fnode.slot,
+            active: fnode.active.as_ref().clone(),
+        };
+        let mut drop_pending: Vec<Hash32> = drop.clone();
+        drop_pending.push(f);
+        self.store.commit_final(&FinalCommit {
+            blocks: &blocks,
+            state: &fnode.state,
+            touched: &touched,
+            tip: &tip,
+            drop_pending: &drop_pending,
+        })?;
+        let final_txs: HashSet<Hash32> = blocks.iter().flat_map(|b| b.tx_hashes()).collect();
+        for h in drop {
+            if let Some(n) = self.nodes.remove(&h) {
+                self.confirmations.remove(&h);
+                // Give transactions of abandoned branches another chance.
+                if let Some(b) = n.block {
+                    if h != self.final_hash && !path.contains(&h) {
+                        for t in &b.txs {
+                            if !final_txs.contains(&t.hash()) {
+                                let _ = self.submit_tx(t.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.final_hash = f;
+        self.final_height = tip.height;
+        let fh = self.final_height;
+        self.produced.retain(|_, sh| sh.header.height > fh);
+        Ok(())
+    }
+
+    /// Blocks on the best chain with height > `height`, ascending, at most
+    /// `limit`: what a lagging peer asks for to catch up.
+    pub fn blocks_since(&self, height: u64, limit: usize) -> Result<Vec<Block>> {
+        let mut out = Vec::new();
+        let mut h = height + 1;
+        while h <= self.final_height && out.len() < limit {
+            out.push(self.store.block_at(h)?.ok_or_else(|| Error::NotFound {
+                what: "final block at height",
+                id: h.to_string(),
+            })?);
+            h += 1;
+        }
+        if out.len() < limit {
+            let mut chain = Vec::new();
+            let mut cur = self.head;
+            while cur != self.final_hash {
+                let n = &self.nodes[&cur];
+                if n.height >= h {
+                    chain.push(n.block.clone().expect("non-root has a block"));
+                }
+                cur = n.parent;
+            }
+            chain.reverse();
+            out.extend(
+                chain
+                    .into_iter()
+                    .take(limit - out.len())
+                    .map(|b| (*b).clone()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The block at `height` on the best chain (final or not).
+    pub fn block_at(&self, height: u64) -> Result<Option<Block>> {
+        if height <= self.final_height {
+            return self.store.block_at(height);
+        }
+        let mut cur = self.head;
+        while cur != self.final_hash {
+            let n = &self.nodes[&cur];
+            if n.height == height {
+                return Ok(n.block.as_deref().cloned());
+            }
+            cur = n.parent;
+        }
+        Ok(None)
+    }
+
+    /// Where a transaction is on the best chain (final or not).
+    pub fn tx_location(&self, tx: &Hash32) -> Result<Option<TxLocation>> {
+        if let Some(l) = self.store.tx_location(tx)? {
+            return Ok(Some(l));
+        }
+        let mut cur = self.head;
+        while cur != self.final_hash {
+            let n = &self.nodes[&cur];
+            if let Some(i) = n.tx_hashes.iter().position(|h| h == tx) {
+                return Ok(Some(TxLocation {
+                    height: n.height,
+                    block: cur,
+                    index: i as u32,
+                }));
+            }
+            cur = n.parent;
+        }
+        Ok(None)
+    }
+
+    /// The inclusion proof of a transaction on the best chain: its Merkle
+    /// path, its block header, and the headers above it (and confirmations)
+    /// up to the point where more than 2/3 of the delegates have confirmed it,
+    /// or up to the head if that point is not reached yet.
+    pub fn proof(&self, tx: &Hash32) -> Result<InclusionProof> {
+        let loc = self.tx_location(tx)?.ok_or_else(|| Error::NotFound {
+            what: "transaction",
+            id: tx.to_hex(),
+        })?;
+        let block = self.block_at(loc.height)?.ok_or_else(|| Error::NotFound {
+            what: "block at height",
+            id: loc.height.to_string(),
+        })?;
+        let hashes = block.tx_hashes();
+        let merkle = merkle::prove(&hashes, loc.index as usize).ok_or_else(|| Error::NotFound {
+            what: "transaction index",
+            id: loc.index.to_string(),
+        })?;
+        let n = self.genesis.delegate_count as usize;
+        let mut confirmers: HashSet<PublicKey> = HashSet::from([block.header.producer]);
+        let mut descendants = Vec::new();
+        let mut confirmations = Vec::new();
+        let mut h = loc.height;
+        let head_height = self.head().1;
+        let mut add_confs = |bh: &Hash32, confirmers: &mut HashSet<PublicKey>| {
+            if let Some(cs) = self.confirmations.get(bh) {
+                for c in cs.values() {
+                    if confirmers.insert(c.delegate) {
+                        confirmations.push(c.clone());
+                    }
+                }
+            }
+        };
+        add_confs(&block.hash(), &mut confirmers);
+        while confirmers.len() < dpos::finality_threshold(n) && h < head_height {
+            h += 1;
+            let Some(d) = self.block_at(h)? else { break };
+            confirmers.insert(d.header.producer);
+            add_confs(&d.hash(), &mut confirmers);
+            descendants.push(d.signed_header());
+        }
+        Ok(InclusionProof {
+            tx: block.txs[loc.index as usize].clone(),
+            merkle,
+            header: block.signed_header(),
+            descendants,
+            confirmations,
+        })
+    }
+
+    /// Final trace events of a batch, in chain order, with their locations.
+    pub fn trace_events(&self, batch: &str) -> Result<Vec<(TxLocation, TraceEvent)>> {
+        let mut out = Vec::new();
+        for loc in self.store.trace_events(batch)? {
+            let b = self
+                .store
+                .block_at(loc.height)?
+                .ok_or_else(|| Error::NotFound {
+                    what: "block at height",
+                    id: loc.height.to_string(),
+                })?;
+            if let Some(Payload::Trace(ev)) = b.txs.get(loc.index as usize).map(|t| &t.payload) {
+                out.push((loc, ev.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every batch `batch` was made from, transitively (final records only).
+    pub fn trace_upstream(&self, batch: &str) -> Result<BTreeSet<String>> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![batch.to_string()];
+        while let Some(b) = todo.pop() {
+            for (_, ev) in self.trace_events(&b)? {
+                for i in ev.inputs {
+                    if seen.insert(i.clone()) {
+                        todo.push(i);
+                    }
+                }
+            }
+        }
+        seen.remove(batch);
+        Ok(seen)
+    }
+
+    /// Every batch made from `batch`, transitively: the recall set (final
+    /// records only).
+    pub fn trace_downstream(&self, batch: &str) -> Result<BTreeSet<String>> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![batch.to_string()];
+        while let Some(b) = todo.pop() {
+            for o in self.store.trace_outputs(&b)? {
+                if seen.insert(o.clone()) {
+                    todo.push(o);
+                }
+            }
+        }
+        seen.remove(batch);
+        Ok(seen)
+    }
+}

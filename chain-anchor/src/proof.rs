@@ -1,0 +1,144 @@
+//! Inclusion proofs and their standalone verifier. A proof carries the
+//! transaction, its Merkle path, its block's signed header, the signed headers
+//! built on top of it and delegates' confirmations; [`verify_inclusion`]
+//! checks it with nothing but a set of trusted delegate keys.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Confirmation, SignedHeader};
+use crate::crypto::{Hash32, PublicKey};
+use crate::dpos;
+use crate::error::{Error, Result};
+use crate::merkle::MerkleProof;
+use crate::tx::Transaction;
+
+/// Everything needed to check that a transaction is in the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub tx: Transaction,
+    pub merkle: MerkleProof,
+    pub header: SignedHeader,
+    /// Headers of the blocks built on `header`, in height order.
+    pub descendants: Vec<SignedHeader>,
+    /// Signed confirmations of `header`'s block or of a descendant.
+    pub confirmations: Vec<Confirmation>,
+}
+
+impl InclusionProof {
+    /// Pretty JSON (keys and hashes as hex), for files and APIs.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("proof serializes")
+    }
+    /// Parses [`InclusionProof::to_json`].
+    pub fn from_json(s: &str) -> Result<Self> {
+        serde_json::from_str(s).map_err(|e| Error::Proof(format!("not a proof file: {e}")))
+    }
+}
+
+/// What a valid proof establishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedInclusion {
+    pub tx_hash: Hash32,
+    pub height: u64,
+    pub block: Hash32,
+    /// Distinct trusted delegates that produced the block, built on it or
+    /// confirmed it.
+    pub confirmed_by: usize,
+    /// True if `confirmed_by` is more than 2/3 of the trusted set: the block
+    /// is irreversible.
+    pub is_final: bool,
+}
+
+/// Checks `proof` against `trusted` delegate keys only: the header is signed by
+/// a trusted delegate, the transaction is signed by its sender and hashes to a
+/// Merkle leaf under the header's root, each descendant header links to the
+/// previous one and is signed by a trusted delegate, and each confirmation is
+/// a trusted delegate's signature over one of these blocks. Returns how many
+/// distinct trusted delegates stand behind the block and whether that makes it
+/// final. Fails on any inconsistency.
+pub fn verify_inclusion(
+    proof: &InclusionProof,
+    trusted: &[PublicKey],
+) -> Result<VerifiedInclusion> {
+    let bad = |s: String| Err(Error::Proof(s));
+    let trusted: HashSet<PublicKey> = trusted.iter().copied().collect();
+    let h = &proof.header.header;
+    if !trusted.contains(&h.producer) {
+        return bad(format!(
+            "block producer {} is not a trusted delegate",
+            h.producer
+        ));
+    }
+    if !proof.header.verify_signature() {
+        return bad(format!(
+            "block header at height {} has a bad signature",
+            h.height
+        ));
+    }
+    if let Err(e) = proof.tx.check_stateless(&h.chain) {
+        return bad(format!("transaction does not verify: {e}"));
+    }
+    if proof.merkle.leaf_count != h.tx_count {
+        return bad(format!(
+            "Merkle path is for {} transactions, the block has {}",
+            proof.merkle.leaf_count, h.tx_count
+        ));
+    }
+    let tx_hash = proof.tx.hash();
+    if !proof.merkle.verify(&tx_hash, &h.tx_root) {
+        return bad("Merkle path does not lead from the transaction to the block's root".into());
+    }
+    let block = h.hash();
+    let mut confirmers: HashSet<PublicKey> = HashSet::from([h.producer]);
+    let mut chain_hashes: HashSet<(Hash32, u64)> = HashSet::from([(block, h.height)]);
+    let (mut prev, mut prev_height, mut prev_slot) = (block, h.height, h.slot);
+    for d in &proof.descendants {
+        let dh = &d.header;
+        if dh.prev_hash != prev
+            || dh.height != prev_height + 1
+            || dh.chain != h.chain
+            || dh.slot <= prev_slot
+        {
+            return bad(format!(
+                "descendant header at height {} does not extend the previous one",
+                dh.height
+            ));
+        }
+        if !trusted.contains(&dh.producer) || !d.verify_signature() {
+            return bad(format!(
+                "descendant header at height {} is not signed by a trusted delegate",
+                dh.height
+            ));
+        }
+        confirmers.insert(dh.producer);
+        prev = dh.hash();
+        prev_height = dh.height;
+        prev_slot = dh.slot;
+        chain_hashes.insert((prev, prev_height));
+    }
+    for c in &proof.confirmations {
+        if c.chain != h.chain || !chain_hashes.contains(&(c.block, c.height)) {
+            return bad(format!(
+                "confirmation by {} is for a block outside this proof",
+                c.delegate
+            ));
+        }
+        if !trusted.contains(&c.delegate) || !c.verify_signature() {
+            return bad(format!(
+                "confirmation by {} is not a trusted delegate's valid signature",
+                c.delegate
+            ));
+        }
+        confirmers.insert(c.delegate);
+    }
+    let confirmed_by = confirmers.len();
+    Ok(VerifiedInclusion {
+        tx_hash,
+        height: h.height,
+        block,
+        confirmed_by,
+        is_final: dpos::is_final_count(confirmed_by, trusted.len()),
+    })
+}
