@@ -1,0 +1,348 @@
+//! RocksDB storage (restart, tamper evidence, trace indexes) and inclusion
+//! proofs verified with nothing but the delegates' keys.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use hpchain_chain::tx::{AuditRecord, Payload, Reading, Stage, TraceEvent};
+use hpchain_chain::{
+    verify_chain, verify_inclusion, Genesis, Hash32, InclusionProof, Keypair, Ledger, MemoryStore,
+    PublicKey, RocksStore, Transaction,
+};
+
+/// Produces blocks for `slots` on one ledger, signing each with whichever
+/// delegate key the schedule names (all delegates live in this process).
+fn drive(l: &mut Ledger, keys: &[Keypair], slots: std::ops::RangeInclusive<u64>) {
+    for s in slots {
+        let p = l.scheduled_producer(s).unwrap();
+        let k = keys
+            .iter()
+            .find(|k| k.public() == p)
+            .expect("scheduled key is known");
+        l.produce_block(s, k, 5000).unwrap();
+    }
+}
+
+fn trace(batch: &str, stage: Stage, inputs: &[String]) -> Payload {
+    Payload::Trace(TraceEvent {
+        batch_id: batch.into(),
+        stage,
+        actor: "acme".into(),
+        place: "Shenzhen".into(),
+        at_ms: 1_800_000_000_000,
+        readings: vec![Reading {
+            name: "temperature".into(),
+            value_milli: 4_000,
+            unit: "C".into(),
+        }],
+        documents: vec![hpchain_chain::crypto::hash(b"doc")],
+        inputs: inputs.to_vec(),
+    })
+}
+
+fn audit(i: u64) -> Payload {
+    Payload::Audit(AuditRecord {
+        actor: "node-1".into(),
+        action: "volume.create".into(),
+        target: format!("volume/v{i}"),
+        at_ms: 1_800_000_000_000 + i,
+        result: "ok".into(),
+        details: vec![("size_bytes".into(), "1073741824".into())],
+    })
+}
+
+fn open_rocks(g: &Genesis, dir: &Path) -> Ledger {
+    Ledger::open(g.clone(), Box::new(RocksStore::open(dir).unwrap())).unwrap()
+}
+
+struct Fixture {
+    genesis: Genesis,
+    keys: Vec<Keypair>,
+    holders: Vec<Keypair>,
+    txs: Vec<Hash32>,
+}
+
+/// A 3-delegate ledger in `dir` with 30 blocks: audits, traces and a transfer.
+fn build(dir: &Path) -> Fixture {
+    let (genesis, keys, holders) = Genesis::deterministic("store", 3, 1000, "store");
+    let mut l = open_rocks(&genesis, dir);
+    let chain = l.chain_hash();
+    let op = &holders[0];
+    let mut txs = vec![];
+    let mut nonce = 0;
+    let mut next = |p| {
+        let t = Transaction::signed(chain, op, nonce, p);
+        nonce += 1;
+        t
+    };
+    for i in 0..20 {
+        txs.push(l.submit_tx(next(audit(i))).unwrap());
+    }
+    txs.push(
+        l.submit_tx(next(trace("farm-1", Stage::Farm, &[])))
+            .unwrap(),
+    );
+    drive(&mut l, &keys, 1..=3);
+    txs.push(
+        l.submit_tx(next(trace("mill-1", Stage::Processing, &["farm-1".into()])))
+            .unwrap(),
+    );
+    txs.push(
+        l.submit_tx(next(Payload::Transfer {
+            to: holders[1].public(),
+            amount: 12_345,
+        }))
+        .unwrap(),
+    );
+    drive(&mut l, &keys, 4..=30);
+    Fixture {
+        genesis,
+        keys,
+        holders,
+        txs,
+    }
+}
+
+#[test]
+fn reopen_after_restart_restores_chain_state_indexes_and_pending_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    let l = open_rocks(&fx.genesis, dir.path());
+    let (head, head_h) = l.head();
+    let (fin, fin_h) = l.final_block();
+    assert_eq!(head_h, 30, "pending (non-final) blocks were restored");
+    assert!(fin_h >= 27 && fin_h < 30, "final {fin_h}");
+    let team = fx.holders[0].public();
+    assert_eq!(l.head_state().next_nonce(&team), 23);
+    assert_eq!(
+        l.head_state().balance(&fx.holders[1].public()),
+        10_000_000 * 100_000_000 + 12_345
+    );
+    for t in &fx.txs {
+        assert!(
+            l.store().tx_location(t).unwrap().is_some(),
+            "tx index lost {t}"
+        );
+    }
+    assert_eq!(
+        l.trace_upstream("mill-1").unwrap(),
+        BTreeSet::from(["farm-1".to_string()])
+    );
+    assert_eq!(
+        l.trace_downstream("farm-1").unwrap(),
+        BTreeSet::from(["mill-1".to_string()])
+    );
+    let report = verify_chain(l.store()).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.verified_height, fin_h);
+    drop(l);
+    // a second reopen continues producing on the same chain
+    let mut l = open_rocks(&fx.genesis, dir.path());
+    assert_eq!(l.head(), (head, head_h));
+    assert_eq!(l.final_block(), (fin, fin_h));
+    drive(&mut l, &fx.keys, 31..=40);
+    assert!(l.final_height() >= 37);
+    assert!(verify_chain(l.store()).unwrap().is_ok());
+}
+
+#[test]
+fn a_store_refuses_another_genesis() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    let (other, _, _) = Genesis::deterministic("other", 3, 1000, "x");
+    let e = Ledger::open(other, Box::new(RocksStore::open(dir.path()).unwrap()))
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), "CHAIN_GENESIS");
+    drop(fx);
+}
+
+/// Flips one byte of the stored block at `height` (at `offset` from the end
+/// if `from_end`, else from the start) by opening the database directly.
+fn tamper(dir: &Path, height: u64, offset: usize, from_end: bool) {
+    let names = [
+        "meta",
+        "blocks",
+        "heights",
+        "txs",
+        "accounts",
+        "candidates",
+        "trace",
+        "trace_out",
+        "pending",
+    ];
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, names).unwrap();
+    let hash = db
+        .get_cf(db.cf_handle("heights").unwrap(), height.to_be_bytes())
+        .unwrap()
+        .unwrap();
+    let cf = db.cf_handle("blocks").unwrap();
+    let mut v = db.get_cf(cf, &hash).unwrap().unwrap();
+    let i = if from_end {
+        v.len() - 1 - offset
+    } else {
+        offset
+    };
+    v[i] ^= 0x40;
+    db.put_cf(cf, &hash, v).unwrap();
+}
+
+#[test]
+fn verify_chain_names_a_block_whose_header_byte_was_flipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    tamper(dir.path(), 7, 20, false); // inside the chain hash of the header
+    let l = open_rocks(&fx.genesis, dir.path());
+    let r = verify_chain(l.store()).unwrap();
+    let bad = r.first_bad.expect("tampering must be found");
+    assert_eq!(bad.height, 7, "{bad:?}");
+    assert_eq!(r.verified_height, 6);
+    // the node refuses to serve the altered block to a peer catching up
+    assert!(l.blocks_since(5, 10).is_err());
+    assert!(l.blocks_since(0, 6).is_ok());
+}
+
+#[test]
+fn verify_chain_names_a_block_whose_transaction_byte_was_flipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    // block 1 carries the 21 first transactions; flip a byte in the last one's
+    // payload (before its 64-byte signature)
+    tamper(dir.path(), 1, 70, true);
+    let l = open_rocks(&fx.genesis, dir.path());
+    let r = verify_chain(l.store()).unwrap();
+    let bad = r.first_bad.expect("tampering must be found");
+    assert_eq!(bad.height, 1, "{bad:?}");
+    assert!(
+        ["BLOCK_BAD_MERKLE_ROOT", "CHAIN_DECODE", "BLOCK_INVALID_TX"].contains(&bad.code.as_str()),
+        "{bad:?}"
+    );
+}
+
+fn trusted(fx: &Fixture) -> Vec<PublicKey> {
+    fx.keys.iter().map(|k| k.public()).collect()
+}
+
+#[test]
+fn proof_of_a_final_record_verifies_with_only_the_delegate_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    let l = open_rocks(&fx.genesis, dir.path());
+    for t in &fx.txs {
+        let p = l.proof(t).unwrap();
+        // through a file, as `hpchain chain proof` / `verify-proof` would
+        let p = InclusionProof::from_json(&p.to_json()).unwrap();
+        let v = verify_inclusion(&p, &trusted(&fx)).unwrap();
+        assert_eq!(v.tx_hash, *t);
+        assert!(v.is_final, "{v:?}");
+        assert_eq!(v.confirmed_by, 3);
+    }
+}
+
+#[test]
+fn a_proof_for_a_modified_record_or_untrusted_keys_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    let l = open_rocks(&fx.genesis, dir.path());
+    let p = l.proof(&fx.txs[3]).unwrap();
+    let mut m = p.clone();
+    if let Payload::Audit(a) = &mut m.tx.payload {
+        a.result = "failed".into();
+    }
+    assert!(
+        verify_inclusion(&m, &trusted(&fx)).is_err(),
+        "altered record accepted"
+    );
+    // a re-signed altered record still does not match the Merkle root
+    let mut m = p.clone();
+    m.tx = Transaction::signed(p.tx.chain, &fx.holders[0], p.tx.nonce, audit(999));
+    assert!(verify_inclusion(&m, &trusted(&fx)).is_err());
+    let mut m = p.clone();
+    m.merkle.index = (m.merkle.index + 1) % m.merkle.leaf_count;
+    assert!(verify_inclusion(&m, &trusted(&fx)).is_err());
+    let mut m = p.clone();
+    m.header.header.timestamp_ms += 1;
+    assert!(verify_inclusion(&m, &trusted(&fx)).is_err());
+    let strangers: Vec<PublicKey> = (0..3).map(|i| Keypair::from_seed(&[i]).public()).collect();
+    assert!(verify_inclusion(&p, &strangers).is_err());
+    // dropping descendants leaves a valid but not final proof
+    let mut m = p.clone();
+    m.descendants.clear();
+    let v = verify_inclusion(&m, &trusted(&fx)).unwrap();
+    assert!(!v.is_final);
+    assert_eq!(v.confirmed_by, 1);
+    // a descendant that does not link is refused
+    let mut m = p;
+    if m.descendants.len() > 1 {
+        m.descendants.swap(0, 1);
+        assert!(verify_inclusion(&m, &trusted(&fx)).is_err());
+    }
+}
+
+#[test]
+fn recall_over_a_ten_thousand_event_supply_chain_returns_the_exact_downstream_set() {
+    let (genesis, keys, holders) = Genesis::deterministic("recall", 3, 1000, "recall");
+    let mut l = Ledger::open(genesis, Box::new(MemoryStore::new())).unwrap();
+    let chain = l.chain_hash();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let n = 10_000u64;
+    let mut inputs_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut slot = 1;
+    for i in 0..n {
+        let batch = format!("b{i}");
+        // each batch is made from up to 2 earlier batches
+        let ins: Vec<String> = if i < 50 {
+            vec![]
+        } else {
+            let k = next() % 3;
+            let mut v: Vec<String> = (0..k).map(|_| format!("b{}", next() % i)).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        inputs_of.insert(batch.clone(), ins.clone());
+        let tx = Transaction::signed(
+            chain,
+            &holders[1],
+            i,
+            trace(&batch, Stage::Processing, &ins),
+        );
+        l.submit_tx(tx).unwrap();
+        if l.pool_len() >= 2000 {
+            drive(&mut l, &keys, slot..=slot);
+            slot += 1;
+        }
+    }
+    drive(&mut l, &keys, slot..=slot + 5);
+    assert_eq!(l.pool_len(), 0);
+    // naive recall: everything that (transitively) has the batch as an input
+    let naive = |root: &str| {
+        let mut set = BTreeSet::new();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (b, ins) in &inputs_of {
+                if !set.contains(b) && ins.iter().any(|x| x == root || set.contains(x)) {
+                    set.insert(b.clone());
+                    changed = true;
+                }
+            }
+        }
+        set
+    };
+    for root in ["b0", "b17", "b4000", "b9990"] {
+        let got = l.trace_downstream(root).unwrap();
+        assert_eq!(got, naive(root), "recall set of {root}");
+    }
+    assert!(!l.trace_downstream("b0").unwrap().is_empty());
+    let up = l.trace_upstream("b9999").unwrap();
+    for b in &up {
+        assert!(l.trace_downstream(b).unwrap().contains("b9999"));
+    }
+}
