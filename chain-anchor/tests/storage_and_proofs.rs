@@ -111,7 +111,7 @@ fn reopen_after_restart_restores_chain_state_indexes_and_pending_blocks() {
     let (head, head_h) = l.head();
     let (fin, fin_h) = l.final_block();
     assert_eq!(head_h, 30, "pending (non-final) blocks were restored");
-    assert!(fin_h >= 27 && fin_h < 30, "final {fin_h}");
+    assert!((27..30).contains(&fin_h), "final {fin_h}");
     let team = fx.holders[0].public();
     assert_eq!(l.head_state().next_nonce(&team), 23);
     assert_eq!(
