@@ -5,7 +5,11 @@
 //! - [`cluster`]: the cluster map (nodes, pools, volumes, epoch) as the
 //!   state machine of Raft group 0.
 //! - [`net`]: node-to-node gRPC (tonic), carrying Raft between processes.
+//! - [`api`]: the HTTP/JSON management API.
+//! - [`daemon`]: start-up and shutdown of one `hpchain node` process.
 
+pub mod api;
 pub mod cluster;
+pub mod daemon;
 pub mod net;
 pub mod replication;

@@ -151,7 +151,7 @@ pub enum MapError {
     },
     #[error("volume {volume:?}: block size {block_size} is not supported; use 512 or 4096")]
     BadBlockSize { volume: String, block_size: u32 },
-    #[error("volume {volume:?}: new size {new} is smaller than {current}; shrinking discards data and needs --allow-shrink")]
+    #[error("volume {volume:?}: new size {new} is smaller than the current {current} bytes; volumes only grow, since shrinking would discard data")]
     Shrink {
         volume: String,
         current: u64,

@@ -8,9 +8,12 @@
 //! placement itself: [`map::ClusterMapState::placement_map`] hands the
 //! placement crate a map to compute with.
 
+pub mod client;
 pub mod machine;
 pub mod map;
 
+pub use client::{MapClient, MapClientError};
+pub use machine::{MapMachine, Outcome};
 pub use map::{ClusterMapState, Command, MapError, NodeInfo, Pool, Volume};
 
 /// The Raft group id of the cluster map.

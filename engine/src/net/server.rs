@@ -4,9 +4,13 @@
 use prost011::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::proto::cluster_map_server::ClusterMap;
 use super::proto::node_server::Node;
-use super::proto::{RaftAck, RaftBatch};
+use super::proto::{MapReply, MapRequest, RaftAck, RaftBatch};
+use crate::cluster::MAP_GROUP;
+use crate::replication::ReplicationError;
 use crate::replication::{RaftEnvelope, RaftNodeHandle};
+use std::time::Duration;
 
 /// The `hpchain.node.v1.Node` service of one node.
 pub struct NodeService {
@@ -55,5 +59,69 @@ impl Node for NodeService {
             }
         }
         Ok(Response::new(RaftAck { batches }))
+    }
+}
+
+/// How long the leader waits for a map proposal or read to complete.
+const MAP_APPLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The `hpchain.node.v1.ClusterMap` service: answers when this node leads
+/// the map group, or says who does.
+pub struct ClusterMapService {
+    raft: RaftNodeHandle,
+}
+
+impl ClusterMapService {
+    pub fn new(raft: RaftNodeHandle) -> ClusterMapService {
+        ClusterMapService { raft }
+    }
+
+    pub fn into_server(
+        self,
+    ) -> super::proto::cluster_map_server::ClusterMapServer<ClusterMapService> {
+        super::proto::cluster_map_server::ClusterMapServer::new(self)
+    }
+
+    // tonic's handlers return `Status` by value; boxing it here buys nothing.
+    #[allow(clippy::result_large_err)]
+    fn reply(result: Result<Vec<u8>, ReplicationError>) -> Result<Response<MapReply>, Status> {
+        match result {
+            Ok(result) => Ok(Response::new(MapReply {
+                result,
+                not_leader: false,
+                leader_hint: 0,
+            })),
+            Err(ReplicationError::NotLeader { leader, .. }) => Ok(Response::new(MapReply {
+                result: Vec::new(),
+                not_leader: true,
+                leader_hint: leader.unwrap_or(0),
+            })),
+            Err(ReplicationError::GroupNotFound(_)) => Ok(Response::new(MapReply {
+                result: Vec::new(),
+                not_leader: true,
+                leader_hint: 0,
+            })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterMap for ClusterMapService {
+    async fn propose(&self, request: Request<MapRequest>) -> Result<Response<MapReply>, Status> {
+        let command = request.into_inner().command;
+        Self::reply(
+            self.raft
+                .propose_async(MAP_GROUP, command, MAP_APPLY_TIMEOUT)
+                .await,
+        )
+    }
+
+    async fn read(&self, _request: Request<MapRequest>) -> Result<Response<MapReply>, Status> {
+        Self::reply(
+            self.raft
+                .read_async(MAP_GROUP, Vec::new(), MAP_APPLY_TIMEOUT)
+                .await,
+        )
     }
 }

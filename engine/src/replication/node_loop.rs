@@ -235,6 +235,51 @@ impl RaftNodeHandle {
             .unwrap_or(Err(ReplicationError::Dropped { group }))
     }
 
+    /// Proposes and awaits the result, for async callers.
+    pub async fn propose_async(
+        &self,
+        group: GroupId,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<ApplyResult, ReplicationError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.propose_with(
+            group,
+            data,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ReplicationError::Stopped),
+            Err(_) => Err(ReplicationError::Dropped { group }),
+        }
+    }
+
+    /// A linearizable read, awaited, for async callers.
+    pub async fn read_async(
+        &self,
+        group: GroupId,
+        query: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReplicationError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let callback: Callback = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.send(Command::Read {
+            group,
+            query,
+            callback,
+        })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ReplicationError::Stopped),
+            Err(_) => Err(ReplicationError::Dropped { group }),
+        }
+    }
+
     /// A linearizable read, answered by the state machine once the leader
     /// confirmed it is current.
     pub fn read(

@@ -1,0 +1,216 @@
+//! The admin commands: cluster, pool and volume, over the management API.
+//! Tables for people, `--json` for scripts.
+
+use serde_json::{json, Value};
+
+use crate::client::{ApiClient, CallError};
+use crate::table;
+use crate::units::{format_size, parse_size};
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn emit(json_output: bool, value: &Value, human: impl FnOnce(&Value)) {
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(value).expect("json"));
+    } else {
+        human(value);
+    }
+}
+
+pub fn cluster_status(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
+    let status = api.get("/v1/cluster")?;
+    emit(json_output, &status, |s| {
+        println!(
+            "epoch {}  map leader: node {}  pools: {}  volumes: {}",
+            s["epoch"],
+            text(&s["map_leader"]),
+            s["pools"],
+            s["volumes"]
+        );
+        let rows: Vec<Vec<String>> = s["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                vec![
+                    text(&n["id"]),
+                    text(&n["name"]),
+                    if n["up"].as_bool() == Some(true) {
+                        "up".into()
+                    } else {
+                        "down".into()
+                    },
+                    text(&n["api_addr"]),
+                    text(&n["iscsi_addr"]),
+                    n["disks"]
+                        .as_array()
+                        .map(|d| d.len())
+                        .unwrap_or(0)
+                        .to_string(),
+                ]
+            })
+            .collect();
+        table::print(&["ID", "NAME", "STATE", "API", "ISCSI", "DISKS"], &rows);
+    });
+    Ok(())
+}
+
+pub struct PoolSpec {
+    pub name: String,
+    pub size: u32,
+    pub min_size: u32,
+    pub pg_num: u32,
+    pub failure_domain: String,
+    pub object_size: String,
+}
+
+fn size_arg(text: &str) -> Result<u64, CallError> {
+    parse_size(text).map_err(|message| CallError {
+        message,
+        code: Some("request.bad_size".into()),
+        status: None,
+    })
+}
+
+pub fn pool_create(api: &ApiClient, spec: PoolSpec, json_output: bool) -> Result<(), CallError> {
+    let body = json!({
+        "name": spec.name,
+        "size": spec.size,
+        "min_size": spec.min_size,
+        "pg_num": spec.pg_num,
+        "failure_domain": spec.failure_domain,
+        "object_size_bytes": size_arg(&spec.object_size)?,
+    });
+    let pool = api.post("/v1/pools", &body)?;
+    emit(json_output, &pool, |p| {
+        println!(
+            "pool {} created: {} replicas (min {}), {} PGs, one replica per {}",
+            text(&p["name"]),
+            p["size"],
+            p["min_size"],
+            p["pg_num"],
+            text(&p["failure_domain"])
+        )
+    });
+    Ok(())
+}
+
+pub fn pool_ls(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
+    let pools = api.get("/v1/pools")?;
+    emit(json_output, &pools, |ps| {
+        let rows: Vec<Vec<String>> = ps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                vec![
+                    text(&p["name"]),
+                    text(&p["size"]),
+                    text(&p["min_size"]),
+                    text(&p["pg_num"]),
+                    text(&p["failure_domain"]),
+                    format_size(p["object_size_bytes"].as_u64().unwrap_or(0)),
+                    text(&p["volumes"]),
+                ]
+            })
+            .collect();
+        table::print(
+            &["NAME", "SIZE", "MIN", "PGS", "DOMAIN", "OBJECT", "VOLUMES"],
+            &rows,
+        );
+    });
+    Ok(())
+}
+
+pub fn pool_rm(api: &ApiClient, name: &str) -> Result<(), CallError> {
+    api.delete(&format!("/v1/pools/{name}"))?;
+    println!("pool {name} deleted");
+    Ok(())
+}
+
+pub fn volume_create(
+    api: &ApiClient,
+    name: &str,
+    pool: &str,
+    size: &str,
+    block_size: u32,
+    json_output: bool,
+) -> Result<(), CallError> {
+    let body = json!({"name": name, "pool": pool, "size_bytes": size_arg(size)?, "block_size": block_size});
+    let volume = api.post("/v1/volumes", &body)?;
+    emit(json_output, &volume, |v| {
+        println!(
+            "volume {} created in pool {}: {} (thin)",
+            text(&v["name"]),
+            text(&v["pool"]),
+            format_size(v["size_bytes"].as_u64().unwrap_or(0))
+        )
+    });
+    Ok(())
+}
+
+fn volume_row(v: &Value) -> Vec<String> {
+    vec![
+        text(&v["name"]),
+        text(&v["pool"]),
+        format_size(v["size_bytes"].as_u64().unwrap_or(0)),
+        format_size(v["allocated_bytes"].as_u64().unwrap_or(0)),
+        text(&v["block_size"]),
+        text(&v["id"]),
+    ]
+}
+
+const VOLUME_HEADER: [&str; 6] = ["NAME", "POOL", "SIZE", "ALLOCATED", "BLOCK", "ID"];
+
+pub fn volume_ls(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
+    let volumes = api.get("/v1/volumes")?;
+    emit(json_output, &volumes, |vs| {
+        let rows: Vec<Vec<String>> = vs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(volume_row)
+            .collect();
+        table::print(&VOLUME_HEADER, &rows);
+    });
+    Ok(())
+}
+
+pub fn volume_info(api: &ApiClient, name: &str, json_output: bool) -> Result<(), CallError> {
+    let volume = api.get(&format!("/v1/volumes/{name}"))?;
+    emit(json_output, &volume, |v| {
+        table::print(&VOLUME_HEADER, &[volume_row(v)])
+    });
+    Ok(())
+}
+
+pub fn volume_resize(
+    api: &ApiClient,
+    name: &str,
+    size: &str,
+    json_output: bool,
+) -> Result<(), CallError> {
+    let volume = api.patch(
+        &format!("/v1/volumes/{name}"),
+        &json!({"size_bytes": size_arg(size)?}),
+    )?;
+    emit(json_output, &volume, |v| {
+        println!(
+            "volume {name} is now {}",
+            format_size(v["size_bytes"].as_u64().unwrap_or(0))
+        )
+    });
+    Ok(())
+}
+
+pub fn volume_rm(api: &ApiClient, name: &str) -> Result<(), CallError> {
+    api.delete(&format!("/v1/volumes/{name}"))?;
+    println!("volume {name} deleted");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! A small blocking client of the management API, for the admin commands
+//! and `hpchain dev`.
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// Where the API is and how to authenticate.
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// An API call that failed, worded for the operator.
+#[derive(Debug)]
+pub struct CallError {
+    pub message: String,
+    pub code: Option<String>,
+    pub status: Option<u16>,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} [{code}]", self.message),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<String>) -> ApiClient {
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(3))
+                .timeout(Duration::from_secs(30))
+                .build(),
+        }
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let request = self.agent.request(method, &format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => request.set("Authorization", &format!("Bearer {t}")),
+            None => request,
+        }
+    }
+
+    fn finish(&self, result: Result<ureq::Response, ureq::Error>) -> Result<Value, CallError> {
+        match result {
+            Ok(response) if response.status() == 204 => Ok(Value::Null),
+            Ok(response) => response.into_json().map_err(|e| CallError {
+                message: format!("unreadable answer from {}: {e}", self.base),
+                code: None,
+                status: None,
+            }),
+            Err(ureq::Error::Status(status, response)) => {
+                let body: Value = response.into_json().unwrap_or(Value::Null);
+                Err(CallError {
+                    message: body["error"]["message"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("HTTP {status} from {}", self.base)),
+                    code: body["error"]["code"].as_str().map(str::to_string),
+                    status: Some(status),
+                })
+            }
+            Err(e) => Err(CallError {
+                message: format!(
+                    "cannot reach the management API at {}: {e}; is a node running there? (`hpchain dev` starts a local cluster)",
+                    self.base
+                ),
+                code: None,
+                status: None,
+            }),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, CallError> {
+        self.finish(self.request("GET", path).call())
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value, CallError> {
+        self.finish(self.request("DELETE", path).call())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        self.finish(self.request("POST", path).send_json(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        self.finish(self.request("PATCH", path).send_json(body))
+    }
+}

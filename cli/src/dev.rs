@@ -1,0 +1,262 @@
+//! `hpchain dev`: a three-node cluster of real `hpchain node` processes on
+//! loopback, with pool `rbd` and volume `demo`; Ctrl-C or SIGTERM stops
+//! everything it started.
+
+use hpchain_engine::daemon::{DaemonConfig, DiskConfig, MonitorConfig};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::client::ApiClient;
+
+/// Prints to stdout, ignoring a closed pipe: stopping the nodes matters
+/// more than reporting it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// How `hpchain dev` lays out its cluster.
+pub struct DevOptions {
+    pub data_dir: PathBuf,
+    pub base_port: u16,
+    pub iscsi_base_port: u16,
+    pub nodes: u64,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+fn configs(options: &DevOptions) -> Vec<DaemonConfig> {
+    let port = |i: u64, offset: u16| options.base_port + (i as u16 - 1) * 10 + offset;
+    let monitors: Vec<MonitorConfig> = (1..=options.nodes)
+        .map(|i| MonitorConfig {
+            id: i,
+            peer_addr: format!("127.0.0.1:{}", port(i, 1)),
+        })
+        .collect();
+    (1..=options.nodes)
+        .map(|i| {
+            let dir = options.data_dir.join(format!("node{i}"));
+            DaemonConfig {
+                id: i,
+                name: format!("node{i}"),
+                data_dir: dir.clone(),
+                peer_addr: format!("127.0.0.1:{}", port(i, 1)),
+                api_addr: format!("127.0.0.1:{}", port(i, 0)),
+                iscsi_addr: format!(
+                    "127.0.0.1:{}",
+                    options.iscsi_base_port + (i as u16 - 1) * 10
+                ),
+                host: None,
+                rack: "rack1".into(),
+                zone: "zone1".into(),
+                disks: vec![DiskConfig {
+                    id: (i - 1) as u32,
+                    path: dir.join("disk0"),
+                    weight: 1.0,
+                }],
+                monitors: monitors.clone(),
+                api_token_file: options.data_dir.join("api-token"),
+                tick_ms: 100,
+            }
+        })
+        .collect()
+}
+
+fn spawn_node(config_path: &Path, log_path: &Path) -> Result<Child, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the hpchain binary: {e}"))?;
+    let log = std::fs::File::create(log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    Command::new(exe)
+        .arg("node")
+        .arg("--config")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .spawn()
+        .map_err(|e| format!("cannot start hpchain node: {e}"))
+}
+
+fn wait_healthy(api: &ApiClient, name: &str) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if api.get("/v1/health").is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{name} did not answer within {READY_TIMEOUT:?}; see its log"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Creates something unless it exists already (a restarted dev cluster).
+fn ensure(api: &ApiClient, path: &str, body: serde_json::Value) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match api.post(path, &body) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.status == Some(409) => return Ok(()),
+            Err(e)
+                if Instant::now() < deadline && (e.status == Some(503) || e.status.is_none()) =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a pid we spawned; no memory is touched.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn stop_all(children: &mut [(String, Child)]) {
+    for (_, child) in children.iter() {
+        signal(child, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for (name, child) in children.iter_mut() {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => {
+                    say!("hpchain dev: {name} did not stop in {STOP_GRACE:?}; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: i32) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Runs the dev cluster until Ctrl-C or SIGTERM.
+pub fn run(options: DevOptions) -> Result<(), String> {
+    std::fs::create_dir_all(&options.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", options.data_dir.display()))?;
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let configs = configs(&options);
+    let mut children: Vec<(String, Child)> = Vec::new();
+    let started = (|| -> Result<(), String> {
+        for config in &configs {
+            let path = options.data_dir.join(format!("{}.toml", config.name));
+            let text = toml::to_string_pretty(config).map_err(|e| e.to_string())?;
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let log = options.data_dir.join(format!("{}.log", config.name));
+            children.push((config.name.clone(), spawn_node(&path, &log)?));
+        }
+        Ok(())
+    })();
+    let result = started.and_then(|_| setup_and_wait(&options, &configs, &mut children));
+    stop_all(&mut children);
+    say!("hpchain dev: stopped {} node(s)", children.len());
+    result
+}
+
+fn setup_and_wait(
+    options: &DevOptions,
+    configs: &[DaemonConfig],
+    children: &mut [(String, Child)],
+) -> Result<(), String> {
+    let token_path = options.data_dir.join("api-token");
+    let first = &configs[0];
+    let anonymous = ApiClient::new(&format!("http://{}", first.api_addr), None);
+    for config in configs {
+        wait_healthy(
+            &ApiClient::new(&format!("http://{}", config.api_addr), None),
+            &config.name,
+        )?;
+    }
+    drop(anonymous);
+    let token = std::fs::read_to_string(&token_path)
+        .map_err(|e| format!("cannot read {}: {e}", token_path.display()))?
+        .trim()
+        .to_string();
+    let api = ApiClient::new(&format!("http://{}", first.api_addr), Some(token));
+    ensure(
+        &api,
+        "/v1/pools",
+        json!({"name": "rbd", "size": 3, "min_size": 2, "pg_num": 32, "failure_domain": "disk"}),
+    )?;
+    ensure(
+        &api,
+        "/v1/volumes",
+        json!({"name": "demo", "pool": "rbd", "size_bytes": 1u64 << 30, "block_size": 512}),
+    )?;
+
+    say!(
+        "hpchain dev: a {}-node cluster on loopback\n",
+        configs.len()
+    );
+    for ((name, child), config) in children.iter().zip(configs) {
+        say!(
+            "  {name}  pid {:<7} api http://{}  peer {}  iscsi {}  log {}",
+            child.id(),
+            config.api_addr,
+            config.peer_addr,
+            config.iscsi_addr,
+            options.data_dir.join(format!("{name}.log")).display()
+        );
+    }
+    say!("\n  pool rbd: 3 replicas, one per disk; volume demo: 1 GiB, thin");
+    say!(
+        "  iSCSI (once the target is wired in): iscsi://{}/iqn.2026-11.io.hpchain:demo/0",
+        configs[0].iscsi_addr
+    );
+    say!("\nTry:");
+    say!(
+        "  export HPCHAIN_API=http://{} HPCHAIN_TOKEN_FILE={}",
+        first.api_addr,
+        token_path.display()
+    );
+    say!("  hpchain cluster status");
+    say!("  hpchain volume ls");
+    say!("  hpchain volume create vol1 --pool rbd --size 10G");
+    say!("  curl -s http://{}/metrics | head", first.api_addr);
+    say!("\nhpchain dev: ready (Ctrl-C stops every node)");
+    wait_for_stop(children);
+    Ok(())
+}
+
+fn wait_for_stop(children: &mut [(String, Child)]) {
+    let mut reported = vec![false; children.len()];
+    while !STOP.load(Ordering::SeqCst) {
+        for (i, (name, child)) in children.iter_mut().enumerate() {
+            if !reported[i] {
+                if let Ok(Some(status)) = child.try_wait() {
+                    say!("hpchain dev: {name} exited ({status}); the others keep serving");
+                    reported[i] = true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

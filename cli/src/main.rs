@@ -1,0 +1,245 @@
+//! `hpchain`: the node daemon, a local dev cluster, and the admin CLI.
+
+mod admin;
+mod client;
+mod dev;
+mod table;
+mod units;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use client::{ApiClient, CallError};
+
+#[derive(Parser)]
+#[command(
+    name = "hpchain",
+    version,
+    about = "Distributed block storage with a verifiable ledger"
+)]
+struct Cli {
+    /// Management API of any node.
+    #[arg(
+        long,
+        global = true,
+        env = "HPCHAIN_API",
+        default_value = "http://127.0.0.1:9400"
+    )]
+    api: String,
+    /// API bearer token (default: read from --token-file).
+    #[arg(long, global = true, env = "HPCHAIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the API token.
+    #[arg(
+        long,
+        global = true,
+        env = "HPCHAIN_TOKEN_FILE",
+        default_value = "hpchain-data/api-token"
+    )]
+    token_file: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run a node daemon.
+    Node {
+        /// TOML config file (see docs/operations.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a three-node cluster on loopback with pool `rbd` and volume `demo`.
+    Dev {
+        #[arg(long, default_value = "hpchain-data")]
+        data_dir: PathBuf,
+        /// API port of node 1; node N uses base + 10*(N-1), its gRPC port + 1.
+        #[arg(long, default_value_t = 9400)]
+        base_port: u16,
+        /// iSCSI port of node 1; node N uses base + 10*(N-1).
+        #[arg(long, default_value_t = 3260)]
+        iscsi_base_port: u16,
+    },
+    /// Cluster status.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Pools.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Volumes.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Epoch, map leader and nodes.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// Create a pool.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 3)]
+        size: u32,
+        #[arg(long, default_value_t = 2)]
+        min_size: u32,
+        #[arg(long, default_value_t = 64)]
+        pg_num: u32,
+        /// disk, host, rack or zone.
+        #[arg(long, default_value = "host")]
+        failure_domain: String,
+        #[arg(long, default_value = "4M")]
+        object_size: String,
+    },
+    /// List pools.
+    Ls,
+    /// Delete an empty pool.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    /// Create a thin volume.
+    Create {
+        name: String,
+        #[arg(long)]
+        pool: String,
+        /// Size with a unit: 10G, 512M.
+        #[arg(long)]
+        size: String,
+        #[arg(long, default_value_t = 512)]
+        block_size: u32,
+    },
+    /// List volumes.
+    Ls,
+    /// Show a volume.
+    Info { name: String },
+    /// Grow a volume.
+    Resize {
+        name: String,
+        #[arg(long)]
+        size: String,
+    },
+    /// Delete a volume.
+    Rm { name: String },
+}
+
+fn api_client(cli: &Cli) -> ApiClient {
+    let token = cli.token.clone().or_else(|| {
+        std::fs::read_to_string(&cli.token_file)
+            .ok()
+            .map(|t| t.trim().to_string())
+    });
+    ApiClient::new(&cli.api, token)
+}
+
+fn run_node(config: PathBuf) -> Result<(), String> {
+    let config = hpchain_engine::daemon::DaemonConfig::load(&config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        hpchain_engine::daemon::run(config, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let admin = |result: Result<(), CallError>| result.map_err(|e| e.to_string());
+    let api = api_client(&cli);
+    let json = cli.json;
+    match cli.command {
+        Top::Node { config } => run_node(config),
+        Top::Dev {
+            data_dir,
+            base_port,
+            iscsi_base_port,
+        } => dev::run(dev::DevOptions {
+            data_dir,
+            base_port,
+            iscsi_base_port,
+            nodes: 3,
+        }),
+        Top::Cluster {
+            command: ClusterCommand::Status,
+        } => admin(admin::cluster_status(&api, json)),
+        Top::Pool { command } => admin(match command {
+            PoolCommand::Create {
+                name,
+                size,
+                min_size,
+                pg_num,
+                failure_domain,
+                object_size,
+            } => admin::pool_create(
+                &api,
+                admin::PoolSpec {
+                    name,
+                    size,
+                    min_size,
+                    pg_num,
+                    failure_domain,
+                    object_size,
+                },
+                json,
+            ),
+            PoolCommand::Ls => admin::pool_ls(&api, json),
+            PoolCommand::Rm { name } => admin::pool_rm(&api, &name),
+        }),
+        Top::Volume { command } => admin(match command {
+            VolumeCommand::Create {
+                name,
+                pool,
+                size,
+                block_size,
+            } => admin::volume_create(&api, &name, &pool, &size, block_size, json),
+            VolumeCommand::Ls => admin::volume_ls(&api, json),
+            VolumeCommand::Info { name } => admin::volume_info(&api, &name, json),
+            VolumeCommand::Resize { name, size } => admin::volume_resize(&api, &name, &size, json),
+            VolumeCommand::Rm { name } => admin::volume_rm(&api, &name),
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hpchain: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! End to end: `hpchain dev` starts three real `hpchain node` processes on
+//! loopback; the admin CLI manages pools and volumes through the API; the
+//! cluster map survives kill -9 of a node; SIGTERM stops every process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const HPCHAIN: &str = env!("CARGO_BIN_EXE_hpchain");
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Kills the dev cluster (and so its nodes) even when an assertion fails.
+struct DevCluster {
+    child: Child,
+    node_pids: Vec<i32>,
+    api: String,
+    token_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        for &pid in &self.node_pids {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn free_base_port() -> u16 {
+    // Distinct per test process; the dev cluster uses base..base+25.
+    20_000 + (std::process::id() % 1500) as u16 * 30
+}
+
+fn start() -> DevCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let mut child = Command::new(HPCHAIN)
+        .args(["dev", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--base-port",
+            &base.to_string(),
+            "--iscsi-base-port",
+            &(base + 5).to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining after start-up so the dev process never writes
+        // into a closed pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut node_pids = Vec::new();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("hpchain dev printed `ready` in time");
+        if let Some(rest) = line.split(" pid ").nth(1) {
+            node_pids.push(rest.split_whitespace().next().unwrap().parse().unwrap());
+        }
+        if line.contains("hpchain dev: ready") {
+            break;
+        }
+    }
+    assert_eq!(node_pids.len(), 3, "three node processes reported");
+    DevCluster {
+        child,
+        node_pids,
+        api: format!("http://127.0.0.1:{base}"),
+        token_file: dir.path().join("data/api-token"),
+        _dir: dir,
+    }
+}
+
+fn cli(cluster: &DevCluster, args: &[&str]) -> Output {
+    cli_at(&cluster.api, &cluster.token_file, args)
+}
+
+fn cli_at(api: &str, token_file: &Path, args: &[&str]) -> Output {
+    Command::new(HPCHAIN)
+        .args(["--api", api, "--token-file"])
+        .arg(token_file)
+        .args(args)
+        .env_remove("HPCHAIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn json(output: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(output)).unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
+    let mut cluster = start();
+
+    // What `hpchain dev` promised exists.
+    let pools = json(cli(&cluster, &["--json", "pool", "ls"]));
+    assert_eq!(pools[0]["name"], "rbd");
+    assert_eq!(pools[0]["size"], 3);
+    assert_eq!(pools[0]["failure_domain"], "disk");
+    let demo = json(cli(&cluster, &["--json", "volume", "info", "demo"]));
+    assert_eq!(demo["size_bytes"], 1u64 << 30);
+    let status = json(cli(&cluster, &["--json", "cluster", "status"]));
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+
+    // Bad input: clear errors, nothing created.
+    let duplicate = cli(
+        &cluster,
+        &["volume", "create", "demo", "--pool", "rbd", "--size", "1G"],
+    );
+    assert!(!duplicate.status.success());
+    let message = String::from_utf8_lossy(&duplicate.stderr);
+    assert!(
+        message.contains("\"demo\" already exists") && message.contains("volume.exists"),
+        "{message}"
+    );
+    let unaligned = cli(
+        &cluster,
+        &["volume", "create", "odd", "--pool", "rbd", "--size", "1000"],
+    );
+    assert!(String::from_utf8_lossy(&unaligned.stderr).contains("multiple of 512"));
+    let shrink = cli(&cluster, &["volume", "resize", "demo", "--size", "1M"]);
+    assert!(String::from_utf8_lossy(&shrink.stderr).contains("volume.shrink"));
+    let no_token = cli_at(&cluster.api, Path::new("/nonexistent"), &["volume", "ls"]);
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("auth.missing_token"));
+    let volumes = json(cli(&cluster, &["--json", "volume", "ls"]));
+    assert_eq!(
+        volumes.as_array().unwrap().len(),
+        1,
+        "refused commands created nothing"
+    );
+
+    // kill -9 a node that is not the one we talk to: the map keeps working.
+    let victim = cluster.node_pids[2];
+    unsafe {
+        libc::kill(victim, libc::SIGKILL);
+    }
+    let started = Instant::now();
+    ok(cli(
+        &cluster,
+        &[
+            "volume",
+            "create",
+            "after-kill",
+            "--pool",
+            "rbd",
+            "--size",
+            "10G",
+        ],
+    ));
+    ok(cli(
+        &cluster,
+        &["volume", "resize", "after-kill", "--size", "20G"],
+    ));
+    let grown = json(cli(&cluster, &["--json", "volume", "info", "after-kill"]));
+    assert_eq!(grown["size_bytes"], 20u64 << 30);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // SIGTERM to `hpchain dev` stops every node it started.
+    unsafe {
+        libc::kill(cluster.child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "hpchain dev did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for &pid in &cluster.node_pids {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!alive(pid), "node pid {pid} outlived hpchain dev");
+    }
+}

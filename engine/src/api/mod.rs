@@ -1,0 +1,445 @@
+//! The management API: HTTP/JSON under `/v1/`, bearer-token
+//! authentication, the OpenAPI document at `/v1/openapi.json`, Prometheus
+//! metrics at `/metrics`.
+//!
+//! Handlers translate HTTP to cluster map commands and back; they never
+//! change state except through the map's Raft group, so every node serves
+//! the same API with the same answers.
+
+mod error;
+mod openapi;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+pub use error::ApiError;
+
+use crate::cluster::map::{FailureDomain, Pool, Volume};
+use crate::cluster::{ClusterMapState, Command, MapClient, Outcome};
+use crate::replication::RaftNodeHandle;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    map: MapClient,
+    token: Arc<String>,
+    raft: RaftNodeHandle,
+    node_id: u64,
+    local_map: Arc<RwLock<ClusterMapState>>,
+    requests: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+}
+
+impl ApiState {
+    pub fn new(
+        map: MapClient,
+        token: Arc<String>,
+        raft: RaftNodeHandle,
+        node_id: u64,
+        local_map: Arc<RwLock<ClusterMapState>>,
+    ) -> ApiState {
+        ApiState {
+            map,
+            token,
+            raft,
+            node_id,
+            local_map,
+            requests: Arc::new(AtomicU64::new(0)),
+            errors: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Every route of the API. `/v1/health`, `/v1/openapi.json` and `/metrics`
+/// need no token; everything else does.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/v1/cluster", get(cluster_status))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/pools", get(list_pools).post(create_pool))
+        .route("/v1/pools/:name", get(show_pool).delete(delete_pool))
+        .route("/v1/volumes", get(list_volumes).post(create_volume))
+        .route(
+            "/v1/volumes/:name",
+            get(show_volume).patch(resize_volume).delete(delete_volume),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi_document))
+        .route("/metrics", get(metrics))
+        .merge(protected)
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "auth.bad_token",
+            "the bearer token is wrong; use the token from the cluster's api-token file",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "auth.missing_token",
+            "send `Authorization: Bearer <token>`; the token is in the cluster's api-token file",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn count(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        state.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({"ok": true, "node_id": state.node_id}))
+}
+
+async fn openapi_document() -> Json<Value> {
+    Json(openapi::document())
+}
+
+/// Applies a command through the map group; a refusal becomes its error.
+async fn apply(state: &ApiState, command: Command) -> Result<u64, ApiError> {
+    match state.map.propose(&command).await? {
+        Outcome::Applied { epoch } => Ok(epoch),
+        Outcome::Refused(e) => Err(e.into()),
+    }
+}
+
+async fn cluster_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let map = state.map.read().await?;
+    let nodes: Vec<Value> = map.nodes.values().map(|n| json!(n)).collect();
+    Ok(Json(json!({
+        "epoch": map.epoch,
+        "map_leader": state.map.leader(),
+        "answered_by": state.node_id,
+        "nodes": nodes,
+        "pools": map.pools.len(),
+        "volumes": map.volumes.len(),
+    })))
+}
+
+async fn list_nodes(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let map = state.map.read().await?;
+    Ok(Json(json!(map.nodes.values().collect::<Vec<_>>())))
+}
+
+fn pool_json(pool: &Pool, map: &ClusterMapState) -> Value {
+    json!({
+        "id": pool.id,
+        "name": pool.name,
+        "size": pool.size,
+        "min_size": pool.min_size,
+        "pg_num": pool.pg_num,
+        "failure_domain": pool.failure_domain,
+        "object_size_bytes": pool.object_size,
+        "volumes": map.volumes.values().filter(|v| v.pool == pool.name).count(),
+    })
+}
+
+fn volume_json(volume: &Volume) -> Value {
+    json!({
+        "id": volume.id,
+        "name": volume.name,
+        "pool": volume.pool,
+        "size_bytes": volume.size,
+        "block_size": volume.block_size,
+        // Object data lands with the data path; until then nothing is allocated.
+        "allocated_bytes": 0,
+        "created_epoch": volume.created_epoch,
+    })
+}
+
+async fn list_pools(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let map = state.map.read().await?;
+    Ok(Json(Value::Array(
+        map.pools.values().map(|p| pool_json(p, &map)).collect(),
+    )))
+}
+
+async fn show_pool(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let map = state.map.read().await?;
+    let pool = map
+        .pools
+        .get(&name)
+        .ok_or_else(|| ApiError::from(crate::cluster::MapError::PoolNotFound(name)))?;
+    Ok(Json(pool_json(pool, &map)))
+}
+
+fn default_size() -> u32 {
+    3
+}
+fn default_min_size() -> u32 {
+    2
+}
+fn default_pg_num() -> u32 {
+    64
+}
+fn default_failure_domain() -> FailureDomain {
+    FailureDomain::Host
+}
+fn default_object_size() -> u64 {
+    4 << 20
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePool {
+    name: String,
+    #[serde(default = "default_size")]
+    size: u32,
+    #[serde(default = "default_min_size")]
+    min_size: u32,
+    #[serde(default = "default_pg_num")]
+    pg_num: u32,
+    #[serde(default = "default_failure_domain")]
+    failure_domain: FailureDomain,
+    #[serde(default = "default_object_size")]
+    object_size_bytes: u64,
+}
+
+/// Parses a JSON body, turning serde's message into an API error.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("request.invalid_body", format!("request body: {e}")))
+}
+
+async fn create_pool(
+    State(state): State<ApiState>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: CreatePool = body(&bytes)?;
+    let name = request.name.clone();
+    apply(
+        &state,
+        Command::CreatePool {
+            name: request.name,
+            size: request.size,
+            min_size: request.min_size,
+            pg_num: request.pg_num,
+            failure_domain: request.failure_domain,
+            object_size: request.object_size_bytes,
+        },
+    )
+    .await?;
+    let map = state.map.read().await?;
+    let pool = map
+        .pools
+        .get(&name)
+        .map(|p| pool_json(p, &map))
+        .unwrap_or(Value::Null);
+    Ok((StatusCode::CREATED, Json(pool)).into_response())
+}
+
+async fn delete_pool(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    apply(&state, Command::DeletePool { name }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_volumes(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let map = state.map.read().await?;
+    Ok(Json(Value::Array(
+        map.volumes.values().map(volume_json).collect(),
+    )))
+}
+
+async fn show_volume(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let map = state.map.read().await?;
+    let volume = map
+        .volumes
+        .get(&name)
+        .ok_or_else(|| ApiError::from(crate::cluster::MapError::VolumeNotFound(name)))?;
+    Ok(Json(volume_json(volume)))
+}
+
+fn default_block_size() -> u32 {
+    512
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVolume {
+    name: String,
+    pool: String,
+    size_bytes: u64,
+    #[serde(default = "default_block_size")]
+    block_size: u32,
+}
+
+async fn create_volume(
+    State(state): State<ApiState>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: CreateVolume = body(&bytes)?;
+    let name = request.name.clone();
+    apply(
+        &state,
+        Command::CreateVolume {
+            name: request.name,
+            pool: request.pool,
+            size: request.size_bytes,
+            block_size: request.block_size,
+        },
+    )
+    .await?;
+    let map = state.map.read().await?;
+    let volume = map
+        .volumes
+        .get(&name)
+        .map(volume_json)
+        .unwrap_or(Value::Null);
+    Ok((StatusCode::CREATED, Json(volume)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeVolume {
+    size_bytes: u64,
+}
+
+async fn resize_volume(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ResizeVolume = body(&bytes)?;
+    apply(
+        &state,
+        Command::ResizeVolume {
+            name: name.clone(),
+            size: request.size_bytes,
+        },
+    )
+    .await?;
+    let map = state.map.read().await?;
+    Ok(Json(
+        map.volumes
+            .get(&name)
+            .map(volume_json)
+            .unwrap_or(Value::Null),
+    ))
+}
+
+async fn delete_volume(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    apply(&state, Command::DeleteVolume { name }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let raft = state.raft.clone();
+    let groups = tokio::task::spawn_blocking(move || raft.status())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let epoch = state.local_map.read().map(|m| m.epoch).unwrap_or(0);
+    let mut out = String::new();
+    let node = state.node_id;
+    let _ = writeln!(
+        out,
+        "# HELP hpchain_api_requests_total API requests served by this node."
+    );
+    let _ = writeln!(out, "# TYPE hpchain_api_requests_total counter");
+    let _ = writeln!(
+        out,
+        "hpchain_api_requests_total{{node=\"{node}\"}} {}",
+        state.requests.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hpchain_api_errors_total API requests answered with a 4xx or 5xx status."
+    );
+    let _ = writeln!(out, "# TYPE hpchain_api_errors_total counter");
+    let _ = writeln!(
+        out,
+        "hpchain_api_errors_total{{node=\"{node}\"}} {}",
+        state.errors.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hpchain_map_epoch Epoch of the cluster map as this node knows it."
+    );
+    let _ = writeln!(out, "# TYPE hpchain_map_epoch gauge");
+    let _ = writeln!(out, "hpchain_map_epoch{{node=\"{node}\"}} {epoch}");
+    let _ = writeln!(
+        out,
+        "# HELP hpchain_raft_is_leader 1 if this node's replica leads the group."
+    );
+    let _ = writeln!(out, "# TYPE hpchain_raft_is_leader gauge");
+    for g in &groups {
+        let _ = writeln!(
+            out,
+            "hpchain_raft_is_leader{{node=\"{node}\",group=\"{}\"}} {}",
+            g.group,
+            u8::from(g.is_leader)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hpchain_raft_leader_changes_total Leader changes seen by this node's replica."
+    );
+    let _ = writeln!(out, "# TYPE hpchain_raft_leader_changes_total counter");
+    for g in &groups {
+        let _ = writeln!(
+            out,
+            "hpchain_raft_leader_changes_total{{node=\"{node}\",group=\"{}\"}} {}",
+            g.group, g.leader_changes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hpchain_raft_applied_index Last log index applied by this node's replica."
+    );
+    let _ = writeln!(out, "# TYPE hpchain_raft_applied_index gauge");
+    for g in &groups {
+        let _ = writeln!(
+            out,
+            "hpchain_raft_applied_index{{node=\"{node}\",group=\"{}\"}} {}",
+            g.group, g.applied
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

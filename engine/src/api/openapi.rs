@@ -1,0 +1,181 @@
+//! The OpenAPI 3.0 document of the management API, served at
+//! `/v1/openapi.json`. A test checks that it lists exactly the router's
+//! routes and methods, so it cannot drift from the code.
+
+use serde_json::{json, Value};
+
+fn error_responses() -> Value {
+    json!({
+        "400": {"$ref": "#/components/responses/Error"},
+        "401": {"$ref": "#/components/responses/Error"},
+        "404": {"$ref": "#/components/responses/Error"},
+        "409": {"$ref": "#/components/responses/Error"},
+        "503": {"$ref": "#/components/responses/Error"}
+    })
+}
+
+fn with_errors(ok: Value) -> Value {
+    let mut responses = error_responses();
+    for (status, body) in ok.as_object().expect("object").iter() {
+        responses[status] = body.clone();
+    }
+    responses
+}
+
+fn json_body(schema: &str) -> Value {
+    json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn json_list(schema: &str) -> Value {
+    json!({"description": "OK", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": format!("#/components/schemas/{schema}")}}}}})
+}
+
+fn request(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn name_parameter(what: &str) -> Value {
+    json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": format!("{what} name")}])
+}
+
+/// The document.
+pub fn document() -> Value {
+    let no_content = json!({"description": "Done"});
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "hpchain management API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Pools, volumes and cluster status of an hpchain cluster. Every node serves the same API; changes go through the cluster map's Raft group. Authenticate with `Authorization: Bearer <token>` (the token is created at bootstrap in the api-token file)."
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/health": {"get": {"summary": "Liveness of this node", "security": [], "responses": {"200": {"description": "OK"}}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OK"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of this node", "security": [], "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+            "/v1/cluster": {"get": {"summary": "Cluster status: epoch, map leader, nodes", "responses": with_errors(json!({"200": json_body("ClusterStatus")}))}},
+            "/v1/nodes": {"get": {"summary": "Nodes in the cluster map", "responses": with_errors(json!({"200": json_list("Node")}))}},
+            "/v1/pools": {
+                "get": {"summary": "List pools", "responses": with_errors(json!({"200": json_list("Pool")}))},
+                "post": {"summary": "Create a pool", "requestBody": request("CreatePool"), "responses": with_errors(json!({"201": json_body("Pool")}))}
+            },
+            "/v1/pools/{name}": {
+                "parameters": name_parameter("Pool"),
+                "get": {"summary": "Show a pool", "responses": with_errors(json!({"200": json_body("Pool")}))},
+                "delete": {"summary": "Delete an empty pool", "responses": with_errors(json!({"204": no_content}))}
+            },
+            "/v1/volumes": {
+                "get": {"summary": "List volumes", "responses": with_errors(json!({"200": json_list("Volume")}))},
+                "post": {"summary": "Create a thin volume", "requestBody": request("CreateVolume"), "responses": with_errors(json!({"201": json_body("Volume")}))}
+            },
+            "/v1/volumes/{name}": {
+                "parameters": name_parameter("Volume"),
+                "get": {"summary": "Show a volume", "responses": with_errors(json!({"200": json_body("Volume")}))},
+                "patch": {"summary": "Grow a volume", "requestBody": request("ResizeVolume"), "responses": with_errors(json!({"200": json_body("Volume")}))},
+                "delete": {"summary": "Delete a volume", "responses": with_errors(json!({"204": no_content}))}
+            }
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Error": {"description": "An error naming the object, the reason and the fix", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                    "code": {"type": "string", "description": "Stable code, e.g. volume.exists, pool.not_found"},
+                    "message": {"type": "string"}}}}},
+                "ClusterStatus": {"type": "object", "properties": {
+                    "epoch": {"type": "integer"}, "map_leader": {"type": "integer", "nullable": true},
+                    "answered_by": {"type": "integer"},
+                    "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+                    "pools": {"type": "integer"}, "volumes": {"type": "integer"}}},
+                "Node": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "name": {"type": "string"}, "peer_addr": {"type": "string"},
+                    "api_addr": {"type": "string"}, "iscsi_addr": {"type": "string"}, "host": {"type": "string"},
+                    "rack": {"type": "string"}, "zone": {"type": "string"}, "up": {"type": "boolean"},
+                    "disks": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "path": {"type": "string"}, "weight": {"type": "number"}, "is_in": {"type": "boolean"}}}}}},
+                "Pool": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "name": {"type": "string"}, "size": {"type": "integer"},
+                    "min_size": {"type": "integer"}, "pg_num": {"type": "integer"},
+                    "failure_domain": {"type": "string", "enum": ["disk", "host", "rack", "zone"]},
+                    "object_size_bytes": {"type": "integer"}, "volumes": {"type": "integer"}}},
+                "CreatePool": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"},
+                    "size": {"type": "integer", "default": 3, "minimum": 1, "maximum": 16},
+                    "min_size": {"type": "integer", "default": 2},
+                    "pg_num": {"type": "integer", "default": 64, "description": "A power of two"},
+                    "failure_domain": {"type": "string", "enum": ["disk", "host", "rack", "zone"], "default": "host"},
+                    "object_size_bytes": {"type": "integer", "default": 4194304}}},
+                "Volume": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "name": {"type": "string"}, "pool": {"type": "string"},
+                    "size_bytes": {"type": "integer"}, "block_size": {"type": "integer", "enum": [512, 4096]},
+                    "allocated_bytes": {"type": "integer"}, "created_epoch": {"type": "integer"}}},
+                "CreateVolume": {"type": "object", "required": ["name", "pool", "size_bytes"], "additionalProperties": false, "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "pool": {"type": "string"},
+                    "size_bytes": {"type": "integer", "description": "A multiple of block_size"},
+                    "block_size": {"type": "integer", "enum": [512, 4096], "default": 512}}},
+                "ResizeVolume": {"type": "object", "required": ["size_bytes"], "additionalProperties": false, "properties": {
+                    "size_bytes": {"type": "integer", "description": "Not smaller than the current size"}}}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::document;
+
+    /// Routes and methods as `router()` registers them (kept next to the
+    /// router by this test: a route added there and not here fails).
+    const ROUTES: &[(&str, &[&str])] = &[
+        ("/v1/health", &["get"]),
+        ("/v1/openapi.json", &["get"]),
+        ("/metrics", &["get"]),
+        ("/v1/cluster", &["get"]),
+        ("/v1/nodes", &["get"]),
+        ("/v1/pools", &["get", "post"]),
+        ("/v1/pools/{name}", &["get", "delete"]),
+        ("/v1/volumes", &["get", "post"]),
+        ("/v1/volumes/{name}", &["get", "patch", "delete"]),
+    ];
+
+    #[test]
+    fn the_document_lists_exactly_the_routes_of_the_router() {
+        let source = include_str!("mod.rs");
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), ROUTES.len());
+        for (path, methods) in ROUTES {
+            let axum_path = path.replace("{name}", ":name");
+            assert!(
+                source.contains(&format!("\"{axum_path}\"")),
+                "router lacks {path}"
+            );
+            let item = paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("document lacks {path}"));
+            let documented: Vec<&String> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+                .collect();
+            assert_eq!(documented.len(), methods.len(), "{path}: {documented:?}");
+            for m in *methods {
+                assert!(item.get(*m).is_some(), "{path} lacks {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"").skip(1) {
+            let reference = &piece[..piece.find('"').unwrap()];
+            let pointer = reference.trim_start_matches('#');
+            assert!(doc.pointer(pointer).is_some(), "dangling {reference}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The node daemon's configuration file (TOML), with defaults that make a
+//! one-line config enough for a single local node.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::cluster::map::{DiskInfo, NodeInfo};
+
+fn default_peer_addr() -> String {
+    "127.0.0.1:9401".into()
+}
+fn default_api_addr() -> String {
+    "127.0.0.1:9400".into()
+}
+fn default_iscsi_addr() -> String {
+    "127.0.0.1:3260".into()
+}
+fn default_rack() -> String {
+    "rack1".into()
+}
+fn default_zone() -> String {
+    "zone1".into()
+}
+fn default_weight() -> f64 {
+    1.0
+}
+fn default_tick_ms() -> u64 {
+    100
+}
+
+/// A disk this node stores data on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskConfig {
+    /// Cluster-unique id.
+    pub id: u32,
+    /// A directory on a file system.
+    pub path: PathBuf,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+/// A member of the cluster map's Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    pub id: u64,
+    pub peer_addr: String,
+}
+
+/// Everything `hpchain node` needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonConfig {
+    /// Stable, cluster-unique node id (not 0).
+    pub id: u64,
+    pub name: String,
+    pub data_dir: PathBuf,
+    #[serde(default = "default_peer_addr")]
+    pub peer_addr: String,
+    #[serde(default = "default_api_addr")]
+    pub api_addr: String,
+    #[serde(default = "default_iscsi_addr")]
+    pub iscsi_addr: String,
+    /// Host name in the placement hierarchy; the node name if unset.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_rack")]
+    pub rack: String,
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// The cluster map group's members; this node runs a replica if listed.
+    pub monitors: Vec<MonitorConfig>,
+    /// File holding the API bearer token; created (0600) if missing.
+    pub api_token_file: PathBuf,
+    /// One Raft tick.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+}
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl DaemonConfig {
+    /// Reads and checks a TOML config file.
+    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: DaemonConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        config.check().map_err(|reason| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id must not be 0".into());
+        }
+        if self.monitors.is_empty() {
+            return Err("list at least one monitor (this node, for a one-node cluster)".into());
+        }
+        if self.disks.is_empty() {
+            return Err("list at least one disk ([[disks]] id = 0, path = \"...\")".into());
+        }
+        Ok(())
+    }
+
+    /// Whether this node holds a replica of the cluster map.
+    pub fn is_monitor(&self) -> bool {
+        self.monitors.iter().any(|m| m.id == self.id)
+    }
+
+    /// This node as the cluster map records it.
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.id,
+            name: self.name.clone(),
+            peer_addr: self.peer_addr.clone(),
+            api_addr: self.api_addr.clone(),
+            iscsi_addr: self.iscsi_addr.clone(),
+            host: self.host.clone().unwrap_or_else(|| self.name.clone()),
+            rack: self.rack.clone(),
+            zone: self.zone.clone(),
+            disks: self
+                .disks
+                .iter()
+                .map(|d| DiskInfo {
+                    id: d.id,
+                    path: d.path.display().to_string(),
+                    weight: d.weight,
+                    is_in: true,
+                })
+                .collect(),
+            up: true,
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The node daemon: wires storage, replication, the cluster map, gRPC and
+//! the management API of one `hpchain node` process, and stops them in
+//! order on shutdown.
+//!
+//! This module owns start-up and shutdown only; each part's behaviour
+//! lives in its own module.
+
+pub mod config;
+
+use rocksdb::{Options, DB};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::api::{self, ApiState};
+use crate::cluster::{ClusterMapState, Command, MapClient, MapMachine, Outcome, MAP_GROUP};
+use crate::net::{ClusterMapService, GrpcTransport, NodeService};
+use crate::replication::{NodeConfig, NodeId, RaftNode};
+pub use config::{ConfigError, DaemonConfig, DiskConfig, MonitorConfig};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("data directory {path}: {source}; check the path and its permissions")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "metadata database {path}: {reason}; is another `hpchain node` using this data directory?"
+    )]
+    Database { path: String, reason: String },
+    #[error("cannot listen on {addr} ({what}): {source}; is the port in use? pick another in the config")]
+    Listen {
+        addr: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("API token file {path}: {source}")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("replication: {0}")]
+    Replication(String),
+}
+
+/// Reads the API token, or creates a random one (mode 0600) at bootstrap.
+pub fn load_or_create_token(path: &Path) -> Result<String, DaemonError> {
+    let err = |source| DaemonError::Token {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    use rand::Rng;
+    let token: String = rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match file {
+        Ok(mut f) => f.write_all(token.as_bytes()).map_err(err)?,
+        // Another node of a local cluster created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::thread::sleep(Duration::from_millis(50));
+            return load_or_create_token(path);
+        }
+        Err(e) => return Err(err(e)),
+    }
+    Ok(token)
+}
+
+/// Runs a node until `shutdown` completes.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let db_path = config.data_dir.join("meta");
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    let db = Arc::new(
+        DB::open(&options, &db_path).map_err(|e| DaemonError::Database {
+            path: db_path.display().to_string(),
+            reason: e.to_string(),
+        })?,
+    );
+    let token = load_or_create_token(&config.api_token_file)?;
+
+    let monitor = config.is_monitor();
+    let machine = if monitor {
+        Some(MapMachine::open(db.clone()).map_err(DaemonError::Replication)?)
+    } else {
+        None
+    };
+    let map: Arc<RwLock<ClusterMapState>> = match &machine {
+        Some(m) => m.shared(),
+        None => Arc::new(RwLock::new(ClusterMapState::default())),
+    };
+
+    let monitors = config.monitors.clone();
+    let book_map = map.clone();
+    let addresses = Arc::new(move |node: NodeId| {
+        let from_map = book_map
+            .read()
+            .ok()?
+            .nodes
+            .get(&node)
+            .map(|n| n.peer_addr.clone());
+        from_map.or_else(|| {
+            monitors
+                .iter()
+                .find(|m| m.id == node)
+                .map(|m| m.peer_addr.clone())
+        })
+    });
+    let transport = Arc::new(GrpcTransport::new(
+        config.id,
+        tokio::runtime::Handle::current(),
+        addresses.clone(),
+    ));
+    let resolver_map = map.clone();
+    let resolver = Arc::new(move |group: u64, peer: u64| {
+        if group == MAP_GROUP {
+            return Some(peer);
+        }
+        let disk = u32::try_from(peer.checked_sub(1)?).ok()?;
+        resolver_map.read().ok()?.node_of_disk(disk).map(|n| n.id)
+    });
+    let mut raft_config = NodeConfig::new(config.id);
+    raft_config.tick_interval = Duration::from_millis(config.tick_ms);
+    let raft = RaftNode::spawn(raft_config, db.clone(), transport, resolver);
+
+    if let Some(machine) = machine {
+        let handle = raft.handle();
+        let voters: Vec<u64> = config.monitors.iter().map(|m| m.id).collect();
+        let id = config.id;
+        tokio::task::spawn_blocking(move || {
+            handle.create_group(MAP_GROUP, id, voters, Box::new(machine))
+        })
+        .await
+        .map_err(|e| DaemonError::Replication(e.to_string()))?
+        .map_err(|e| DaemonError::Replication(e.to_string()))?;
+    }
+
+    let listen = |addr: &str, what| {
+        let addr = addr.to_string();
+        async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|source| DaemonError::Listen { addr, what, source })
+        }
+    };
+    let peer_listener = listen(&config.peer_addr, "node-to-node gRPC").await?;
+    let api_listener = listen(&config.api_addr, "management API").await?;
+
+    let grpc = {
+        let node = NodeService::new(raft.handle()).into_server();
+        let map_service = ClusterMapService::new(raft.handle()).into_server();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(node)
+                .add_service(map_service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!("node-to-node gRPC server stopped: {e}");
+            }
+        })
+    };
+
+    let local_map_replica = monitor.then(|| raft.handle());
+    let client = MapClient::new(
+        config.id,
+        local_map_replica,
+        config.monitors.iter().map(|m| m.id).collect(),
+        addresses,
+    );
+    let registration = tokio::spawn(register(client.clone(), config.clone()));
+    let watcher = (!monitor).then(|| tokio::spawn(watch_map(client.clone(), map.clone())));
+
+    let state = ApiState::new(
+        client,
+        Arc::new(token),
+        raft.handle(),
+        config.id,
+        map.clone(),
+    );
+    let api = tokio::spawn(async move {
+        if let Err(e) = axum::serve(api_listener, api::router(state)).await {
+            tracing::error!("management API server stopped: {e}");
+        }
+    });
+    tracing::info!(
+        node = config.id,
+        api = %config.api_addr,
+        peer = %config.peer_addr,
+        monitor,
+        "hpchain node started"
+    );
+
+    shutdown.await;
+    tracing::info!(node = config.id, "hpchain node stopping");
+    api.abort();
+    grpc.abort();
+    registration.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    tokio::task::spawn_blocking(move || raft.stop())
+        .await
+        .map_err(|e| DaemonError::Replication(e.to_string()))?;
+    Ok(())
+}
+
+/// Registers (or re-registers, after a restart) this node in the map.
+async fn register(client: MapClient, config: DaemonConfig) {
+    let command = Command::RegisterNode {
+        node: config.node_info(),
+    };
+    loop {
+        match client.propose(&command).await {
+            Ok(Outcome::Applied { epoch }) => {
+                tracing::info!(node = config.id, epoch, "registered in the cluster map");
+                return;
+            }
+            Ok(Outcome::Refused(e)) => {
+                tracing::error!(node = config.id, "the cluster map refused this node: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(node = config.id, "registration pending: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Keeps a non-monitor node's copy of the map fresh.
+async fn watch_map(client: MapClient, map: Arc<RwLock<ClusterMapState>>) {
+    loop {
+        if let Ok(fresh) = client.read().await {
+            if let Ok(mut current) = map.write() {
+                if fresh.epoch >= current.epoch {
+                    *current = fresh;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
