@@ -32,7 +32,7 @@ pub use crypto::{Hash32, Keypair, PublicKey, Signature};
 pub use error::{BlockError, Error, Result, TxError};
 pub use genesis::Genesis;
 pub use ledger::{Equivocation, ImportOutcome, Ledger};
-pub use proof::{verify_inclusion, InclusionProof, VerifiedInclusion};
+pub use proof::{verify_inclusion, InclusionProof, ProofVerifier, VerifiedInclusion};
 pub use store::{ChainStore, MemoryStore, RocksStore, TxLocation};
 pub use tx::{Payload, Transaction};
 pub use verify::{verify_chain, BadBlock, ChainReport};

@@ -346,3 +346,23 @@ fn recall_over_a_ten_thousand_event_supply_chain_returns_the_exact_downstream_se
         assert!(l.trace_downstream(b).unwrap().contains("b9999"));
     }
 }
+
+#[test]
+fn a_caching_verifier_still_rejects_a_forged_signature_on_a_known_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    let l = open_rocks(&fx.genesis, dir.path());
+    let mut v = hpchain_chain::ProofVerifier::new(&trusted(&fx)).skip_sender_signatures();
+    let p = l.proof(&fx.txs[0]).unwrap();
+    assert!(v.verify(&p).unwrap().is_final);
+    assert!(v.verify(&l.proof(&fx.txs[1]).unwrap()).unwrap().is_final);
+    let mut forged = p.clone();
+    forged.header.signature.0[5] ^= 1;
+    assert!(
+        v.verify(&forged).is_err(),
+        "cached header accepted with another signature"
+    );
+    let mut forged = p;
+    forged.descendants[0].signature.0[5] ^= 1;
+    assert!(v.verify(&forged).is_err());
+}
