@@ -26,6 +26,7 @@ pub mod state;
 pub mod store;
 pub mod tx;
 pub mod verify;
+pub mod wire;
 
 pub use block::{Block, BlockHeader, Confirmation, SignedHeader};
 pub use crypto::{Hash32, Keypair, PublicKey, Signature};
@@ -36,3 +37,4 @@ pub use proof::{verify_inclusion, InclusionProof, ProofVerifier, VerifiedInclusi
 pub use store::{ChainStore, MemoryStore, RocksStore, TxLocation};
 pub use tx::{Payload, Transaction};
 pub use verify::{verify_chain, BadBlock, ChainReport};
+pub use wire::LedgerMessage;
