@@ -63,6 +63,8 @@ fn configs(options: &DevOptions) -> Vec<DaemonConfig> {
                 monitors: monitors.clone(),
                 api_token_file: options.data_dir.join("api-token"),
                 tick_ms: 100,
+                down_after_secs: 5,
+                out_after_secs: 60,
             }
         })
         .collect()

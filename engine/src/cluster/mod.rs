@@ -9,10 +9,12 @@
 //! placement crate a map to compute with.
 
 pub mod client;
+pub mod health;
 pub mod machine;
 pub mod map;
 
 pub use client::{MapClient, MapClientError};
+pub use health::{HealthPolicy, Liveness};
 pub use machine::{MapMachine, Outcome};
 pub use map::{ClusterMapState, Command, MapError, NodeInfo, Pool, Volume};
 

@@ -27,6 +27,12 @@ fn default_weight() -> f64 {
 fn default_tick_ms() -> u64 {
     100
 }
+fn default_down_after_secs() -> u64 {
+    5
+}
+fn default_out_after_secs() -> u64 {
+    600
+}
 
 /// A disk this node stores data on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +81,12 @@ pub struct DaemonConfig {
     /// One Raft tick.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// A node silent this long is marked down.
+    #[serde(default = "default_down_after_secs")]
+    pub down_after_secs: u64,
+    /// A node down this long has its disks marked out (their data moves).
+    #[serde(default = "default_out_after_secs")]
+    pub out_after_secs: u64,
 }
 
 /// A config that cannot be used.
@@ -115,6 +127,9 @@ impl DaemonConfig {
         if self.monitors.is_empty() {
             return Err("list at least one monitor (this node, for a one-node cluster)".into());
         }
+        if self.down_after_secs == 0 || self.out_after_secs < self.down_after_secs {
+            return Err("need 0 < down_after_secs <= out_after_secs".into());
+        }
         if self.disks.is_empty() {
             return Err("list at least one disk ([[disks]] id = 0, path = \"...\")".into());
         }
@@ -124,6 +139,15 @@ impl DaemonConfig {
     /// Whether this node holds a replica of the cluster map.
     pub fn is_monitor(&self) -> bool {
         self.monitors.iter().any(|m| m.id == self.id)
+    }
+
+    /// The liveness policy from this config.
+    pub fn health_policy(&self) -> crate::cluster::HealthPolicy {
+        crate::cluster::HealthPolicy {
+            heartbeat_every: std::time::Duration::from_secs(1),
+            down_after: std::time::Duration::from_secs(self.down_after_secs),
+            out_after: std::time::Duration::from_secs(self.out_after_secs),
+        }
     }
 
     /// This node as the cluster map records it.

@@ -14,8 +14,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::api::{self, ApiState};
-use crate::cluster::{ClusterMapState, Command, MapClient, MapMachine, Outcome, MAP_GROUP};
-use crate::net::{ClusterMapService, GrpcTransport, NodeService};
+use crate::cluster::health::decide;
+use crate::cluster::{
+    ClusterMapState, Command, HealthPolicy, Liveness, MapClient, MapMachine, Outcome, MAP_GROUP,
+};
+use crate::net::proto::health_client::HealthClient;
+use crate::net::proto::HeartbeatRequest;
+use crate::net::{ClusterMapService, GrpcTransport, HealthService, NodeService};
+use crate::replication::RaftNodeHandle;
 use crate::replication::{NodeConfig, NodeId, RaftNode};
 pub use config::{ConfigError, DaemonConfig, DiskConfig, MonitorConfig};
 
@@ -173,14 +179,22 @@ pub async fn run(
     let peer_listener = listen(&config.peer_addr, "node-to-node gRPC").await?;
     let api_listener = listen(&config.api_addr, "management API").await?;
 
+    let liveness = Liveness::default();
     let grpc = {
         let node = NodeService::new(raft.handle()).into_server();
         let map_service = ClusterMapService::new(raft.handle()).into_server();
+        let epoch_map = map.clone();
+        let health = HealthService::new(
+            liveness.clone(),
+            Arc::new(move || epoch_map.read().map(|m| m.epoch).unwrap_or(0)),
+        )
+        .into_server();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(node)
                 .add_service(map_service)
+                .add_service(health)
                 .serve_with_incoming(incoming)
                 .await
             {
@@ -198,6 +212,17 @@ pub async fn run(
     );
     let registration = tokio::spawn(register(client.clone(), config.clone()));
     let watcher = (!monitor).then(|| tokio::spawn(watch_map(client.clone(), map.clone())));
+    let policy = config.health_policy();
+    let heartbeats = tokio::spawn(send_heartbeats(config.clone(), map.clone(), policy));
+    let checker = monitor.then(|| {
+        tokio::spawn(check_health(
+            raft.handle(),
+            client.clone(),
+            map.clone(),
+            liveness.clone(),
+            policy,
+        ))
+    });
 
     let state = ApiState::new(
         client,
@@ -224,8 +249,9 @@ pub async fn run(
     api.abort();
     grpc.abort();
     registration.abort();
-    if let Some(w) = watcher {
-        w.abort();
+    heartbeats.abort();
+    for task in [watcher, checker].into_iter().flatten() {
+        task.abort();
     }
     tokio::task::spawn_blocking(move || raft.stop())
         .await
@@ -267,5 +293,79 @@ async fn watch_map(client: MapClient, map: Arc<RwLock<ClusterMapState>>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Tells every monitor, once per `heartbeat_every`, that this node lives.
+async fn send_heartbeats(
+    config: DaemonConfig,
+    map: Arc<RwLock<ClusterMapState>>,
+    policy: HealthPolicy,
+) {
+    let mut clients = Vec::new();
+    for monitor in &config.monitors {
+        if let Ok(endpoint) =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", monitor.peer_addr))
+        {
+            let channel = endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(1))
+                .connect_lazy();
+            clients.push(HealthClient::new(channel));
+        }
+    }
+    let mut tick = tokio::time::interval(policy.heartbeat_every);
+    loop {
+        tick.tick().await;
+        let epoch = map.read().map(|m| m.epoch).unwrap_or(0);
+        for client in clients.iter_mut() {
+            let request = HeartbeatRequest {
+                node: config.id,
+                epoch,
+            };
+            // A monitor that is down simply misses this beat.
+            let _ = client.heartbeat(request).await;
+        }
+    }
+}
+
+/// On the map leader: turns silence into `down`/`out` and heartbeats back
+/// into `up`/`in`.
+async fn check_health(
+    raft: RaftNodeHandle,
+    client: MapClient,
+    map: Arc<RwLock<ClusterMapState>>,
+    liveness: Liveness,
+    policy: HealthPolicy,
+) {
+    let mut was_leader = false;
+    let mut tick = tokio::time::interval(policy.heartbeat_every);
+    loop {
+        tick.tick().await;
+        let status_raft = raft.clone();
+        let leads = tokio::task::spawn_blocking(move || status_raft.status())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|groups| groups.iter().any(|g| g.group == MAP_GROUP && g.is_leader));
+        if !leads {
+            was_leader = false;
+            continue;
+        }
+        let snapshot = match map.read() {
+            Ok(m) => m.clone(),
+            Err(_) => continue,
+        };
+        if !was_leader {
+            liveness.reset(snapshot.nodes.keys().copied(), std::time::Instant::now());
+            was_leader = true;
+            continue;
+        }
+        for change in decide(&snapshot, &liveness, &policy, std::time::Instant::now()) {
+            match client.propose(&change).await {
+                Ok(_) => tracing::warn!("cluster health: {change:?}"),
+                Err(e) => tracing::warn!("cluster health: cannot apply {change:?}: {e}"),
+            }
+        }
     }
 }

@@ -5,8 +5,10 @@ use prost011::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::cluster_map_server::ClusterMap;
+use super::proto::health_server::Health;
 use super::proto::node_server::Node;
-use super::proto::{MapReply, MapRequest, RaftAck, RaftBatch};
+use super::proto::{HeartbeatReply, HeartbeatRequest, MapReply, MapRequest, RaftAck, RaftBatch};
+use crate::cluster::Liveness;
 use crate::cluster::MAP_GROUP;
 use crate::replication::ReplicationError;
 use crate::replication::{RaftEnvelope, RaftNodeHandle};
@@ -123,5 +125,38 @@ impl ClusterMap for ClusterMapService {
                 .read_async(MAP_GROUP, Vec::new(), MAP_APPLY_TIMEOUT)
                 .await,
         )
+    }
+}
+
+/// The `hpchain.node.v1.Health` service of a monitor: records heartbeats.
+pub struct HealthService {
+    liveness: Liveness,
+    epoch: std::sync::Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl HealthService {
+    pub fn new(
+        liveness: Liveness,
+        epoch: std::sync::Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> HealthService {
+        HealthService { liveness, epoch }
+    }
+
+    pub fn into_server(self) -> super::proto::health_server::HealthServer<HealthService> {
+        super::proto::health_server::HealthServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        self.liveness
+            .record(request.into_inner().node, std::time::Instant::now());
+        Ok(Response::new(HeartbeatReply {
+            epoch: (self.epoch)(),
+        }))
     }
 }
