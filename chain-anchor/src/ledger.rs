@@ -16,7 +16,7 @@ use crate::genesis::Genesis;
 use crate::merkle;
 use crate::proof::InclusionProof;
 use crate::state::State;
-use crate::store::{ChainStore, FinalCommit, FinalTip, TxLocation};
+use crate::store::{ChainStore, FinalCommit, FinalTip, RecordIndex, TxLocation};
 use crate::tx::{Payload, TraceEvent, Transaction};
 
 /// Most transactions held in the pending pool.
@@ -664,6 +664,55 @@ impl Ledger {
             descendants,
             confirmations,
         })
+    }
+
+    /// Final records under `key` in a secondary index (audit records by
+    /// target, anchors by volume), in chain order, with their transactions.
+    /// Pair each with [`Ledger::proof`] to show it.
+    pub fn records(&self, index: RecordIndex, key: &str) -> Result<Vec<(TxLocation, Transaction)>> {
+        let mut out = Vec::new();
+        for loc in self.store.records(index, key)? {
+            let b = self
+                .store
+                .block_at(loc.height)?
+                .ok_or_else(|| Error::NotFound {
+                    what: "block at height",
+                    id: loc.height.to_string(),
+                })?;
+            let tx = b
+                .txs
+                .get(loc.index as usize)
+                .cloned()
+                .ok_or_else(|| Error::NotFound {
+                    what: "transaction index",
+                    id: loc.index.to_string(),
+                })?;
+            out.push((loc, tx));
+        }
+        Ok(out)
+    }
+
+    /// Like [`Ledger::import_block`], but first refuses a block whose slot
+    /// starts after the slot containing `now_ms` plus `max_drift_slots` (a
+    /// producer must not sign ahead of time). Transports should call this.
+    pub fn import_block_at(
+        &mut self,
+        b: Block,
+        now_ms: u64,
+        max_drift_slots: u64,
+    ) -> Result<ImportOutcome> {
+        let now_slot = self.slot_at(now_ms);
+        if b.header.slot > now_slot.saturating_add(max_drift_slots) {
+            return Err(Error::Block {
+                height: b.header.height,
+                hash: b.hash(),
+                reason: Box::new(BlockError::BadTime(format!(
+                    "slot {} is in the future (now slot {now_slot}, drift allowance {max_drift_slots})",
+                    b.header.slot
+                ))),
+            });
+        }
+        self.import_block(b)
     }
 
     /// Final trace events of a batch, in chain order, with their locations.

@@ -34,7 +34,7 @@ pub use error::{BlockError, Error, Result, TxError};
 pub use genesis::Genesis;
 pub use ledger::{Equivocation, ImportOutcome, Ledger};
 pub use proof::{verify_inclusion, InclusionProof, ProofVerifier, VerifiedInclusion};
-pub use store::{ChainStore, MemoryStore, RocksStore, TxLocation};
+pub use store::{ChainStore, MemoryStore, RecordIndex, RocksStore, TxLocation};
 pub use tx::{Payload, Transaction};
 pub use verify::{verify_chain, BadBlock, ChainReport};
 pub use wire::LedgerMessage;

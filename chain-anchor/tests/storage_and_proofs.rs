@@ -135,10 +135,43 @@ fn reopen_after_restart_restores_chain_state_indexes_and_pending_blocks() {
     let report = verify_chain(l.store()).unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.verified_height, fin_h);
+    // audit log by volume: exactly the one record for volume/v7, with a proof
+    let recs = l
+        .records(hpchain_chain::RecordIndex::AuditTarget, "volume/v7")
+        .unwrap();
+    assert_eq!(recs.len(), 1);
+    match &recs[0].1.payload {
+        Payload::Audit(a) => assert_eq!(a.target, "volume/v7"),
+        p => panic!("wrong record {p:?}"),
+    }
+    assert!(
+        verify_inclusion(&l.proof(&recs[0].1.hash()).unwrap(), &trusted(&fx))
+            .unwrap()
+            .is_final
+    );
+    assert!(l
+        .records(hpchain_chain::RecordIndex::AuditTarget, "volume/v77")
+        .unwrap()
+        .is_empty());
     drop(l);
     // a second reopen continues producing on the same chain
     let mut l = open_rocks(&fx.genesis, dir.path());
     assert_eq!(l.head(), (head, head_h));
+    // a block signed for a slot far ahead of the clock is refused
+    let now = fx.genesis.genesis_time_ms + 31 * fx.genesis.slot_time_ms;
+    let p = l.scheduled_producer(40).unwrap();
+    let k = fx.keys.iter().find(|k| k.public() == p).unwrap();
+    let ahead = hpchain_chain::Block::build(
+        l.chain_hash(),
+        head_h + 1,
+        40,
+        fx.genesis.genesis_time_ms + 40_000,
+        head,
+        vec![],
+        k,
+    );
+    let e = l.import_block_at(ahead, now, 1).unwrap_err();
+    assert!(e.to_string().contains("in the future"), "{e}");
     assert_eq!(l.final_block(), (fin, fin_h));
     drive(&mut l, &fx.keys, 31..=40);
     assert!(l.final_height() >= 37);
@@ -160,17 +193,7 @@ fn a_store_refuses_another_genesis() {
 /// Flips one byte of the stored block at `height` (at `offset` from the end
 /// if `from_end`, else from the start) by opening the database directly.
 fn tamper(dir: &Path, height: u64, offset: usize, from_end: bool) {
-    let names = [
-        "meta",
-        "blocks",
-        "heights",
-        "txs",
-        "accounts",
-        "candidates",
-        "trace",
-        "trace_out",
-        "pending",
-    ];
+    let names = hpchain_chain::store::ALL_COLUMN_FAMILIES;
     let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, names).unwrap();
     let hash = db
         .get_cf(db.cf_handle("heights").unwrap(), height.to_be_bytes())

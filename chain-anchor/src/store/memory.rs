@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{ChainStore, FinalCommit, FinalTip, TxLocation};
+use super::{ChainStore, FinalCommit, FinalTip, RecordIndex, TxLocation};
 use crate::block::Block;
 use crate::crypto::Hash32;
 use crate::error::{Error, Result};
@@ -21,6 +21,7 @@ pub struct MemoryStore {
     txs: HashMap<Hash32, TxLocation>,
     trace: BTreeMap<String, Vec<TxLocation>>,
     outputs: BTreeMap<String, BTreeSet<String>>,
+    records: BTreeMap<(RecordIndex, String), Vec<TxLocation>>,
 }
 
 impl MemoryStore {
@@ -65,6 +66,12 @@ impl ChainStore for MemoryStore {
                     index: i as u32,
                 };
                 self.txs.insert(t.hash(), loc);
+                if let Some((ix, key)) = RecordIndex::entries(&t.payload) {
+                    self.records
+                        .entry((ix, key.to_string()))
+                        .or_default()
+                        .push(loc);
+                }
                 if let Payload::Trace(ev) = &t.payload {
                     self.trace.entry(ev.batch_id.clone()).or_default().push(loc);
                     for input in &ev.inputs {
@@ -101,6 +108,13 @@ impl ChainStore for MemoryStore {
             .outputs
             .get(batch)
             .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+    fn records(&self, index: RecordIndex, key: &str) -> Result<Vec<TxLocation>> {
+        Ok(self
+            .records
+            .get(&(index, key.to_string()))
+            .cloned()
             .unwrap_or_default())
     }
 }

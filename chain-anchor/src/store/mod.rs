@@ -9,7 +9,7 @@ mod memory;
 mod rocks;
 
 pub use memory::MemoryStore;
-pub use rocks::{RocksStore, CF_BLOCKS, CF_HEIGHTS, CF_META, CF_TXS};
+pub use rocks::{RocksStore, ALL_COLUMN_FAMILIES, CF_BLOCKS, CF_HEIGHTS, CF_META, CF_TXS};
 
 use std::collections::BTreeSet;
 
@@ -27,6 +27,28 @@ pub struct TxLocation {
     pub height: u64,
     pub block: Hash32,
     pub index: u32,
+}
+
+/// Secondary indexes of final records, for `audit ls` and anchor look-ups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordIndex {
+    /// Audit records by their exact `target` (e.g. "volume/demo").
+    AuditTarget = 1,
+    /// Anchors by `volume_id`.
+    AnchorVolume = 2,
+}
+
+impl RecordIndex {
+    /// The index entries a transaction creates: (index, key).
+    pub fn entries(p: &crate::tx::Payload) -> Option<(RecordIndex, &str)> {
+        match p {
+            crate::tx::Payload::Audit(a) => Some((RecordIndex::AuditTarget, a.target.as_str())),
+            crate::tx::Payload::Anchor(a) => {
+                Some((RecordIndex::AnchorVolume, a.volume_id.as_str()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The last final block and what is needed to resume from it.
@@ -80,4 +102,6 @@ pub trait ChainStore: Send {
     fn trace_events(&self, batch: &str) -> Result<Vec<TxLocation>>;
     /// Batches that name `batch` among their inputs.
     fn trace_outputs(&self, batch: &str) -> Result<Vec<String>>;
+    /// Final records under `key` in a secondary index, in chain order.
+    fn records(&self, index: RecordIndex, key: &str) -> Result<Vec<TxLocation>>;
 }

@@ -11,6 +11,7 @@
 //! | `trace` | len u32 BE, batch id, height u64 BE, index u32 BE | tx hash |
 //! | `trace_out` | len u32 BE, input batch id, batch id | empty |
 //! | `pending` | block hash | encoded non-final block |
+//! | `records` | index u8, len u32 BE, key, height u64 BE, index u32 BE | tx location (44 bytes) |
 //!
 //! Each `commit_final` is one synced write batch, so a crash leaves either
 //! the old final tip with its state and indexes, or the new one.
@@ -21,7 +22,7 @@ use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
-use super::{ChainStore, FinalCommit, FinalTip, TxLocation};
+use super::{ChainStore, FinalCommit, FinalTip, RecordIndex, TxLocation};
 use crate::block::Block;
 use crate::codec::{Reader, Writer};
 use crate::crypto::{Hash32, PublicKey};
@@ -39,7 +40,9 @@ const CF_CANDIDATES: &str = "candidates";
 const CF_TRACE: &str = "trace";
 const CF_TRACE_OUT: &str = "trace_out";
 const CF_PENDING: &str = "pending";
-const ALL_CFS: [&str; 9] = [
+const CF_RECORDS: &str = "records";
+/// Every column family of the ledger database (RocksDB must open them all).
+pub const ALL_COLUMN_FAMILIES: [&str; 10] = [
     CF_META,
     CF_BLOCKS,
     CF_HEIGHTS,
@@ -49,6 +52,7 @@ const ALL_CFS: [&str; 9] = [
     CF_TRACE,
     CF_TRACE_OUT,
     CF_PENDING,
+    CF_RECORDS,
 ];
 /// Version of the storage layout, kept under `meta/format`.
 pub const STORE_FORMAT: u16 = 1;
@@ -71,7 +75,7 @@ impl RocksStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = ALL_CFS
+        let cfs = ALL_COLUMN_FAMILIES
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
@@ -149,6 +153,20 @@ fn batch_prefix(batch: &str) -> Vec<u8> {
     let mut k = (batch.len() as u32).to_be_bytes().to_vec();
     k.extend_from_slice(batch.as_bytes());
     k
+}
+
+fn decode_location(v: &[u8]) -> Result<TxLocation> {
+    if v.len() != 44 {
+        return Err(Error::Storage(format!(
+            "tx location entry is {} bytes, expected 44",
+            v.len()
+        )));
+    }
+    Ok(TxLocation {
+        height: u64::from_be_bytes(v[0..8].try_into().expect("8 bytes")),
+        block: Hash32(v[8..40].try_into().expect("32 bytes")),
+        index: u32::from_be_bytes(v[40..44].try_into().expect("4 bytes")),
+    })
 }
 
 fn encode_tip(t: &FinalTip) -> Vec<u8> {
@@ -248,6 +266,7 @@ impl ChainStore for RocksStore {
         let mut wb = WriteBatch::default();
         let (blocks, heights, txs) = (self.cf(CF_BLOCKS)?, self.cf(CF_HEIGHTS)?, self.cf(CF_TXS)?);
         let (trace, trace_out) = (self.cf(CF_TRACE)?, self.cf(CF_TRACE_OUT)?);
+        let records = self.cf(CF_RECORDS)?;
         for b in c.blocks {
             let bh = b.hash();
             let h = b.header.height;
@@ -259,6 +278,13 @@ impl ChainStore for RocksStore {
                 loc.extend_from_slice(&bh.0);
                 loc.extend_from_slice(&(i as u32).to_be_bytes());
                 wb.put_cf(txs, th.0, &loc);
+                if let Some((ix, key)) = RecordIndex::entries(&t.payload) {
+                    let mut k = vec![ix as u8];
+                    k.extend_from_slice(&batch_prefix(key));
+                    k.extend_from_slice(&h.to_be_bytes());
+                    k.extend_from_slice(&(i as u32).to_be_bytes());
+                    wb.put_cf(records, k, &loc);
+                }
                 if let Payload::Trace(ev) = &t.payload {
                     let mut k = batch_prefix(&ev.batch_id);
                     k.extend_from_slice(&h.to_be_bytes());
@@ -300,20 +326,19 @@ impl ChainStore for RocksStore {
     }
 
     fn tx_location(&self, tx: &Hash32) -> Result<Option<TxLocation>> {
-        let Some(v) = self.get(CF_TXS, &tx.0)? else {
-            return Ok(None);
-        };
-        if v.len() != 44 {
-            return Err(Error::Storage(format!(
-                "tx index entry for {tx} is {} bytes, expected 44",
-                v.len()
-            )));
+        match self.get(CF_TXS, &tx.0)? {
+            None => Ok(None),
+            Some(v) => decode_location(&v).map(Some),
         }
-        Ok(Some(TxLocation {
-            height: u64::from_be_bytes(v[0..8].try_into().expect("8 bytes")),
-            block: Hash32(v[8..40].try_into().expect("32 bytes")),
-            index: u32::from_be_bytes(v[40..44].try_into().expect("4 bytes")),
-        }))
+    }
+
+    fn records(&self, index: RecordIndex, key: &str) -> Result<Vec<TxLocation>> {
+        let mut prefix = vec![index as u8];
+        prefix.extend_from_slice(&batch_prefix(key));
+        self.prefix_scan(CF_RECORDS, &prefix)?
+            .into_iter()
+            .map(|(_, v)| decode_location(&v))
+            .collect()
     }
 
     fn trace_events(&self, batch: &str) -> Result<Vec<TxLocation>> {
