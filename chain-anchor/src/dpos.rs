@@ -75,11 +75,15 @@ pub fn active_for(g: &Genesis, parent: &ParentView<'_>, slot: u64) -> Arc<Vec<Pu
 /// Checks `b` fully against its parent: chain, height, prev hash, slot and
 /// timestamp, producer schedule, signature, Merkle root, and every
 /// transaction against the parent state. Cheap checks come first.
+/// `known_valid(tx_hash)` may return true for transactions whose stateless
+/// checks (signature, chain, payload) already passed, e.g. those in the pending
+/// pool: the hash covers the signature, so they need not be checked again.
 pub fn validate_block(
     g: &Genesis,
     chain: &Hash32,
     parent: &ParentView<'_>,
     b: &Block,
+    known_valid: &(dyn Fn(&Hash32) -> bool + Sync),
 ) -> Result<Validated, BlockError> {
     let h = &b.header;
     if h.chain != *chain {
@@ -127,21 +131,72 @@ pub fn validate_block(
         });
     }
     let tx_hashes = b.check_intrinsic()?;
+    check_signatures(chain, b, &tx_hashes, known_valid)?;
     let mut state = parent.state.clone();
     for (index, (tx, th)) in b.txs.iter().zip(&tx_hashes).enumerate() {
-        tx.check_stateless(chain)
-            .and_then(|_| state.apply(tx))
-            .map_err(|reason| BlockError::InvalidTx {
-                index,
-                tx: *th,
-                reason,
-            })?;
+        state.apply(tx).map_err(|reason| BlockError::InvalidTx {
+            index,
+            tx: *th,
+            reason,
+        })?;
     }
     Ok(Validated {
         state,
         active,
         tx_hashes,
     })
+}
+
+/// Transactions per thread below which signatures are checked on one thread.
+const PARALLEL_MIN_TXS: usize = 256;
+
+/// Stateless checks of every transaction not `known_valid`, spread over the
+/// available cores for large blocks. Reports the lowest failing index.
+fn check_signatures(
+    chain: &Hash32,
+    b: &Block,
+    hashes: &[Hash32],
+    known_valid: &(dyn Fn(&Hash32) -> bool + Sync),
+) -> Result<(), BlockError> {
+    let check = |start: usize, txs: &[crate::tx::Transaction]| -> Result<(), BlockError> {
+        for (i, tx) in txs.iter().enumerate() {
+            let th = &hashes[start + i];
+            if !known_valid(th) {
+                tx.check_stateless(chain)
+                    .map_err(|reason| BlockError::InvalidTx {
+                        index: start + i,
+                        tx: *th,
+                        reason,
+                    })?;
+            }
+        }
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || b.txs.len() < 2 * PARALLEL_MIN_TXS {
+        return check(0, &b.txs);
+    }
+    let chunk = b.txs.len().div_ceil(threads);
+    let results: Vec<Result<(), BlockError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = b
+            .txs
+            .chunks(chunk)
+            .enumerate()
+            .map(|(k, txs)| s.spawn(move || check(k * chunk, txs)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(BlockError::Undecodable("verifier thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    // chunks are in order, so the first error is the lowest index
+    results.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -338,11 +338,14 @@ impl Ledger {
                 "{MAX_UNFINAL_BLOCKS} non-final blocks held; waiting for finality"
             ))));
         }
+        // Pending-pool transactions passed their stateless checks on entry.
+        let pool = &self.pool_index;
         let v = dpos::validate_block(
             &self.genesis,
             &self.chain,
             &self.view(&b.header.prev_hash, parent),
             &b,
+            &|h| pool.contains_key(h),
         )
         .map_err(err)?;
         self.store.put_pending(&b)?;

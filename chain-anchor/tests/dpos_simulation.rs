@@ -403,3 +403,41 @@ fn vote_transfer_changes_the_delegate_set_at_the_next_round() {
     assert!(next.contains(&newcomer.public()));
     assert!(!next.contains(&sim.keys[2].public()));
 }
+
+#[test]
+fn a_bad_signature_deep_in_a_large_block_is_found_at_its_index() {
+    let mut sim = Sim::new(3, "large");
+    let chain = sim.nodes[0].chain_hash();
+    let slot = 1;
+    let producer = sim.nodes[0].scheduled_producer(slot).unwrap();
+    let key = sim
+        .keys
+        .iter()
+        .find(|k| k.public() == producer)
+        .unwrap()
+        .clone();
+    let ts = sim.genesis.genesis_time_ms + slot * sim.genesis.slot_time_ms;
+    let mut txs: Vec<Transaction> = (0..700)
+        .map(|i| {
+            Transaction::signed(
+                chain,
+                &sim.holders[3],
+                i,
+                Payload::Transfer {
+                    to: sim.holders[0].public(),
+                    amount: 1,
+                },
+            )
+        })
+        .collect();
+    txs[650].signature.0[10] ^= 1;
+    let holder = sim.holders[3].public();
+    let bad = Block::build(chain, 1, slot, ts, chain, txs, &key);
+    match reason(sim.nodes[1].import_block(bad).unwrap_err()) {
+        BlockError::InvalidTx { index, reason, .. } => {
+            assert_eq!(index, 650);
+            assert_eq!(reason, hpchain_chain::TxError::BadSignature(holder));
+        }
+        other => panic!("wrong reason {other}"),
+    }
+}
