@@ -154,7 +154,7 @@ fn summary(s: &Setup) {
         verifier.verify(black_box(&all[i % all.len()])).unwrap();
         i += 1;
     });
-    println!("\n=== hpchain-chain summary (one core, same run) ===");
+    println!("\n=== hpchain-chain summary (same run; block import spreads signature checks over all cores, the rest is one core) ===");
     println!("baseline raw ed25519 verify_strict : {raw:>10.0} /s");
     println!(
         "tx verification (check_stateless)  : {tx:>10.0} /s  ({:.0}% of baseline)",

@@ -64,6 +64,46 @@ pub struct TraceEvent {
     pub inputs: Vec<String>,
 }
 
+/// A declared acceptable range for one kind of reading (e.g. a cold chain's
+/// 0 to 4 °C), in thousandths of the unit, bounds included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadingLimit {
+    pub name: String,
+    pub unit: String,
+    pub min_milli: i64,
+    pub max_milli: i64,
+}
+
+/// A reading outside its declared range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breach {
+    pub reading: Reading,
+    pub limit: ReadingLimit,
+}
+
+impl TraceEvent {
+    /// The readings of this event that fall outside a limit with the same
+    /// name and unit (a cold-chain breach). Readings with no matching limit
+    /// are not judged.
+    pub fn breaches(&self, limits: &[ReadingLimit]) -> Vec<Breach> {
+        let mut out = Vec::new();
+        for r in &self.readings {
+            for l in limits
+                .iter()
+                .filter(|l| l.name == r.name && l.unit == r.unit)
+            {
+                if r.value_milli < l.min_milli || r.value_milli > l.max_milli {
+                    out.push(Breach {
+                        reading: r.clone(),
+                        limit: l.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A committed change of the cluster map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -531,6 +571,37 @@ pub(crate) mod tests {
             self_input.check_stateless(&chain),
             Err(TxError::InvalidPayload(_))
         ));
+    }
+
+    #[test]
+    fn readings_outside_declared_limits_are_flagged() {
+        let Payload::Trace(mut ev) = sample_trace("b", &[]) else {
+            unreachable!()
+        };
+        let cold = ReadingLimit {
+            name: "temperature".into(),
+            unit: "C".into(),
+            min_milli: 0,
+            max_milli: 4_000,
+        };
+        assert!(
+            ev.breaches(std::slice::from_ref(&cold)).is_empty(),
+            "3.5 C is within 0..4 C"
+        );
+        ev.readings[0].value_milli = 4_001;
+        assert_eq!(ev.breaches(std::slice::from_ref(&cold)).len(), 1);
+        ev.readings[0].value_milli = -1;
+        assert_eq!(
+            ev.breaches(std::slice::from_ref(&cold))[0]
+                .reading
+                .value_milli,
+            -1
+        );
+        let other_unit = ReadingLimit {
+            unit: "F".into(),
+            ..cold
+        };
+        assert!(ev.breaches(&[other_unit]).is_empty());
     }
 
     #[test]

@@ -441,3 +441,37 @@ fn a_bad_signature_deep_in_a_large_block_is_found_at_its_index() {
         other => panic!("wrong reason {other}"),
     }
 }
+
+#[test]
+fn submission_to_finality_takes_at_most_three_slots_at_the_median_with_three_delegates() {
+    let mut sim = Sim::new(3, "latency");
+    let chain = sim.nodes[0].chain_hash();
+    let sender = sim.holders[4].clone();
+    let mut submitted = vec![];
+    let mut latency = vec![];
+    for s in 1..=60u64 {
+        // a record is gossiped to every node just before slot s
+        let to = sim.holders[0].public();
+        let tx = Transaction::signed(chain, &sender, s - 1, Payload::Transfer { to, amount: 1 });
+        for n in &mut sim.nodes {
+            n.submit_tx(tx.clone()).unwrap();
+        }
+        submitted.push((tx.hash(), s));
+        sim.slot(s, &[]);
+        submitted.retain(|(h, at)| {
+            if sim.nodes[0].store().tx_location(h).unwrap().is_some() {
+                latency.push(s - at + 1);
+                false
+            } else {
+                true
+            }
+        });
+    }
+    latency.sort();
+    assert!(latency.len() >= 55, "{} of 60 records final", latency.len());
+    let median = latency[latency.len() / 2];
+    assert!(
+        median <= 3,
+        "median submission-to-finality {median} slots: {latency:?}"
+    );
+}
