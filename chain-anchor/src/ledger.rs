@@ -53,6 +53,24 @@ pub struct Equivocation {
     pub second: SignedHeader,
 }
 
+/// A summary for `hpchain chain status` and the management API.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChainStatus {
+    pub chain_id: String,
+    pub chain_hash: Hash32,
+    pub head_height: u64,
+    pub head_hash: Hash32,
+    pub head_slot: u64,
+    pub final_height: u64,
+    pub final_hash: Hash32,
+    /// Delegates of the head's round, in production order.
+    pub delegates: Vec<PublicKey>,
+    /// Distinct confirmers a block needs to become final.
+    pub finality_threshold: usize,
+    pub pending_txs: usize,
+    pub equivocations: usize,
+}
+
 struct Node {
     block: Option<Arc<Block>>, // None only for the genesis root
     height: u64,
@@ -147,6 +165,24 @@ impl Ledger {
             let _ = l.import_block(b);
         }
         Ok(l)
+    }
+
+    /// A summary of the chain as this node sees it.
+    pub fn status(&self) -> ChainStatus {
+        let head = &self.nodes[&self.head];
+        ChainStatus {
+            chain_id: self.genesis.chain_id.clone(),
+            chain_hash: self.chain,
+            head_height: head.height,
+            head_hash: self.head,
+            head_slot: head.slot,
+            final_height: self.final_height,
+            final_hash: self.final_hash,
+            delegates: head.active.as_ref().clone(),
+            finality_threshold: dpos::finality_threshold(head.active.len()),
+            pending_txs: self.pool.len(),
+            equivocations: self.equivocations.len(),
+        }
     }
 
     /// The genesis.

@@ -57,6 +57,11 @@ fn twenty_one_delegates_finalize_with_missed_slots() {
     });
     let f = sim.finals();
     assert!(f.iter().all(|&x| x >= 300), "finality stalled: {f:?}");
+    let st = sim.nodes[5].status();
+    assert_eq!(st.delegates.len(), 21);
+    assert_eq!(st.finality_threshold, 15);
+    assert_eq!(st.final_height, f[5]);
+    assert!(st.head_height >= st.final_height);
     sim.check_all_final_history();
 }
 
