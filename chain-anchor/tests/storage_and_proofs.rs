@@ -389,3 +389,59 @@ fn a_caching_verifier_still_rejects_a_forged_signature_on_a_known_header() {
     forged.descendants[0].signature.0[5] ^= 1;
     assert!(v.verify(&forged).is_err());
 }
+
+#[test]
+fn a_delegate_restarted_from_disk_catches_up_from_a_peer_and_verifies_everything() {
+    let (genesis, keys, _) = Genesis::deterministic("catchup", 4, 1000, "catchup");
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Option<Ledger>> = dirs
+        .iter()
+        .map(|d| Some(open_rocks(&genesis, d.path())))
+        .collect();
+    let run = |nodes: &mut [Option<Ledger>], slots: std::ops::RangeInclusive<u64>| {
+        for s in slots {
+            let producer = (0..4).find(|&i| {
+                nodes[i]
+                    .as_ref()
+                    .is_some_and(|l| l.scheduled_producer(s) == Some(keys[i].public()))
+            });
+            let Some(p) = producer else { continue }; // its node is down: slot missed
+            let b = nodes[p]
+                .as_mut()
+                .unwrap()
+                .produce_block(s, &keys[p], 100)
+                .unwrap();
+            for (j, n) in nodes.iter_mut().enumerate() {
+                if j != p {
+                    if let Some(l) = n {
+                        l.import_block(b.clone()).unwrap();
+                    }
+                }
+            }
+        }
+    };
+    run(&mut nodes, 1..=20);
+    let before = nodes[3].as_ref().unwrap().final_height();
+    nodes[3] = None; // delegate 3 goes down
+    run(&mut nodes, 21..=60);
+    let peer_final = nodes[0].as_ref().unwrap().final_height();
+    assert!(peer_final > before + 20, "3 of 4 keep finalizing");
+    // it restarts from its own disk, behind, and catches up from node 0
+    let mut l = open_rocks(&genesis, dirs[3].path());
+    assert!(l.final_height() <= before + 1);
+    let missing = nodes[0]
+        .as_ref()
+        .unwrap()
+        .blocks_since(l.final_height(), 1000)
+        .unwrap();
+    for b in missing {
+        l.import_block(b).unwrap();
+    }
+    nodes[3] = Some(l);
+    run(&mut nodes, 61..=70);
+    let heads: Vec<_> = nodes.iter().map(|n| n.as_ref().unwrap().head()).collect();
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+    let l = nodes[3].as_ref().unwrap();
+    assert_eq!(l.final_block(), nodes[0].as_ref().unwrap().final_block());
+    assert!(verify_chain(l.store()).unwrap().is_ok());
+}
