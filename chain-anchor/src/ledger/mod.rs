@@ -609,3 +609,19 @@ impl Ledger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon keeps the ledger behind a mutex shared by async tasks.
+    #[test]
+    fn ledger_can_move_between_threads() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Ledger>();
+        let (g, _, _) = Genesis::deterministic("send", 3, 1000, "send");
+        let l = Ledger::open(g, Box::new(crate::store::MemoryStore::new())).unwrap();
+        let h = std::thread::spawn(move || l.head().1).join().unwrap();
+        assert_eq!(h, 0);
+    }
+}
