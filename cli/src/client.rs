@@ -78,6 +78,34 @@ impl ApiClient {
         }
     }
 
+    /// PUT raw bytes.
+    pub fn put_bytes(&self, path: &str, data: &[u8]) -> Result<(), CallError> {
+        self.finish(
+            self.request("PUT", path)
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(data),
+        )
+        .map(|_| ())
+    }
+
+    /// GET raw bytes.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CallError> {
+        match self.request("GET", path).call() {
+            Ok(response) => {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut response.into_reader(), &mut data).map_err(
+                    |e| CallError {
+                        message: format!("reading the answer from {}: {e}", self.base),
+                        code: None,
+                        status: None,
+                    },
+                )?;
+                Ok(data)
+            }
+            Err(e) => self.finish(Err(e)).map(|_| Vec::new()),
+        }
+    }
+
     pub fn get(&self, path: &str) -> Result<Value, CallError> {
         self.finish(self.request("GET", path).call())
     }

@@ -102,6 +102,28 @@ fn wait_healthy(api: &ApiClient, name: &str) -> Result<(), String> {
     }
 }
 
+/// Waits until every node has registered itself in the cluster map, so
+/// `ready` means the whole cluster is there.
+fn wait_registered(api: &ApiClient, nodes: usize) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let registered = api
+            .get("/v1/cluster")
+            .ok()
+            .and_then(|s| s["nodes"].as_array().map(|n| n.len()))
+            .unwrap_or(0);
+        if registered >= nodes {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {registered} of {nodes} nodes registered within {READY_TIMEOUT:?}; see their logs"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Creates something unless it exists already (a restarted dev cluster).
 fn ensure(api: &ApiClient, path: &str, body: serde_json::Value) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -203,6 +225,7 @@ fn setup_and_wait(
         .trim()
         .to_string();
     let api = ApiClient::new(&format!("http://{}", first.api_addr), Some(token));
+    wait_registered(&api, configs.len())?;
     ensure(
         &api,
         "/v1/pools",

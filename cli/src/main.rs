@@ -4,6 +4,7 @@ mod admin;
 mod client;
 mod dev;
 mod table;
+mod transfer;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -135,6 +136,10 @@ enum VolumeCommand {
     },
     /// Delete a volume.
     Rm { name: String },
+    /// Copy a file into a volume (from byte 0), with progress.
+    Import { file: String, volume: String },
+    /// Copy a whole volume into a file, with progress.
+    Export { volume: String, file: String },
 }
 
 fn api_client(cli: &Cli) -> ApiClient {
@@ -222,6 +227,8 @@ fn run(cli: Cli) -> Result<(), String> {
             VolumeCommand::Info { name } => admin::volume_info(&api, &name, json),
             VolumeCommand::Resize { name, size } => admin::volume_resize(&api, &name, &size, json),
             VolumeCommand::Rm { name } => admin::volume_rm(&api, &name),
+            VolumeCommand::Import { file, volume } => transfer::import(&api, &file, &volume),
+            VolumeCommand::Export { volume, file } => transfer::export(&api, &volume, &file),
         }),
     }
 }

@@ -17,7 +17,7 @@ struct DevCluster {
     node_pids: Vec<i32>,
     api: String,
     token_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for DevCluster {
@@ -41,14 +41,15 @@ impl Drop for DevCluster {
     }
 }
 
-fn free_base_port() -> u16 {
-    // Distinct per test process; the dev cluster uses base..base+25.
-    20_000 + (std::process::id() % 1500) as u16 * 30
+/// Ports distinct per test process and per test (`slot`); a dev cluster
+/// uses base..base+25.
+fn free_base_port(slot: u16) -> u16 {
+    20_000 + (std::process::id() % 700) as u16 * 60 + slot * 30
 }
 
-fn start() -> DevCluster {
+fn start(slot: u16) -> DevCluster {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_base_port();
+    let base = free_base_port(slot);
     let mut child = Command::new(HPCHAIN)
         .args(["dev", "--data-dir"])
         .arg(dir.path().join("data"))
@@ -90,7 +91,7 @@ fn start() -> DevCluster {
         node_pids,
         api: format!("http://127.0.0.1:{base}"),
         token_file: dir.path().join("data/api-token"),
-        _dir: dir,
+        dir,
     }
 }
 
@@ -127,7 +128,7 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
-    let mut cluster = start();
+    let mut cluster = start(0);
 
     // What `hpchain dev` promised exists.
     let pools = json(cli(&cluster, &["--json", "pool", "ls"]));
@@ -215,4 +216,92 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
         }
         assert!(!alive(pid), "node pid {pid} outlived hpchain dev");
     }
+}
+
+/// A file of `len` pseudo-random bytes (xorshift: no dependency, not zero).
+fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+#[test]
+fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
+    let cluster = start(1);
+    const SIZE: usize = 256 << 20;
+    let input = cluster.dir.path().join("input.bin");
+    let data = random_file(&input, SIZE, 0x5eed);
+
+    // Import through node 1's API; kill -9 node 3 while it runs.
+    let mut import = Command::new(HPCHAIN)
+        .args(["--api", &cluster.api, "--token-file"])
+        .arg(&cluster.token_file)
+        .args(["volume", "import"])
+        .arg(&input)
+        .arg("demo")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        import.try_wait().unwrap().is_none(),
+        "import finished before the kill; grow SIZE"
+    );
+    unsafe {
+        libc::kill(cluster.node_pids[2], libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = import.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "import did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut progress = String::new();
+    std::io::Read::read_to_string(&mut import.stderr.take().unwrap(), &mut progress).unwrap();
+    assert!(
+        status.success(),
+        "import failed after a node was killed: {progress}"
+    );
+    assert!(
+        progress.contains("(100%)"),
+        "progress was shown: {progress}"
+    );
+
+    let output = cluster.dir.path().join("output.bin");
+    ok(cli(
+        &cluster,
+        &["volume", "export", "demo", output.to_str().unwrap()],
+    ));
+    let exported = std::fs::read(&output).unwrap();
+    assert_eq!(exported.len(), 1 << 30, "the whole volume was exported");
+    assert!(
+        exported[..SIZE] == data[..],
+        "exported bytes differ from the imported file"
+    );
+    assert!(
+        exported[SIZE..].iter().all(|&b| b == 0),
+        "the unwritten tail reads as zeroes"
+    );
+
+    // Bad ranges are refused with the volume named; nothing is written.
+    let past_end = Command::new(HPCHAIN)
+        .args(["--api", &cluster.api, "--token-file"])
+        .arg(&cluster.token_file)
+        .args(["volume", "import"])
+        .arg(&output)
+        .arg("after")
+        .output()
+        .unwrap();
+    assert!(!past_end.status.success());
 }

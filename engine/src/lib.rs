@@ -5,6 +5,8 @@
 //! - [`cluster`]: the cluster map (nodes, pools, volumes, epoch) as the
 //!   state machine of Raft group 0.
 //! - [`net`]: node-to-node gRPC (tonic), carrying Raft between processes.
+//! - [`pg`]: placement groups: replicated object operations over a disk backend.
+//! - [`volume`]: the volume client: byte-range I/O routed to PG leaders.
 //! - [`api`]: the HTTP/JSON management API.
 //! - [`daemon`]: start-up and shutdown of one `hpchain node` process.
 
@@ -12,4 +14,6 @@ pub mod api;
 pub mod cluster;
 pub mod daemon;
 pub mod net;
+pub mod pg;
 pub mod replication;
+pub mod volume;

@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::cluster::{MapClientError, MapError};
+use crate::volume::VolumeError;
 
 /// An API error as the client sees it: `{"error": {"code", "message"}}`.
 #[derive(Debug)]
@@ -58,6 +59,19 @@ impl From<MapClientError> for ApiError {
             "cluster.unavailable",
             e.to_string(),
         )
+    }
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(e: VolumeError) -> ApiError {
+        let status = match &e {
+            VolumeError::NotFound(_) => StatusCode::NOT_FOUND,
+            VolumeError::OutOfRange { .. } => StatusCode::BAD_REQUEST,
+            VolumeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            VolumeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            VolumeError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), e.to_string())
     }
 }
 

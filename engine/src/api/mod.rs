@@ -9,11 +9,11 @@
 mod error;
 mod openapi;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,6 +26,7 @@ pub use error::ApiError;
 use crate::cluster::map::{FailureDomain, Pool, Volume};
 use crate::cluster::{ClusterMapState, Command, MapClient, Outcome};
 use crate::replication::RaftNodeHandle;
+use crate::volume::{VolumeClient, IO_MAX_BYTES};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -35,6 +36,7 @@ pub struct ApiState {
     raft: RaftNodeHandle,
     node_id: u64,
     local_map: Arc<RwLock<ClusterMapState>>,
+    volumes: VolumeClient,
     requests: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
 }
@@ -46,6 +48,7 @@ impl ApiState {
         raft: RaftNodeHandle,
         node_id: u64,
         local_map: Arc<RwLock<ClusterMapState>>,
+        volumes: VolumeClient,
     ) -> ApiState {
         ApiState {
             map,
@@ -53,6 +56,7 @@ impl ApiState {
             raft,
             node_id,
             local_map,
+            volumes,
             requests: Arc::new(AtomicU64::new(0)),
             errors: Arc::new(AtomicU64::new(0)),
         }
@@ -72,6 +76,13 @@ pub fn router(state: ApiState) -> Router {
             "/v1/volumes/:name",
             get(show_volume).patch(resize_volume).delete(delete_volume),
         )
+        .route(
+            "/v1/volumes/:name/data",
+            get(read_data)
+                .put(write_data)
+                .layer(DefaultBodyLimit::max(IO_MAX_BYTES as usize + 4096)),
+        )
+        .route("/v1/volumes/:name/discard", post(discard_data))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
@@ -364,6 +375,64 @@ async fn delete_volume(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     apply(&state, Command::DeleteVolume { name }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct DataRange {
+    offset: u64,
+    length: Option<u64>,
+}
+
+async fn write_data(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(range): Query<DataRange>,
+    bytes: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    if range.length.is_some_and(|l| l != bytes.len() as u64) {
+        return Err(ApiError::bad_request(
+            "request.length_mismatch",
+            format!(
+                "length={} but the body has {} bytes",
+                range.length.unwrap_or(0),
+                bytes.len()
+            ),
+        ));
+    }
+    state.volumes.write(&name, range.offset, &bytes).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn read_data(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(range): Query<DataRange>,
+) -> Result<Response, ApiError> {
+    let length = range.length.ok_or_else(|| {
+        ApiError::bad_request("request.missing_length", "give ?offset=N&length=M")
+    })?;
+    let data = state.volumes.read(&name, range.offset, length).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscardRange {
+    offset_bytes: u64,
+    length_bytes: u64,
+}
+
+async fn discard_data(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let range: DiscardRange = body(&bytes)?;
+    state
+        .volumes
+        .discard(&name, range.offset_bytes, range.length_bytes)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

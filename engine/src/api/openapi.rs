@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 fn error_responses() -> Value {
     json!({
         "400": {"$ref": "#/components/responses/Error"},
+        "413": {"$ref": "#/components/responses/Error"},
+        "500": {"$ref": "#/components/responses/Error"},
         "401": {"$ref": "#/components/responses/Error"},
         "404": {"$ref": "#/components/responses/Error"},
         "409": {"$ref": "#/components/responses/Error"},
@@ -68,6 +70,21 @@ pub fn document() -> Value {
                 "get": {"summary": "List volumes", "responses": with_errors(json!({"200": json_list("Volume")}))},
                 "post": {"summary": "Create a thin volume", "requestBody": request("CreateVolume"), "responses": with_errors(json!({"201": json_body("Volume")}))}
             },
+            "/v1/volumes/{name}/data": {
+                "parameters": [
+                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "offset", "in": "query", "required": true, "schema": {"type": "integer"}, "description": "Byte offset"},
+                    {"name": "length", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "Bytes to read (required for GET; at most 64 MiB)"}
+                ],
+                "get": {"summary": "Read bytes of a volume (linearizable)", "responses": with_errors(json!({"200": {"description": "The bytes", "content": {"application/octet-stream": {}}}}))},
+                "put": {"summary": "Write bytes to a volume; 204 once durable on a majority of replicas",
+                        "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
+                        "responses": with_errors(json!({"204": no_content}))}
+            },
+            "/v1/volumes/{name}/discard": {
+                "parameters": name_parameter("Volume"),
+                "post": {"summary": "Discard (zero and release) a byte range", "requestBody": request("DiscardRange"), "responses": with_errors(json!({"204": no_content}))}
+            },
             "/v1/volumes/{name}": {
                 "parameters": name_parameter("Volume"),
                 "get": {"summary": "Show a volume", "responses": with_errors(json!({"200": json_body("Volume")}))},
@@ -115,6 +132,8 @@ pub fn document() -> Value {
                     "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "pool": {"type": "string"},
                     "size_bytes": {"type": "integer", "description": "A multiple of block_size"},
                     "block_size": {"type": "integer", "enum": [512, 4096], "default": 512}}},
+                "DiscardRange": {"type": "object", "required": ["offset_bytes", "length_bytes"], "additionalProperties": false, "properties": {
+                    "offset_bytes": {"type": "integer"}, "length_bytes": {"type": "integer"}}},
                 "ResizeVolume": {"type": "object", "required": ["size_bytes"], "additionalProperties": false, "properties": {
                     "size_bytes": {"type": "integer", "description": "Not smaller than the current size"}}}
             }
@@ -138,6 +157,8 @@ mod tests {
         ("/v1/pools/{name}", &["get", "delete"]),
         ("/v1/volumes", &["get", "post"]),
         ("/v1/volumes/{name}", &["get", "patch", "delete"]),
+        ("/v1/volumes/{name}/data", &["get", "put"]),
+        ("/v1/volumes/{name}/discard", &["post"]),
     ];
 
     #[test]

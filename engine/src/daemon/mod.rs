@@ -20,10 +20,16 @@ use crate::cluster::{
 };
 use crate::net::proto::health_client::HealthClient;
 use crate::net::proto::HeartbeatRequest;
-use crate::net::{ClusterMapService, GrpcTransport, HealthService, NodeService};
+use crate::net::{
+    ClusterMapService, GrpcTransport, HealthService, NodeService, PlacementGroupService,
+};
+use crate::pg::backend::{MemoryBackend, PgBackend};
+use crate::pg::manager::PgManager;
 use crate::replication::RaftNodeHandle;
 use crate::replication::{NodeConfig, NodeId, RaftNode};
+use crate::volume::VolumeClient;
 pub use config::{ConfigError, DaemonConfig, DiskConfig, MonitorConfig};
+use std::collections::HashMap;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +189,7 @@ pub async fn run(
     let grpc = {
         let node = NodeService::new(raft.handle()).into_server();
         let map_service = ClusterMapService::new(raft.handle()).into_server();
+        let pg_service = PlacementGroupService::new(raft.handle()).into_server();
         let epoch_map = map.clone();
         let health = HealthService::new(
             liveness.clone(),
@@ -195,6 +202,7 @@ pub async fn run(
                 .add_service(node)
                 .add_service(map_service)
                 .add_service(health)
+                .add_service(pg_service)
                 .serve_with_incoming(incoming)
                 .await
             {
@@ -224,12 +232,30 @@ pub async fn run(
         ))
     });
 
+    // Until the disk object store lands, each disk's objects live in memory
+    // and are rebuilt at start from the PG Raft logs (never truncated yet).
+    let backends: HashMap<u32, Arc<dyn PgBackend>> = config
+        .disks
+        .iter()
+        .map(|d| {
+            (
+                d.id,
+                Arc::new(MemoryBackend::default()) as Arc<dyn PgBackend>,
+            )
+        })
+        .collect();
+    let pgs = tokio::spawn(manage_pgs(
+        PgManager::new(raft.handle(), backends),
+        map.clone(),
+    ));
+    let volumes = VolumeClient::new(config.id, raft.handle(), map.clone());
     let state = ApiState::new(
         client,
         Arc::new(token),
         raft.handle(),
         config.id,
         map.clone(),
+        volumes,
     );
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, api::router(state)).await {
@@ -250,6 +276,7 @@ pub async fn run(
     grpc.abort();
     registration.abort();
     heartbeats.abort();
+    pgs.abort();
     for task in [watcher, checker].into_iter().flatten() {
         task.abort();
     }
@@ -367,5 +394,41 @@ async fn check_health(
                 Err(e) => tracing::warn!("cluster health: cannot apply {change:?}: {e}"),
             }
         }
+    }
+}
+
+/// Creates this node's PG replicas whenever the map's epoch changes.
+async fn manage_pgs(manager: PgManager, map: Arc<RwLock<ClusterMapState>>) {
+    let manager = Arc::new(std::sync::Mutex::new(manager));
+    let mut seen_epoch = None;
+    loop {
+        let snapshot = map.read().map(|m| m.clone()).ok();
+        if let Some(snapshot) = snapshot.filter(|m| Some(m.epoch) != seen_epoch) {
+            let epoch = snapshot.epoch;
+            let manager = manager.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                manager.lock().expect("pg manager").sync(&snapshot)
+            })
+            .await;
+            match result {
+                Ok(Ok(report)) => {
+                    if report.created > 0 || !report.moved.is_empty() || !report.degraded.is_empty()
+                    {
+                        tracing::info!(
+                            epoch,
+                            created = report.created,
+                            hosted = report.hosted,
+                            moved = report.moved.len(),
+                            degraded = report.degraded.len(),
+                            "placement groups synced with the map"
+                        );
+                    }
+                    seen_epoch = Some(epoch);
+                }
+                Ok(Err(e)) => tracing::error!(epoch, "placement groups: {e}"),
+                Err(e) => tracing::error!(epoch, "placement groups: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -17,4 +17,4 @@ pub mod proto {
 }
 
 pub use raft_transport::GrpcTransport;
-pub use server::{ClusterMapService, HealthService, NodeService};
+pub use server::{ClusterMapService, HealthService, NodeService, PlacementGroupService};

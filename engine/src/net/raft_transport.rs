@@ -113,7 +113,8 @@ async fn peer_sender(
             }
         };
         let (stream_tx, stream_rx) = mpsc::channel(PEER_QUEUE_BATCHES);
-        let mut client = NodeClient::new(channel);
+        let mut client =
+            NodeClient::new(channel).max_encoding_message_size(super::server::RAFT_BATCH_MAX_BYTES);
         let call = tokio::spawn(async move { client.raft(ReceiverStream::new(stream_rx)).await });
         loop {
             match rx.recv().await {

@@ -7,12 +7,18 @@ use tonic::{Request, Response, Status, Streaming};
 use super::proto::cluster_map_server::ClusterMap;
 use super::proto::health_server::Health;
 use super::proto::node_server::Node;
-use super::proto::{HeartbeatReply, HeartbeatRequest, MapReply, MapRequest, RaftAck, RaftBatch};
+use super::proto::placement_group_server::PlacementGroup;
+use super::proto::{
+    HeartbeatReply, HeartbeatRequest, MapReply, MapRequest, PgReply, PgRequest, RaftAck, RaftBatch,
+};
 use crate::cluster::Liveness;
 use crate::cluster::MAP_GROUP;
 use crate::replication::ReplicationError;
 use crate::replication::{RaftEnvelope, RaftNodeHandle};
 use std::time::Duration;
+
+/// Largest Raft batch a node accepts from a peer.
+pub const RAFT_BATCH_MAX_BYTES: usize = 512 << 20;
 
 /// The `hpchain.node.v1.Node` service of one node.
 pub struct NodeService {
@@ -24,9 +30,11 @@ impl NodeService {
         NodeService { raft }
     }
 
-    /// The tonic server wrapper, ready to add to a `Server`.
+    /// The tonic server wrapper, ready to add to a `Server`. A batch may
+    /// carry several whole objects' writes, far above tonic's 4 MiB default.
     pub fn into_server(self) -> super::proto::node_server::NodeServer<NodeService> {
         super::proto::node_server::NodeServer::new(self)
+            .max_decoding_message_size(RAFT_BATCH_MAX_BYTES)
     }
 }
 
@@ -158,5 +166,77 @@ impl Health for HealthService {
         Ok(Response::new(HeartbeatReply {
             epoch: (self.epoch)(),
         }))
+    }
+}
+
+/// How long a PG leader waits for a write to commit or a read to be served.
+const PG_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `hpchain.node.v1.PlacementGroup` service: object I/O on the PG
+/// replicas this node leads.
+pub struct PlacementGroupService {
+    raft: RaftNodeHandle,
+}
+
+impl PlacementGroupService {
+    pub fn new(raft: RaftNodeHandle) -> PlacementGroupService {
+        PlacementGroupService { raft }
+    }
+
+    pub fn into_server(
+        self,
+    ) -> super::proto::placement_group_server::PlacementGroupServer<PlacementGroupService> {
+        super::proto::placement_group_server::PlacementGroupServer::new(self)
+            .max_decoding_message_size(80 << 20)
+            .max_encoding_message_size(80 << 20)
+    }
+}
+
+/// A PG I/O outcome as a reply: retryable conditions in fields, final
+/// failures in `error`.
+pub fn pg_reply(result: Result<Vec<u8>, ReplicationError>) -> PgReply {
+    match result {
+        Ok(data) => PgReply {
+            data,
+            ..PgReply::default()
+        },
+        Err(ReplicationError::NotLeader { leader, .. }) => PgReply {
+            not_leader: true,
+            leader_peer: leader.unwrap_or(0),
+            ..PgReply::default()
+        },
+        Err(
+            ReplicationError::GroupNotFound(_)
+            | ReplicationError::Dropped { .. }
+            | ReplicationError::Stopped,
+        ) => PgReply {
+            not_leader: true,
+            ..PgReply::default()
+        },
+        Err(e) => PgReply {
+            error: e.to_string(),
+            ..PgReply::default()
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl PlacementGroup for PlacementGroupService {
+    async fn write(&self, request: Request<PgRequest>) -> Result<Response<PgReply>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(pg_reply(
+            self.raft
+                .propose_async(r.group, r.payload, PG_IO_TIMEOUT)
+                .await,
+        )))
+    }
+
+    async fn read(&self, request: Request<PgRequest>) -> Result<Response<PgReply>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(pg_reply(
+            self.raft
+                .read_async(r.group, r.payload, PG_IO_TIMEOUT)
+                .await,
+        )))
     }
 }

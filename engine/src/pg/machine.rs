@@ -1,0 +1,62 @@
+//! A PG replica's state machine: committed object operations applied to
+//! the disk's backend, and linearizable reads served from it.
+
+use std::sync::Arc;
+
+use super::backend::PgBackend;
+use super::command::{decode, ReadQuery};
+use crate::replication::{GroupId, StateMachine};
+
+/// The state machine of one PG replica.
+pub struct PgMachine {
+    group: GroupId,
+    backend: Arc<dyn PgBackend>,
+    applied: u64,
+}
+
+impl PgMachine {
+    /// Opens the replica's state at the backend's applied index.
+    pub fn open(group: GroupId, backend: Arc<dyn PgBackend>) -> Result<PgMachine, String> {
+        let applied = backend.applied_index(group).map_err(|e| e.to_string())?;
+        Ok(PgMachine {
+            group,
+            backend,
+            applied,
+        })
+    }
+}
+
+impl StateMachine for PgMachine {
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Vec<u8>, String> {
+        let ops = match decode(data) {
+            Ok(ops) => ops,
+            Err(e) => {
+                // Deterministic on every replica: skip it everywhere.
+                self.apply_noop(index);
+                return Err(format!("PG {:x}: entry {index}: {e}", self.group));
+            }
+        };
+        self.backend
+            .apply(self.group, index, &ops)
+            .map_err(|e| format!("PG {:x}: entry {index}: {e}", self.group))?;
+        self.applied = index;
+        Ok(Vec::new())
+    }
+
+    fn apply_noop(&mut self, index: u64) {
+        if self.backend.apply_noop(self.group, index).is_ok() {
+            self.applied = index;
+        }
+    }
+
+    fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {
+        let query = ReadQuery::decode(query).map_err(|e| e.to_string())?;
+        self.backend
+            .read(&query.object, query.offset, u64::from(query.len))
+            .map_err(|e| e.to_string())
+    }
+}

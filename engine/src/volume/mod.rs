@@ -1,0 +1,8 @@
+//! Volumes as byte ranges: the volume client splits reads, writes and
+//! discards into per-object pieces, sends each to its PG's leader, and
+//! retries through leader changes. The API, the iSCSI target and the
+//! benchmarks all do volume I/O through [`client::VolumeClient`].
+
+pub mod client;
+
+pub use client::{VolumeClient, VolumeError, IO_MAX_BYTES};
