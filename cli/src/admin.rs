@@ -214,3 +214,83 @@ pub fn volume_rm(api: &ApiClient, name: &str) -> Result<(), CallError> {
     println!("volume {name} deleted");
     Ok(())
 }
+
+pub fn chain_status(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
+    let status = api.get("/v1/chain")?;
+    emit(json_output, &status, |s| {
+        println!(
+            "chain {} ({})",
+            text(&s["chain_id"]),
+            text(&s["chain_hash"])
+        );
+        println!(
+            "head   height {} slot {}  {}",
+            s["head_height"],
+            s["head_slot"],
+            text(&s["head_hash"])
+        );
+        println!(
+            "final  height {}  {}",
+            s["final_height"],
+            text(&s["final_hash"])
+        );
+        println!(
+            "delegates {} (a block is final once {} of them built on or confirmed it); pending txs {}",
+            s["delegates"].as_array().map(|d| d.len()).unwrap_or(0),
+            s["finality_threshold"],
+            s["pending_txs"]
+        );
+    });
+    Ok(())
+}
+
+pub fn chain_audit(api: &ApiClient, target: &str, json_output: bool) -> Result<(), CallError> {
+    let records = api.get(&format!("/v1/chain/audit?target={target}"))?;
+    emit(json_output, &records, |rs| {
+        let rows: Vec<Vec<String>> = rs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let p = &r["payload"];
+                vec![
+                    text(&r["height"]),
+                    text(&p["at_ms"]),
+                    text(&p["actor"]),
+                    text(&p["action"]),
+                    text(&p["result"]),
+                    text(&r["tx"])[..16.min(text(&r["tx"]).len())].to_string(),
+                ]
+            })
+            .collect();
+        table::print(
+            &["HEIGHT", "AT_MS", "ACTOR", "ACTION", "RESULT", "TX"],
+            &rows,
+        );
+    });
+    Ok(())
+}
+
+pub fn chain_verify(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
+    let report = api.get("/v1/chain/verify")?;
+    emit(json_output, &report, |r| {
+        if r["ok"] == true {
+            println!("ledger verified up to final height {}", r["final_height"]);
+        } else {
+            println!(
+                "ledger does NOT verify: block {} fails with {}: {}",
+                r["first_bad"]["height"],
+                text(&r["first_bad"]["code"]),
+                text(&r["first_bad"]["reason"])
+            );
+        }
+    });
+    if report["ok"] != true {
+        return Err(CallError {
+            message: "the ledger failed verification".into(),
+            code: Some("chain.verify_failed".into()),
+            status: None,
+        });
+    }
+    Ok(())
+}

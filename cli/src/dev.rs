@@ -2,6 +2,7 @@
 //! loopback, with pool `rbd` and volume `demo`; Ctrl-C or SIGTERM stops
 //! everything it started.
 
+use hpchain_engine::daemon::config::ChainConfig;
 use hpchain_engine::daemon::{DaemonConfig, DiskConfig, MonitorConfig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,23 @@ pub struct DevOptions {
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-fn configs(options: &DevOptions) -> Vec<DaemonConfig> {
+/// The dev chain: a genesis with one delegate per node, written once and
+/// reused by later runs on the same data directory.
+fn dev_chain(options: &DevOptions) -> Result<PathBuf, String> {
+    let dir = options.data_dir.join("chain");
+    let genesis = dir.join("genesis.json");
+    if !genesis.exists() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        hpchain_chain::Genesis::write_dev(&dir, "hpchain-dev", options.nodes as u32, now_ms)
+            .map_err(|e| format!("cannot write the dev chain's genesis: {e}"))?;
+    }
+    Ok(dir)
+}
+
+fn configs(options: &DevOptions, chain_dir: &Path) -> Vec<DaemonConfig> {
     let port = |i: u64, offset: u16| options.base_port + (i as u16 - 1) * 10 + offset;
     let monitors: Vec<MonitorConfig> = (1..=options.nodes)
         .map(|i| MonitorConfig {
@@ -65,6 +82,10 @@ fn configs(options: &DevOptions) -> Vec<DaemonConfig> {
                 tick_ms: 100,
                 down_after_secs: 5,
                 out_after_secs: 60,
+                chain: Some(ChainConfig {
+                    genesis: chain_dir.join("genesis.json"),
+                    key: Some(chain_dir.join(format!("delegate-{}.key.json", i - 1))),
+                }),
             }
         })
         .collect()
@@ -186,7 +207,8 @@ pub fn run(options: DevOptions) -> Result<(), String> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let configs = configs(&options);
+    let chain_dir = dev_chain(&options)?;
+    let configs = configs(&options, &chain_dir);
     let mut children: Vec<(String, Child)> = Vec::new();
     let started = (|| -> Result<(), String> {
         for config in &configs {

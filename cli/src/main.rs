@@ -80,6 +80,21 @@ enum Top {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// The HP chain: status, audit records, verification.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Head, final block, delegates.
+    Status,
+    /// Final audit records of a target (volume/NAME, pool/NAME, node/ID).
+    Audit { target: String },
+    /// Re-check the whole ledger; names the first block that fails.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +244,11 @@ fn run(cli: Cli) -> Result<(), String> {
             VolumeCommand::Rm { name } => admin::volume_rm(&api, &name),
             VolumeCommand::Import { file, volume } => transfer::import(&api, &file, &volume),
             VolumeCommand::Export { volume, file } => transfer::export(&api, &volume, &file),
+        }),
+        Top::Chain { command } => admin(match command {
+            ChainCommand::Status => admin::chain_status(&api, json),
+            ChainCommand::Audit { target } => admin::chain_audit(&api, &target, json),
+            ChainCommand::Verify => admin::chain_verify(&api, json),
         }),
     }
 }

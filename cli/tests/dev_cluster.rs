@@ -167,6 +167,32 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
         "refused commands created nothing"
     );
 
+    // The HP chain holds a final audit record of `demo`'s creation, on
+    // every node's copy, and the ledger verifies.
+    let node2_api = cluster.api.replace(
+        &free_base_port(0).to_string(),
+        &(free_base_port(0) + 10).to_string(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = json(cli_at(
+            &node2_api,
+            &cluster.token_file,
+            &["--json", "chain", "audit", "volume/demo"],
+        ));
+        if let Some(record) = records.as_array().and_then(|r| r.first()) {
+            assert_eq!(record["payload"]["action"], "volume.create");
+            assert_eq!(record["payload"]["result"], "ok");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no final audit record of volume/demo"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    ok(cli(&cluster, &["chain", "verify"]));
+
     // kill -9 a node that is not the one we talk to: the map keeps working.
     let victim = cluster.node_pids[2];
     unsafe {

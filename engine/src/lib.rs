@@ -7,12 +7,14 @@
 //! - [`net`]: node-to-node gRPC (tonic), carrying Raft between processes.
 //! - [`pg`]: placement groups: replicated object operations over a disk backend.
 //! - [`volume`]: the volume client: byte-range I/O routed to PG leaders.
+//! - [`ledger`]: the HP chain in the node: block production, gossip, audit records.
 //! - [`api`]: the HTTP/JSON management API.
 //! - [`daemon`]: start-up and shutdown of one `hpchain node` process.
 
 pub mod api;
 pub mod cluster;
 pub mod daemon;
+pub mod ledger;
 pub mod net;
 pub mod pg;
 pub mod replication;

@@ -37,6 +37,7 @@ pub struct ApiState {
     node_id: u64,
     local_map: Arc<RwLock<ClusterMapState>>,
     volumes: VolumeClient,
+    ledger: Option<crate::ledger::LedgerNode>,
     requests: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
 }
@@ -57,9 +58,18 @@ impl ApiState {
             node_id,
             local_map,
             volumes,
+            ledger: None,
             requests: Arc::new(AtomicU64::new(0)),
             errors: Arc::new(AtomicU64::new(0)),
         }
+    }
+}
+
+impl ApiState {
+    /// Serves the HP chain's routes from `ledger`.
+    pub fn with_ledger(mut self, ledger: Option<crate::ledger::LedgerNode>) -> ApiState {
+        self.ledger = ledger;
+        self
     }
 }
 
@@ -83,6 +93,9 @@ pub fn router(state: ApiState) -> Router {
                 .layer(DefaultBodyLimit::max(IO_MAX_BYTES as usize + 4096)),
         )
         .route("/v1/volumes/:name/discard", post(discard_data))
+        .route("/v1/chain", get(chain_status))
+        .route("/v1/chain/audit", get(chain_audit))
+        .route("/v1/chain/verify", get(chain_verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
@@ -434,6 +447,79 @@ async fn discard_data(
         .discard(&name, range.offset_bytes, range.length_bytes)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn ledger(state: &ApiState) -> Result<&crate::ledger::LedgerNode, ApiError> {
+    state.ledger.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "chain.disabled",
+            "this node runs no ledger; add a [chain] section (genesis, key) to its config",
+        )
+    })
+}
+
+async fn chain_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let status = ledger(&state)?
+        .ledger()
+        .lock()
+        .expect("ledger lock")
+        .status();
+    Ok(Json(json!(status)))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    target: String,
+}
+
+async fn chain_audit(
+    State(state): State<ApiState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let ledger = ledger(&state)?.ledger();
+    let records = ledger
+        .lock()
+        .expect("ledger lock")
+        .records(hpchain_chain::RecordIndex::AuditTarget, &q.target)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "chain.store",
+                e.to_string(),
+            )
+        })?;
+    let out: Vec<Value> = records
+        .into_iter()
+        .map(|(location, tx)| {
+            json!({
+                "tx": tx.hash().to_hex(),
+                "height": location.height,
+                "index": location.index,
+                "signer": tx.from.to_hex(),
+                "payload": tx.payload,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+async fn chain_verify(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let ledger = ledger(&state)?.ledger();
+    let guard = ledger.lock().expect("ledger lock");
+    let report = hpchain_chain::verify_chain(guard.store()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "chain.store",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(json!({
+        "ok": report.is_ok(),
+        "final_height": report.final_height,
+        "verified_height": report.verified_height,
+        "first_bad": report.first_bad.map(|b| json!({"height": b.height, "code": b.code, "reason": b.reason})),
+    })))
 }
 
 /// Prometheus text format.

@@ -85,6 +85,12 @@ pub fn document() -> Value {
                 "parameters": name_parameter("Volume"),
                 "post": {"summary": "Discard (zero and release) a byte range", "requestBody": request("DiscardRange"), "responses": with_errors(json!({"204": no_content}))}
             },
+            "/v1/chain": {"get": {"summary": "HP chain status: head, final block, delegates", "responses": with_errors(json!({"200": {"description": "ChainStatus"}}))}},
+            "/v1/chain/audit": {
+                "parameters": [{"name": "target", "in": "query", "required": true, "schema": {"type": "string"}, "description": "e.g. volume/demo, pool/rbd, node/1"}],
+                "get": {"summary": "Final audit records of a target", "responses": with_errors(json!({"200": {"description": "Records with their block height and signer"}}))}
+            },
+            "/v1/chain/verify": {"get": {"summary": "Re-check the whole ledger; names the first block that does not verify", "responses": with_errors(json!({"200": {"description": "Report"}}))}},
             "/v1/volumes/{name}": {
                 "parameters": name_parameter("Volume"),
                 "get": {"summary": "Show a volume", "responses": with_errors(json!({"200": json_body("Volume")}))},
@@ -159,6 +165,9 @@ mod tests {
         ("/v1/volumes/{name}", &["get", "patch", "delete"]),
         ("/v1/volumes/{name}/data", &["get", "put"]),
         ("/v1/volumes/{name}/discard", &["post"]),
+        ("/v1/chain", &["get"]),
+        ("/v1/chain/audit", &["get"]),
+        ("/v1/chain/verify", &["get"]),
     ];
 
     #[test]

@@ -38,6 +38,7 @@ pub struct MapClient {
     monitors: Vec<NodeId>,
     addresses: Arc<dyn AddressBook>,
     leader_hint: Arc<Mutex<Option<NodeId>>>,
+    auditor: Option<crate::ledger::LedgerNode>,
 }
 
 enum Attempt {
@@ -60,15 +61,47 @@ impl MapClient {
             monitors,
             addresses,
             leader_hint: Arc::new(Mutex::new(None)),
+            auditor: None,
         }
     }
 
     /// Proposes `command`; the outcome says whether the map accepted it.
+    /// With an auditor set, the outcome is also recorded on the ledger.
     pub async fn propose(&self, command: &Command) -> Result<Outcome, MapClientError> {
         let data =
             serde_json::to_vec(command).map_err(|e| MapClientError::Protocol(e.to_string()))?;
         let bytes = self.request(data).await?;
-        serde_json::from_slice(&bytes).map_err(|e| MapClientError::Protocol(e.to_string()))
+        let outcome: Outcome =
+            serde_json::from_slice(&bytes).map_err(|e| MapClientError::Protocol(e.to_string()))?;
+        if let Some(auditor) = &self.auditor {
+            let (action, target) = command.describe();
+            let (result, details) = match &outcome {
+                Outcome::Applied { epoch } => (
+                    "ok".to_string(),
+                    vec![("epoch".to_string(), epoch.to_string())],
+                ),
+                Outcome::Refused(e) => (
+                    e.code().to_string(),
+                    vec![("reason".to_string(), e.to_string())],
+                ),
+            };
+            auditor
+                .audit(
+                    &format!("node/{}", self.me),
+                    action,
+                    &target,
+                    &result,
+                    details,
+                )
+                .await;
+        }
+        Ok(outcome)
+    }
+
+    /// Records every outcome of `propose` on the ledger from now on.
+    pub fn with_auditor(mut self, auditor: crate::ledger::LedgerNode) -> MapClient {
+        self.auditor = Some(auditor);
+        self
     }
 
     /// The current map, read linearizably from the leader.

@@ -128,6 +128,29 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// What the command does and to what, for audit records:
+    /// (`"volume.create"`, `"volume/demo"`).
+    pub fn describe(&self) -> (&'static str, String) {
+        match self {
+            Command::RegisterNode { node } => ("node.register", format!("node/{}", node.id)),
+            Command::SetNodeUp { node, up } => (
+                if *up { "node.up" } else { "node.down" },
+                format!("node/{node}"),
+            ),
+            Command::SetDiskIn { disk, is_in } => (
+                if *is_in { "disk.in" } else { "disk.out" },
+                format!("disk/{disk}"),
+            ),
+            Command::CreatePool { name, .. } => ("pool.create", format!("pool/{name}")),
+            Command::DeletePool { name } => ("pool.delete", format!("pool/{name}")),
+            Command::CreateVolume { name, .. } => ("volume.create", format!("volume/{name}")),
+            Command::ResizeVolume { name, .. } => ("volume.resize", format!("volume/{name}")),
+            Command::DeleteVolume { name } => ("volume.delete", format!("volume/{name}")),
+        }
+    }
+}
+
 /// Why a command was refused. Each variant names the object and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MapError {

@@ -52,6 +52,17 @@ pub struct MonitorConfig {
     pub peer_addr: String,
 }
 
+/// The node's part in the HP chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainConfig {
+    /// The chain's genesis file (the same on every node).
+    pub genesis: PathBuf,
+    /// This node's ed25519 key file; a delegate produces blocks and signs
+    /// the audit records of the changes it commits.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
 /// Everything `hpchain node` needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonConfig {
@@ -87,6 +98,9 @@ pub struct DaemonConfig {
     /// A node down this long has its disks marked out (their data moves).
     #[serde(default = "default_out_after_secs")]
     pub out_after_secs: u64,
+    /// The embedded ledger; off if absent.
+    #[serde(default)]
+    pub chain: Option<ChainConfig>,
 }
 
 /// A config that cannot be used.

@@ -185,7 +185,29 @@ pub async fn run(
     let peer_listener = listen(&config.peer_addr, "node-to-node gRPC").await?;
     let api_listener = listen(&config.api_addr, "management API").await?;
 
+    let ledger = match &config.chain {
+        Some(chain) => {
+            let peers = config
+                .monitors
+                .iter()
+                .map(|m| (m.id, m.peer_addr.clone()))
+                .collect();
+            let dir = config.data_dir.join("chain");
+            Some(
+                crate::ledger::LedgerNode::open(
+                    config.id,
+                    &chain.genesis,
+                    chain.key.as_deref(),
+                    &dir,
+                    peers,
+                )
+                .map_err(|e| DaemonError::Replication(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
     let liveness = Liveness::default();
+    let ledger_service = ledger.as_ref().map(|l| l.service());
     let grpc = {
         let node = NodeService::new(raft.handle()).into_server();
         let map_service = ClusterMapService::new(raft.handle()).into_server();
@@ -203,6 +225,7 @@ pub async fn run(
                 .add_service(map_service)
                 .add_service(health)
                 .add_service(pg_service)
+                .add_optional_service(ledger_service)
                 .serve_with_incoming(incoming)
                 .await
             {
@@ -212,12 +235,16 @@ pub async fn run(
     };
 
     let local_map_replica = monitor.then(|| raft.handle());
-    let client = MapClient::new(
+    let mut client = MapClient::new(
         config.id,
         local_map_replica,
         config.monitors.iter().map(|m| m.id).collect(),
         addresses,
     );
+    if let Some(ledger) = &ledger {
+        client = client.with_auditor(ledger.clone());
+    }
+    let chain_task = ledger.clone().map(|l| tokio::spawn(l.run()));
     let registration = tokio::spawn(register(client.clone(), config.clone()));
     let watcher = (!monitor).then(|| tokio::spawn(watch_map(client.clone(), map.clone())));
     let policy = config.health_policy();
@@ -256,7 +283,8 @@ pub async fn run(
         config.id,
         map.clone(),
         volumes,
-    );
+    )
+    .with_ledger(ledger.clone());
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, api::router(state)).await {
             tracing::error!("management API server stopped: {e}");
@@ -277,7 +305,7 @@ pub async fn run(
     registration.abort();
     heartbeats.abort();
     pgs.abort();
-    for task in [watcher, checker].into_iter().flatten() {
+    for task in [watcher, checker, chain_task].into_iter().flatten() {
         task.abort();
     }
     tokio::task::spawn_blocking(move || raft.stop())
