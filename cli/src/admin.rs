@@ -294,3 +294,99 @@ pub fn chain_verify(api: &ApiClient, json_output: bool) -> Result<(), CallError>
     }
     Ok(())
 }
+
+pub struct TraceSpec {
+    pub batch: String,
+    pub stage: String,
+    pub actor: String,
+    pub place: String,
+    pub readings: Vec<String>,
+    pub inputs: Vec<String>,
+    pub documents: Vec<String>,
+}
+
+/// `temperature=4.5C` -> {"name", "value_milli", "unit"}.
+fn parse_reading(text: &str) -> Result<Value, CallError> {
+    let bad = || CallError {
+        message: format!("reading {text:?} must look like NAME=VALUEUNIT, e.g. temperature=4.5C"),
+        code: Some("request.bad_reading".into()),
+        status: None,
+    };
+    let (name, rest) = text.split_once('=').ok_or_else(bad)?;
+    let split = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .unwrap_or(rest.len());
+    let (number, unit) = rest.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    if name.is_empty() || !value.is_finite() {
+        return Err(bad());
+    }
+    Ok(json!({"name": name, "value_milli": (value * 1000.0).round() as i64, "unit": unit}))
+}
+
+pub fn trace_add(api: &ApiClient, spec: TraceSpec, json_output: bool) -> Result<(), CallError> {
+    let stage = match spec.stage.as_str() {
+        "farm" | "processing" | "cold-storage" | "logistics" | "retail" => json!(spec.stage),
+        other => json!({"other": other}),
+    };
+    let readings = spec
+        .readings
+        .iter()
+        .map(|r| parse_reading(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let event = json!({
+        "batch_id": spec.batch, "stage": stage, "actor": spec.actor, "place": spec.place,
+        "at_ms": at_ms, "readings": readings, "documents": spec.documents, "inputs": spec.inputs,
+    });
+    let answer = api.post("/v1/trace", &event)?;
+    emit(json_output, &answer, |a| {
+        println!(
+            "trace event for batch {} submitted as tx {}; final in a few slots",
+            spec.batch,
+            text(&a["tx"])
+        )
+    });
+    Ok(())
+}
+
+pub fn trace_show(api: &ApiClient, batch: &str, json_output: bool) -> Result<(), CallError> {
+    let history = api.get(&format!("/v1/trace/{batch}"))?;
+    emit(json_output, &history, |h| {
+        let rows: Vec<Vec<String>> = h["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let ev = &e["event"];
+                let readings: Vec<String> = ev["readings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "{}={}{}",
+                            text(&r["name"]),
+                            r["value_milli"].as_i64().unwrap_or(0) as f64 / 1000.0,
+                            text(&r["unit"])
+                        )
+                    })
+                    .collect();
+                vec![
+                    text(&e["height"]),
+                    text(&ev["stage"]),
+                    text(&ev["actor"]),
+                    text(&ev["place"]),
+                    readings.join(" "),
+                ]
+            })
+            .collect();
+        table::print(&["HEIGHT", "STAGE", "ACTOR", "PLACE", "READINGS"], &rows);
+        println!("upstream:   {}", h["upstream"]);
+        println!("downstream: {}", h["downstream"]);
+    });
+    Ok(())
+}

@@ -80,11 +80,43 @@ enum Top {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Supply-chain traceability records on the HP chain.
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
     /// The HP chain: status, audit records, verification.
     Chain {
         #[command(subcommand)]
         command: ChainCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TraceCommand {
+    /// Record a supply-chain event for a batch.
+    Add {
+        #[arg(long)]
+        batch: String,
+        /// farm, processing, cold-storage, logistics, retail, or any name.
+        #[arg(long)]
+        stage: String,
+        #[arg(long)]
+        actor: String,
+        #[arg(long)]
+        place: String,
+        /// NAME=VALUE+UNIT, e.g. temperature=4.5C (repeatable).
+        #[arg(long = "reading")]
+        readings: Vec<String>,
+        /// A batch this one was made from (repeatable).
+        #[arg(long = "input")]
+        inputs: Vec<String>,
+        /// blake3 hex digest of an attached document (repeatable).
+        #[arg(long = "document")]
+        documents: Vec<String>,
+    },
+    /// A batch's final events, upstream and downstream batches.
+    Show { batch: String },
 }
 
 #[derive(Subcommand)]
@@ -244,6 +276,30 @@ fn run(cli: Cli) -> Result<(), String> {
             VolumeCommand::Rm { name } => admin::volume_rm(&api, &name),
             VolumeCommand::Import { file, volume } => transfer::import(&api, &file, &volume),
             VolumeCommand::Export { volume, file } => transfer::export(&api, &volume, &file),
+        }),
+        Top::Trace { command } => admin(match command {
+            TraceCommand::Add {
+                batch,
+                stage,
+                actor,
+                place,
+                readings,
+                inputs,
+                documents,
+            } => admin::trace_add(
+                &api,
+                admin::TraceSpec {
+                    batch,
+                    stage,
+                    actor,
+                    place,
+                    readings,
+                    inputs,
+                    documents,
+                },
+                json,
+            ),
+            TraceCommand::Show { batch } => admin::trace_show(&api, &batch, json),
         }),
         Top::Chain { command } => admin(match command {
             ChainCommand::Status => admin::chain_status(&api, json),

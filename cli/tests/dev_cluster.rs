@@ -193,6 +193,79 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
     }
     ok(cli(&cluster, &["chain", "verify"]));
 
+    // Traceability: a farm batch, then a processed batch made from it.
+    ok(cli(
+        &cluster,
+        &[
+            "trace",
+            "add",
+            "--batch",
+            "milk-1",
+            "--stage",
+            "farm",
+            "--actor",
+            "farm-a",
+            "--place",
+            "Parma",
+            "--reading",
+            "temperature=3.5C",
+        ],
+    ));
+    ok(cli(
+        &cluster,
+        &[
+            "trace",
+            "add",
+            "--batch",
+            "cheese-1",
+            "--stage",
+            "processing",
+            "--actor",
+            "dairy-b",
+            "--place",
+            "Reggio",
+            "--input",
+            "milk-1",
+        ],
+    ));
+    let bad_reading = cli(
+        &cluster,
+        &[
+            "trace",
+            "add",
+            "--batch",
+            "x",
+            "--stage",
+            "farm",
+            "--actor",
+            "a",
+            "--place",
+            "p",
+            "--reading",
+            "temperature",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&bad_reading.stderr).contains("request.bad_reading"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = json(cli(&cluster, &["--json", "trace", "show", "milk-1"]));
+        if history["downstream"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|b| b == "cheese-1"))
+        {
+            assert_eq!(
+                history["events"][0]["event"]["readings"][0]["value_milli"],
+                3500
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace never became final: {history}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // kill -9 a node that is not the one we talk to: the map keeps working.
     let victim = cluster.node_pids[2];
     unsafe {

@@ -96,6 +96,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/chain", get(chain_status))
         .route("/v1/chain/audit", get(chain_audit))
         .route("/v1/chain/verify", get(chain_verify))
+        .route("/v1/trace", post(trace_add))
+        .route("/v1/trace/:batch", get(trace_show))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
@@ -519,6 +521,48 @@ async fn chain_verify(State(state): State<ApiState>) -> Result<Json<Value>, ApiE
         "final_height": report.final_height,
         "verified_height": report.verified_height,
         "first_bad": report.first_bad.map(|b| json!({"height": b.height, "code": b.code, "reason": b.reason})),
+    })))
+}
+
+async fn trace_add(
+    State(state): State<ApiState>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let event: hpchain_chain::tx::TraceEvent = body(&bytes)?;
+    let hash = ledger(&state)?
+        .submit(hpchain_chain::Payload::Trace(event))
+        .await
+        .map_err(|e| ApiError::bad_request("trace.refused", e.to_string()))?;
+    // Accepted: final once the delegates confirm it (a few slots).
+    Ok((StatusCode::ACCEPTED, Json(json!({"tx": hash.to_hex()}))).into_response())
+}
+
+async fn trace_show(
+    State(state): State<ApiState>,
+    Path(batch): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let ledger = ledger(&state)?.ledger();
+    let guard = ledger.lock().expect("ledger lock");
+    let store_error = |e: hpchain_chain::Error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "chain.store",
+            e.to_string(),
+        )
+    };
+    let events: Vec<Value> = guard
+        .trace_events(&batch)
+        .map_err(store_error)?
+        .into_iter()
+        .map(|(location, event)| json!({"height": location.height, "index": location.index, "event": event}))
+        .collect();
+    let upstream = guard.trace_upstream(&batch).map_err(store_error)?;
+    let downstream = guard.trace_downstream(&batch).map_err(store_error)?;
+    Ok(Json(json!({
+        "batch_id": batch,
+        "events": events,
+        "upstream": upstream,
+        "downstream": downstream,
     })))
 }
 

@@ -91,6 +91,13 @@ pub fn document() -> Value {
                 "get": {"summary": "Final audit records of a target", "responses": with_errors(json!({"200": {"description": "Records with their block height and signer"}}))}
             },
             "/v1/chain/verify": {"get": {"summary": "Re-check the whole ledger; names the first block that does not verify", "responses": with_errors(json!({"200": {"description": "Report"}}))}},
+            "/v1/trace": {"post": {"summary": "Record a supply-chain event (signed by this node; final after a few slots)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TraceEvent"}}}},
+                "responses": with_errors(json!({"202": {"description": "{\"tx\": hash}"}}))}},
+            "/v1/trace/{batch}": {
+                "parameters": [{"name": "batch", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"summary": "A batch's final events, and every batch upstream (its inputs) and downstream (made from it)", "responses": with_errors(json!({"200": {"description": "History"}}))}
+            },
             "/v1/volumes/{name}": {
                 "parameters": name_parameter("Volume"),
                 "get": {"summary": "Show a volume", "responses": with_errors(json!({"200": json_body("Volume")}))},
@@ -140,6 +147,15 @@ pub fn document() -> Value {
                     "block_size": {"type": "integer", "enum": [512, 4096], "default": 512}}},
                 "DiscardRange": {"type": "object", "required": ["offset_bytes", "length_bytes"], "additionalProperties": false, "properties": {
                     "offset_bytes": {"type": "integer"}, "length_bytes": {"type": "integer"}}},
+                "TraceEvent": {"type": "object", "required": ["batch_id", "stage", "actor", "place", "at_ms", "readings", "documents", "inputs"], "properties": {
+                    "batch_id": {"type": "string"},
+                    "stage": {"description": "farm, processing, cold-storage, logistics, retail, or {\"other\": name}"},
+                    "actor": {"type": "string"}, "place": {"type": "string"},
+                    "at_ms": {"type": "integer", "description": "ms since the Unix epoch"},
+                    "readings": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "value_milli": {"type": "integer", "description": "value x 1000"}, "unit": {"type": "string"}}}},
+                    "documents": {"type": "array", "items": {"type": "string", "description": "blake3 hex digest"}},
+                    "inputs": {"type": "array", "items": {"type": "string"}, "description": "batches this one was made from"}}},
                 "ResizeVolume": {"type": "object", "required": ["size_bytes"], "additionalProperties": false, "properties": {
                     "size_bytes": {"type": "integer", "description": "Not smaller than the current size"}}}
             }
@@ -168,6 +184,8 @@ mod tests {
         ("/v1/chain", &["get"]),
         ("/v1/chain/audit", &["get"]),
         ("/v1/chain/verify", &["get"]),
+        ("/v1/trace", &["post"]),
+        ("/v1/trace/{batch}", &["get"]),
     ];
 
     #[test]
@@ -177,7 +195,7 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         assert_eq!(paths.len(), ROUTES.len());
         for (path, methods) in ROUTES {
-            let axum_path = path.replace("{name}", ":name");
+            let axum_path = path.replace("{name}", ":name").replace("{batch}", ":batch");
             assert!(
                 source.contains(&format!("\"{axum_path}\"")),
                 "router lacks {path}"

@@ -125,7 +125,7 @@ impl LedgerNode {
     }
 
     /// Signs and submits a transaction from this node's key, and gossips it.
-    pub async fn submit(&self, payload: Payload) -> Result<(), LedgerNodeError> {
+    pub async fn submit(&self, payload: Payload) -> Result<hpchain_chain::Hash32, LedgerNodeError> {
         let Some(key) = &self.key else {
             return Err(LedgerNodeError(
                 "this node has no ledger key; set [chain] key in its config".into(),
@@ -143,8 +143,9 @@ impl LedgerNode {
             *next += 1;
             tx
         };
+        let hash = tx.hash();
         self.broadcast(LedgerMessage::Tx(tx)).await;
-        Ok(())
+        Ok(hash)
     }
 
     /// Records a cluster map change this node committed (or saw refused).

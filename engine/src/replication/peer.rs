@@ -24,6 +24,10 @@ struct Proposal {
 struct PendingRead {
     /// Set once the leader confirmed its lease: serve when applied >= it.
     index: Option<u64>,
+    /// Whether `read_index` was called for it: raft-rs drops read requests
+    /// on a leader that has not committed an entry of its term yet, so
+    /// those wait here until it has.
+    issued: bool,
     context: u64,
     query: Vec<u8>,
     callback: Callback,
@@ -103,13 +107,28 @@ impl Peer {
         }
         let context = self.next_read_context;
         self.next_read_context += 1;
-        self.raw.read_index(context.to_be_bytes().to_vec());
+        let issued = self.raw.raft.commit_to_current_term();
+        if issued {
+            self.raw.read_index(context.to_be_bytes().to_vec());
+        }
         self.reads.push(PendingRead {
             index: None,
+            issued,
             context,
             query,
             callback,
         });
+    }
+
+    /// Issues the reads that waited for this leader's first commit.
+    fn issue_deferred_reads(&mut self) {
+        if !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        for read in self.reads.iter_mut().filter(|r| !r.issued) {
+            read.issued = true;
+            self.raw.read_index(read.context.to_be_bytes().to_vec());
+        }
     }
 
     /// Records the indexes the leader confirmed for pending reads.
@@ -203,8 +222,10 @@ impl Peer {
         }
     }
 
-    /// Serves the reads whose index has been applied.
+    /// Serves the reads whose index has been applied, and issues those
+    /// that can now be.
     pub fn serve_reads(&mut self) {
+        self.issue_deferred_reads();
         let applied = self.machine.applied_index();
         let mut i = 0;
         while i < self.reads.len() {
