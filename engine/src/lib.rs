@@ -5,6 +5,7 @@
 //! - [`cluster`]: the cluster map (nodes, pools, volumes, epoch) as the
 //!   state machine of Raft group 0.
 //! - [`net`]: node-to-node gRPC (tonic), carrying Raft between processes.
+//! - [`store`]: the object store of one disk (files + crc32c metadata in RocksDB).
 //! - [`pg`]: placement groups: replicated object operations over a disk backend.
 //! - [`volume`]: the volume client: byte-range I/O routed to PG leaders.
 //! - [`ledger`]: the HP chain in the node: block production, gossip, audit records.
@@ -18,4 +19,5 @@ pub mod ledger;
 pub mod net;
 pub mod pg;
 pub mod replication;
+pub mod store;
 pub mod volume;

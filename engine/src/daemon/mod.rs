@@ -23,7 +23,7 @@ use crate::net::proto::HeartbeatRequest;
 use crate::net::{
     ClusterMapService, GrpcTransport, HealthService, NodeService, PlacementGroupService,
 };
-use crate::pg::backend::{MemoryBackend, PgBackend};
+use crate::pg::backend::PgBackend;
 use crate::pg::manager::PgManager;
 use crate::replication::RaftNodeHandle;
 use crate::replication::{NodeConfig, NodeId, RaftNode};
@@ -259,18 +259,15 @@ pub async fn run(
         ))
     });
 
-    // Until the disk object store lands, each disk's objects live in memory
-    // and are rebuilt at start from the PG Raft logs (never truncated yet).
-    let backends: HashMap<u32, Arc<dyn PgBackend>> = config
-        .disks
-        .iter()
-        .map(|d| {
-            (
-                d.id,
-                Arc::new(MemoryBackend::default()) as Arc<dyn PgBackend>,
-            )
-        })
-        .collect();
+    let mut backends: HashMap<u32, Arc<dyn PgBackend>> = HashMap::new();
+    for disk in &config.disks {
+        let store =
+            crate::store::DiskStore::open(&disk.path).map_err(|e| DaemonError::DataDir {
+                path: disk.path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        backends.insert(disk.id, Arc::new(store));
+    }
     let pgs = tokio::spawn(manage_pgs(
         PgManager::new(raft.handle(), backends),
         map.clone(),
