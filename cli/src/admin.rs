@@ -160,7 +160,10 @@ fn volume_row(v: &Value) -> Vec<String> {
         text(&v["name"]),
         text(&v["pool"]),
         format_size(v["size_bytes"].as_u64().unwrap_or(0)),
-        format_size(v["allocated_bytes"].as_u64().unwrap_or(0)),
+        v["allocated_bytes"]
+            .as_u64()
+            .map(format_size)
+            .unwrap_or_else(|| "-".into()),
         text(&v["block_size"]),
         text(&v["id"]),
     ]
@@ -388,5 +391,24 @@ pub fn trace_show(api: &ApiClient, batch: &str, json_output: bool) -> Result<(),
         println!("upstream:   {}", h["upstream"]);
         println!("downstream: {}", h["downstream"]);
     });
+    Ok(())
+}
+
+pub fn volume_discard(
+    api: &ApiClient,
+    name: &str,
+    offset: &str,
+    length: &str,
+) -> Result<(), CallError> {
+    let (offset, length) = (size_arg(offset)?, size_arg(length)?);
+    api.post(
+        &format!("/v1/volumes/{name}/discard"),
+        &json!({"offset_bytes": offset, "length_bytes": length}),
+    )?;
+    println!(
+        "volume {name}: discarded {} at {}",
+        format_size(length),
+        offset
+    );
     Ok(())
 }

@@ -183,6 +183,14 @@ enum VolumeCommand {
     },
     /// Delete a volume.
     Rm { name: String },
+    /// Discard (zero and release) a byte range.
+    Discard {
+        name: String,
+        #[arg(long, default_value = "0")]
+        offset: String,
+        #[arg(long)]
+        length: String,
+    },
     /// Copy a file into a volume (from byte 0), with progress.
     Import { file: String, volume: String },
     /// Copy a whole volume into a file, with progress.
@@ -274,6 +282,11 @@ fn run(cli: Cli) -> Result<(), String> {
             VolumeCommand::Info { name } => admin::volume_info(&api, &name, json),
             VolumeCommand::Resize { name, size } => admin::volume_resize(&api, &name, &size, json),
             VolumeCommand::Rm { name } => admin::volume_rm(&api, &name),
+            VolumeCommand::Discard {
+                name,
+                offset,
+                length,
+            } => admin::volume_discard(&api, &name, &offset, &length),
             VolumeCommand::Import { file, volume } => transfer::import(&api, &file, &volume),
             VolumeCommand::Export { volume, file } => transfer::export(&api, &volume, &file),
         }),

@@ -393,6 +393,47 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
         "the unwritten tail reads as zeroes"
     );
 
+    // Every replica holds the imported bytes, and no more.
+    let info = json(cli(&cluster, &["--json", "volume", "info", "demo"]));
+    let allocated = info["allocated_bytes"].as_u64().unwrap();
+    assert!(
+        (SIZE as u64..=SIZE as u64 + (8 << 20)).contains(&allocated),
+        "demo allocates {allocated}"
+    );
+
+    // Thin provisioning: 1 MiB written into a 10 GiB volume allocates about
+    // 1 MiB per replica; discarding it gives the space back.
+    ok(cli(
+        &cluster,
+        &["volume", "create", "thin", "--pool", "rbd", "--size", "10G"],
+    ));
+    let small = cluster.dir.path().join("small.bin");
+    random_file(&small, 1 << 20, 7);
+    ok(cli(
+        &cluster,
+        &["volume", "import", small.to_str().unwrap(), "thin"],
+    ));
+    let info = json(cli(&cluster, &["--json", "volume", "info", "thin"]));
+    let allocated = info["allocated_bytes"].as_u64().unwrap();
+    assert!(
+        (1 << 20..=(1 << 20) + (256 << 10)).contains(&allocated),
+        "thin allocates {allocated}"
+    );
+    assert_eq!(
+        info["allocated_bytes_all_replicas"].as_u64().unwrap(),
+        2 * allocated,
+        "two live replicas: {info}"
+    );
+    ok(cli(
+        &cluster,
+        &["volume", "discard", "thin", "--length", "1M"],
+    ));
+    let info = json(cli(&cluster, &["--json", "volume", "info", "thin"]));
+    assert!(
+        info["allocated_bytes"].as_u64().unwrap() <= 64 << 10,
+        "discard left {info}"
+    );
+
     // Bad ranges are refused with the volume named; nothing is written.
     let past_end = Command::new(HPCHAIN)
         .args(["--api", &cluster.api, "--token-file"])

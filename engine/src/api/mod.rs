@@ -200,8 +200,6 @@ fn volume_json(volume: &Volume) -> Value {
         "pool": volume.pool,
         "size_bytes": volume.size,
         "block_size": volume.block_size,
-        // Object data lands with the data path; until then nothing is allocated.
-        "allocated_bytes": 0,
         "created_epoch": volume.created_epoch,
     })
 }
@@ -313,8 +311,30 @@ async fn show_volume(
     let volume = map
         .volumes
         .get(&name)
-        .ok_or_else(|| ApiError::from(crate::cluster::MapError::VolumeNotFound(name)))?;
-    Ok(Json(volume_json(volume)))
+        .ok_or_else(|| ApiError::from(crate::cluster::MapError::VolumeNotFound(name.clone())))?;
+    let replicas = map
+        .pools
+        .get(&volume.pool)
+        .map(|p| p.size)
+        .unwrap_or(1)
+        .max(1);
+    let mut out = volume_json(volume);
+    // Asked of every node: only `volume info` pays for it, not `ls`.
+    let (nodes, answers) = state.volumes.allocated_bytes_by_node(&name).await?;
+    let all_replicas: u64 = answers.values().sum();
+    let missing: Vec<u64> = nodes
+        .iter()
+        .filter(|n| !answers.contains_key(n))
+        .copied()
+        .collect();
+    // Replicas spread over nodes: the answering nodes hold about
+    // answered/all of them. Exact when every node answers.
+    let replicas_answered =
+        (f64::from(replicas) * answers.len() as f64 / nodes.len().max(1) as f64).max(1.0);
+    out["allocated_bytes_all_replicas"] = json!(all_replicas);
+    out["allocated_bytes"] = json!((all_replicas as f64 / replicas_answered).round() as u64);
+    out["allocated_nodes_missing"] = json!(missing);
+    Ok(Json(out))
 }
 
 fn default_block_size() -> u32 {

@@ -140,7 +140,10 @@ pub fn document() -> Value {
                 "Volume": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "name": {"type": "string"}, "pool": {"type": "string"},
                     "size_bytes": {"type": "integer"}, "block_size": {"type": "integer", "enum": [512, 4096]},
-                    "allocated_bytes": {"type": "integer"}, "created_epoch": {"type": "integer"}}},
+                    "allocated_bytes": {"type": "integer", "description": "Per replica (GET /v1/volumes/{name} only)"},
+                    "allocated_bytes_all_replicas": {"type": "integer", "description": "Summed over every replica on the nodes that answered (GET /v1/volumes/{name} only)"},
+                    "allocated_nodes_missing": {"type": "array", "items": {"type": "integer"}, "description": "Nodes that did not answer; allocated_bytes is then an estimate"},
+                    "created_epoch": {"type": "integer"}}},
                 "CreateVolume": {"type": "object", "required": ["name", "pool", "size_bytes"], "additionalProperties": false, "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "pool": {"type": "string"},
                     "size_bytes": {"type": "integer", "description": "A multiple of block_size"},

@@ -22,6 +22,7 @@ use crate::net::proto::health_client::HealthClient;
 use crate::net::proto::HeartbeatRequest;
 use crate::net::{
     ClusterMapService, GrpcTransport, HealthService, NodeService, PlacementGroupService,
+    SpaceService,
 };
 use crate::pg::backend::PgBackend;
 use crate::pg::manager::PgManager;
@@ -206,12 +207,22 @@ pub async fn run(
         }
         None => None,
     };
+    let mut backends: HashMap<u32, Arc<dyn PgBackend>> = HashMap::new();
+    for disk in &config.disks {
+        let store =
+            crate::store::DiskStore::open(&disk.path).map_err(|e| DaemonError::DataDir {
+                path: disk.path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        backends.insert(disk.id, Arc::new(store));
+    }
     let liveness = Liveness::default();
     let ledger_service = ledger.as_ref().map(|l| l.service());
     let grpc = {
         let node = NodeService::new(raft.handle()).into_server();
         let map_service = ClusterMapService::new(raft.handle()).into_server();
         let pg_service = PlacementGroupService::new(raft.handle()).into_server();
+        let space = SpaceService::new(backends.values().cloned().collect()).into_server();
         let epoch_map = map.clone();
         let health = HealthService::new(
             liveness.clone(),
@@ -225,6 +236,7 @@ pub async fn run(
                 .add_service(map_service)
                 .add_service(health)
                 .add_service(pg_service)
+                .add_service(space)
                 .add_optional_service(ledger_service)
                 .serve_with_incoming(incoming)
                 .await
@@ -259,15 +271,6 @@ pub async fn run(
         ))
     });
 
-    let mut backends: HashMap<u32, Arc<dyn PgBackend>> = HashMap::new();
-    for disk in &config.disks {
-        let store =
-            crate::store::DiskStore::open(&disk.path).map_err(|e| DaemonError::DataDir {
-                path: disk.path.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        backends.insert(disk.id, Arc::new(store));
-    }
     let pgs = tokio::spawn(manage_pgs(
         PgManager::new(raft.handle(), backends),
         map.clone(),

@@ -17,4 +17,6 @@ pub mod proto {
 }
 
 pub use raft_transport::GrpcTransport;
-pub use server::{ClusterMapService, HealthService, NodeService, PlacementGroupService};
+pub use server::{
+    ClusterMapService, HealthService, NodeService, PlacementGroupService, SpaceService,
+};

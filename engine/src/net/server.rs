@@ -8,6 +8,8 @@ use super::proto::cluster_map_server::ClusterMap;
 use super::proto::health_server::Health;
 use super::proto::node_server::Node;
 use super::proto::placement_group_server::PlacementGroup;
+use super::proto::space_server::Space;
+use super::proto::{AllocatedReply, AllocatedRequest};
 use super::proto::{
     HeartbeatReply, HeartbeatRequest, MapReply, MapRequest, PgReply, PgRequest, RaftAck, RaftBatch,
 };
@@ -238,5 +240,43 @@ impl PlacementGroup for PlacementGroupService {
                 .read_async(r.group, r.payload, PG_IO_TIMEOUT)
                 .await,
         )))
+    }
+}
+
+/// The `hpchain.node.v1.Space` service: what this node's disks hold.
+pub struct SpaceService {
+    backends: std::sync::Arc<Vec<std::sync::Arc<dyn crate::pg::backend::PgBackend>>>,
+}
+
+impl SpaceService {
+    pub fn new(backends: Vec<std::sync::Arc<dyn crate::pg::backend::PgBackend>>) -> SpaceService {
+        SpaceService {
+            backends: std::sync::Arc::new(backends),
+        }
+    }
+
+    pub fn into_server(self) -> super::proto::space_server::SpaceServer<SpaceService> {
+        super::proto::space_server::SpaceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Space for SpaceService {
+    async fn allocated(
+        &self,
+        request: Request<AllocatedRequest>,
+    ) -> Result<Response<AllocatedReply>, Status> {
+        let volume = request.into_inner().volume;
+        let backends = self.backends.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            backends
+                .iter()
+                .map(|b| b.allocated_bytes(volume))
+                .sum::<Result<u64, _>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(AllocatedReply { bytes }))
     }
 }

@@ -234,6 +234,45 @@ impl VolumeClient {
         Ok(out)
     }
 
+    /// Bytes the volume's objects occupy on each node's disks (every
+    /// replica counted), asking all nodes at once; a node that does not
+    /// answer within a second is left out of the map returned.
+    pub async fn allocated_bytes_by_node(
+        &self,
+        volume: &str,
+    ) -> Result<(Vec<NodeId>, HashMap<NodeId, u64>), VolumeError> {
+        let (id, nodes) = {
+            let map = self.map.read().expect("map lock");
+            let v = map
+                .volumes
+                .get(volume)
+                .ok_or_else(|| VolumeError::NotFound(volume.to_string()))?;
+            (v.id, map.nodes.keys().copied().collect::<Vec<_>>())
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for &node in &nodes {
+            let Some(channel) = self.channel(node) else {
+                continue;
+            };
+            asks.spawn(async move {
+                let mut client = crate::net::proto::space_client::SpaceClient::new(channel);
+                let request = crate::net::proto::AllocatedRequest { volume: id };
+                match tokio::time::timeout(Duration::from_secs(1), client.allocated(request)).await
+                {
+                    Ok(Ok(reply)) => Some((node, reply.into_inner().bytes)),
+                    _ => None,
+                }
+            });
+        }
+        let mut answers = HashMap::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(Some((node, bytes))) = done {
+                answers.insert(node, bytes);
+            }
+        }
+        Ok((nodes, answers))
+    }
+
     fn placement(&self) -> Result<(Arc<ClusterMap>, ClusterMapState), String> {
         let map = self.map.read().expect("map lock").clone();
         let mut cache = self.placement.lock().expect("placement lock");
