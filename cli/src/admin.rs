@@ -412,3 +412,37 @@ pub fn volume_discard(
     );
     Ok(())
 }
+
+pub fn volume_bench(
+    api: &ApiClient,
+    name: &str,
+    pattern: &str,
+    block_size: &str,
+    queue_depth: u32,
+    seconds: u64,
+    json_output: bool,
+) -> Result<(), CallError> {
+    let body = json!({
+        "pattern": pattern,
+        "block_size_bytes": size_arg(block_size)?,
+        "queue_depth": queue_depth,
+        "seconds": seconds,
+    });
+    let report = api.post(&format!("/v1/volumes/{name}/bench"), &body)?;
+    emit(json_output, &report, |r| {
+        println!(
+            "{} {} qd {}: {:.0} IOPS, {}/s, latency p50 {} us, p99 {} us, max {} us ({} I/Os in {:.1} s)",
+            text(&r["pattern"]),
+            format_size(r["block_size_bytes"].as_u64().unwrap_or(0)),
+            r["queue_depth"],
+            r["iops"].as_f64().unwrap_or(0.0),
+            format_size(r["bytes_per_second"].as_f64().unwrap_or(0.0) as u64),
+            r["latency_us_p50"],
+            r["latency_us_p99"],
+            r["latency_us_max"],
+            r["ios"],
+            r["seconds"].as_f64().unwrap_or(0.0)
+        )
+    });
+    Ok(())
+}

@@ -191,6 +191,19 @@ enum VolumeCommand {
         #[arg(long)]
         length: String,
     },
+    /// Run a load inside a node through the volume client (overwrites data).
+    Bench {
+        name: String,
+        /// randwrite, randread, write or read.
+        #[arg(long, default_value = "randwrite")]
+        pattern: String,
+        #[arg(long, default_value = "4K")]
+        block_size: String,
+        #[arg(long, default_value_t = 32)]
+        queue_depth: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Copy a file into a volume (from byte 0), with progress.
     Import { file: String, volume: String },
     /// Copy a whole volume into a file, with progress.
@@ -287,6 +300,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 offset,
                 length,
             } => admin::volume_discard(&api, &name, &offset, &length),
+            VolumeCommand::Bench {
+                name,
+                pattern,
+                block_size,
+                queue_depth,
+                seconds,
+            } => admin::volume_bench(
+                &api,
+                &name,
+                &pattern,
+                &block_size,
+                queue_depth,
+                seconds,
+                json,
+            ),
             VolumeCommand::Import { file, volume } => transfer::import(&api, &file, &volume),
             VolumeCommand::Export { volume, file } => transfer::export(&api, &volume, &file),
         }),

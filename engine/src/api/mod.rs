@@ -93,6 +93,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(DefaultBodyLimit::max(IO_MAX_BYTES as usize + 4096)),
         )
         .route("/v1/volumes/:name/discard", post(discard_data))
+        .route("/v1/volumes/:name/bench", post(bench_volume))
         .route("/v1/chain", get(chain_status))
         .route("/v1/chain/audit", get(chain_audit))
         .route("/v1/chain/verify", get(chain_verify))
@@ -584,6 +585,23 @@ async fn trace_show(
         "upstream": upstream,
         "downstream": downstream,
     })))
+}
+
+async fn bench_volume(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let spec: crate::volume::bench::BenchSpec = body(&bytes)?;
+    let size = {
+        let map = state.map.read().await?;
+        map.volumes
+            .get(&name)
+            .map(|v| v.size)
+            .ok_or_else(|| ApiError::from(crate::cluster::MapError::VolumeNotFound(name.clone())))?
+    };
+    let report = crate::volume::bench::run(&state.volumes, &name, size, spec).await?;
+    Ok(Json(json!(report)))
 }
 
 /// Prometheus text format.

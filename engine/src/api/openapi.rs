@@ -85,6 +85,16 @@ pub fn document() -> Value {
                 "parameters": name_parameter("Volume"),
                 "post": {"summary": "Discard (zero and release) a byte range", "requestBody": request("DiscardRange"), "responses": with_errors(json!({"204": no_content}))}
             },
+            "/v1/volumes/{name}/bench": {
+                "parameters": name_parameter("Volume"),
+                "post": {"summary": "Run a load (randwrite, randread, write, read) through the volume client inside this node; OVERWRITES the volume's data",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                        "required": ["pattern", "block_size_bytes", "queue_depth", "seconds"],
+                        "properties": {"pattern": {"type": "string", "enum": ["randwrite", "randread", "write", "read"]},
+                            "block_size_bytes": {"type": "integer"}, "queue_depth": {"type": "integer", "maximum": 256},
+                            "seconds": {"type": "integer", "maximum": 120}}}}}},
+                    "responses": with_errors(json!({"200": {"description": "iops, bytes_per_second, latency_us_p50/p99/max"}}))}
+            },
             "/v1/chain": {"get": {"summary": "HP chain status: head, final block, delegates", "responses": with_errors(json!({"200": {"description": "ChainStatus"}}))}},
             "/v1/chain/audit": {
                 "parameters": [{"name": "target", "in": "query", "required": true, "schema": {"type": "string"}, "description": "e.g. volume/demo, pool/rbd, node/1"}],
@@ -184,6 +194,7 @@ mod tests {
         ("/v1/volumes/{name}", &["get", "patch", "delete"]),
         ("/v1/volumes/{name}/data", &["get", "put"]),
         ("/v1/volumes/{name}/discard", &["post"]),
+        ("/v1/volumes/{name}/bench", &["post"]),
         ("/v1/chain", &["get"]),
         ("/v1/chain/audit", &["get"]),
         ("/v1/chain/verify", &["get"]),

@@ -230,7 +230,18 @@ pub async fn run(
         )
         .into_server();
         tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+            // Small Raft and I/O replies must not wait for Nagle + delayed ACK.
+            let incoming = match tonic::transport::server::TcpIncoming::from_listener(
+                peer_listener,
+                true,
+                None,
+            ) {
+                Ok(incoming) => incoming,
+                Err(e) => {
+                    tracing::error!("node-to-node gRPC listener: {e}");
+                    return;
+                }
+            };
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(node)
                 .add_service(map_service)

@@ -78,7 +78,8 @@ impl GrpcCluster {
             .unwrap();
         let service = NodeService::new(raft.handle()).into_server();
         let server = self.runtime.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming =
+                tonic::transport::server::TcpIncoming::from_listener(listener, true, None).unwrap();
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming(incoming)

@@ -3,6 +3,7 @@
 //! retries through leader changes. The API, the iSCSI target and the
 //! benchmarks all do volume I/O through [`client::VolumeClient`].
 
+pub mod bench;
 pub mod client;
 
 pub use client::{VolumeClient, VolumeError, IO_MAX_BYTES};

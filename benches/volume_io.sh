@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# End-to-end volume I/O benchmark: a three-node `hpchain dev` cluster on
+# loopback (3 replicas) driven by the built-in load generator
+# (`hpchain volume bench`, the volume client inside node 1), next to fio on a
+# plain file on the same disk in the same run (io_uring, direct I/O) as the
+# baseline. Prints one table; also node memory (RSS) idle and under load.
+#
+#   benches/volume_io.sh [seconds-per-workload]      (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH="${1:-5}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hpchain-target}"
+command -v fio >/dev/null || { echo "fio is missing: apt-get install fio" >&2; exit 1; }
+cargo build --release --locked -q -p hpchain
+HPCHAIN="$CARGO_TARGET_DIR/release/hpchain"
+
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/hpchain-bench.XXXXXX")
+BASE=29400
+DEV_PID=""
+cleanup() {
+  [ -n "$DEV_PID" ] && kill -TERM "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$HPCHAIN" dev --data-dir "$WORK/data" --base-port $BASE --iscsi-base-port $((BASE + 5)) > "$WORK/dev.out" 2>&1 &
+DEV_PID=$!
+for _ in $(seq 1 600); do grep -q "hpchain dev: ready" "$WORK/dev.out" && break; sleep 0.1; done
+grep -q "hpchain dev: ready" "$WORK/dev.out" || { cat "$WORK/dev.out"; exit 1; }
+export HPCHAIN_API="http://127.0.0.1:$BASE" HPCHAIN_TOKEN_FILE="$WORK/data/api-token"
+NODE_PIDS=$(grep -o ' pid [0-9]*' "$WORK/dev.out" | awk '{print $2}')
+rss_mib() { for p in $NODE_PIDS; do ps -o rss= -p "$p"; done | awk '{printf "%d ", $1/1024}'; }
+RSS_IDLE=$(rss_mib)
+
+bench() { # pattern bs qd -> "iops MiB/s p50 p99"
+  "$HPCHAIN" --json volume bench demo --pattern "$1" --block-size "$2" --queue-depth "$3" --seconds "$SECONDS_EACH" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f %.1f %d %d" % (r["iops"], r["bytes_per_second"]/2**20, r["latency_us_p50"], r["latency_us_p99"]))'
+}
+fio_run() { # rw bs qd fsync -> "iops MiB/s p50 p99"
+  fio --name=b --filename="$WORK/fio.file" --size=1G --ioengine=io_uring --direct=1 \
+      --rw="$1" --bs="$2" --iodepth="$3" --fsync="$4" --runtime="$SECONDS_EACH" --time_based \
+      --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; k="write" if j["write"]["io_bytes"] else "read"; x=j[k]; p=x["clat_ns"]["percentile"]; print("%.0f %.1f %d %d" % (x["iops"], x["bw"]/1024, p["50.000000"]/1000, p["99.000000"]/1000))'
+}
+
+# Fill the volume's first GiB so reads hit data, not holes.
+"$HPCHAIN" volume bench demo --pattern write --block-size 4M --queue-depth 8 --seconds 3 >/dev/null
+fio --name=fill --filename="$WORK/fio.file" --size=1G --rw=write --bs=4M --direct=1 --ioengine=io_uring >/dev/null 2>&1
+
+printf "%-34s %10s %10s %10s %10s\n" "workload" "IOPS" "MiB/s" "p50 us" "p99 us"
+row() { printf "%-34s %10s %10s %10s %10s\n" "$1" $2; }
+row "fio randwrite 4K qd32 fsync=1"   "$(fio_run randwrite 4k 32 1)"
+row "fio randwrite 4K qd32 no fsync"  "$(fio_run randwrite 4k 32 0)"
+row "hpchain randwrite 4K qd32"       "$(bench randwrite 4K 32)"
+RSS_LOAD=$(rss_mib)
+row "fio randwrite 4K qd1 fsync=1"    "$(fio_run randwrite 4k 1 1)"
+row "hpchain randwrite 4K qd1"        "$(bench randwrite 4K 1)"
+row "fio randread 4K qd32"            "$(fio_run randread 4k 32 0)"
+row "hpchain randread 4K qd32"        "$(bench randread 4K 32)"
+row "fio randread 4K qd1"             "$(fio_run randread 4k 1 0)"
+row "hpchain randread 4K qd1"         "$(bench randread 4K 1)"
+row "fio write 1M qd4 fsync=1"        "$(fio_run write 1m 4 1)"
+row "hpchain write 1M qd4"            "$(bench write 1M 4)"
+row "fio read 1M qd4"                 "$(fio_run read 1m 4 0)"
+row "hpchain read 1M qd4"             "$(bench read 1M 4)"
+echo "node RSS MiB idle: $RSS_IDLE  under randwrite qd32: $RSS_LOAD"
