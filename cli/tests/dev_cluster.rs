@@ -122,6 +122,21 @@ fn json(output: Output) -> serde_json::Value {
     serde_json::from_str(&ok(output)).unwrap()
 }
 
+/// A plain HTTP/1.0 GET, body only.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
 fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
@@ -139,6 +154,21 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
     assert_eq!(demo["size_bytes"], 1u64 << 30);
     let status = json(cli(&cluster, &["--json", "cluster", "status"]));
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+
+    // Prometheus metrics, without a token.
+    let metrics = http_get(&format!("{}/metrics", cluster.api));
+    assert!(
+        metrics.contains("# TYPE hpchain_raft_is_leader gauge"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hpchain_raft_applied_index{node=\"1\",group=\"0\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hpchain_map_epoch{node=\"1\"}"),
+        "{metrics}"
+    );
 
     // Bad input: clear errors, nothing created.
     let duplicate = cli(

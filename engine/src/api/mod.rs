@@ -604,6 +604,16 @@ async fn bench_volume(
     Ok(Json(json!(report)))
 }
 
+/// Appends one Prometheus metric family: its help, its type and samples
+/// of (labels, value).
+fn metric_family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
 /// Prometheus text format.
 async fn metrics(State(state): State<ApiState>) -> Response {
     let raft = state.raft.clone();
@@ -613,70 +623,56 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .and_then(Result::ok)
         .unwrap_or_default();
     let epoch = state.local_map.read().map(|m| m.epoch).unwrap_or(0);
+    let node = format!("node=\"{}\"", state.node_id);
+    let per_group =
+        |value: &dyn Fn(&crate::replication::node_loop::GroupStatus) -> u64| -> Vec<(String, u64)> {
+            groups
+                .iter()
+                .map(|g| (format!("{node},group=\"{}\"", g.group), value(g)))
+                .collect()
+        };
     let mut out = String::new();
-    let node = state.node_id;
-    let _ = writeln!(
-        out,
-        "# HELP hpchain_api_requests_total API requests served by this node."
+    metric_family(
+        &mut out,
+        "hpchain_api_requests_total",
+        "counter",
+        "API requests served by this node.",
+        &[(node.clone(), state.requests.load(Ordering::Relaxed))],
     );
-    let _ = writeln!(out, "# TYPE hpchain_api_requests_total counter");
-    let _ = writeln!(
-        out,
-        "hpchain_api_requests_total{{node=\"{node}\"}} {}",
-        state.requests.load(Ordering::Relaxed)
+    metric_family(
+        &mut out,
+        "hpchain_api_errors_total",
+        "counter",
+        "API requests answered with a 4xx or 5xx status.",
+        &[(node.clone(), state.errors.load(Ordering::Relaxed))],
     );
-    let _ = writeln!(
-        out,
-        "# HELP hpchain_api_errors_total API requests answered with a 4xx or 5xx status."
+    metric_family(
+        &mut out,
+        "hpchain_map_epoch",
+        "gauge",
+        "Epoch of the cluster map as this node knows it.",
+        &[(node.clone(), epoch)],
     );
-    let _ = writeln!(out, "# TYPE hpchain_api_errors_total counter");
-    let _ = writeln!(
-        out,
-        "hpchain_api_errors_total{{node=\"{node}\"}} {}",
-        state.errors.load(Ordering::Relaxed)
+    metric_family(
+        &mut out,
+        "hpchain_raft_is_leader",
+        "gauge",
+        "1 if this node's replica leads the group.",
+        &per_group(&|g| u64::from(g.is_leader)),
     );
-    let _ = writeln!(
-        out,
-        "# HELP hpchain_map_epoch Epoch of the cluster map as this node knows it."
+    metric_family(
+        &mut out,
+        "hpchain_raft_leader_changes_total",
+        "counter",
+        "Leader changes seen by this node's replica.",
+        &per_group(&|g| g.leader_changes),
     );
-    let _ = writeln!(out, "# TYPE hpchain_map_epoch gauge");
-    let _ = writeln!(out, "hpchain_map_epoch{{node=\"{node}\"}} {epoch}");
-    let _ = writeln!(
-        out,
-        "# HELP hpchain_raft_is_leader 1 if this node's replica leads the group."
+    metric_family(
+        &mut out,
+        "hpchain_raft_applied_index",
+        "gauge",
+        "Last log index applied by this node's replica.",
+        &per_group(&|g| g.applied),
     );
-    let _ = writeln!(out, "# TYPE hpchain_raft_is_leader gauge");
-    for g in &groups {
-        let _ = writeln!(
-            out,
-            "hpchain_raft_is_leader{{node=\"{node}\",group=\"{}\"}} {}",
-            g.group,
-            u8::from(g.is_leader)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP hpchain_raft_leader_changes_total Leader changes seen by this node's replica."
-    );
-    let _ = writeln!(out, "# TYPE hpchain_raft_leader_changes_total counter");
-    for g in &groups {
-        let _ = writeln!(
-            out,
-            "hpchain_raft_leader_changes_total{{node=\"{node}\",group=\"{}\"}} {}",
-            g.group, g.leader_changes
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP hpchain_raft_applied_index Last log index applied by this node's replica."
-    );
-    let _ = writeln!(out, "# TYPE hpchain_raft_applied_index gauge");
-    for g in &groups {
-        let _ = writeln!(
-            out,
-            "hpchain_raft_applied_index{{node=\"{node}\",group=\"{}\"}} {}",
-            g.group, g.applied
-        );
-    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -1,9 +1,8 @@
 //! The disk store against a model (a map of object -> bytes), with
 //! reopening, corruption and thin provisioning.
 
-use std::collections::BTreeMap;
-
 use super::*;
+use crate::pg::backend::MemoryBackend;
 
 struct Rng(u64);
 
@@ -26,59 +25,12 @@ fn object(n: u64) -> ObjectId {
     }
 }
 
-fn model_read(
-    model: &BTreeMap<ObjectId, Vec<u8>>,
-    object: &ObjectId,
-    offset: u64,
-    len: u64,
-) -> Vec<u8> {
-    let mut out = vec![0u8; len as usize];
-    if let Some(bytes) = model.get(object) {
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Some(&b) = bytes.get(offset as usize + i) {
-                *slot = b;
-            }
-        }
-    }
-    out
-}
-
-fn model_apply(model: &mut BTreeMap<ObjectId, Vec<u8>>, op: &ObjectOp) {
-    match op {
-        ObjectOp::Write {
-            object,
-            offset,
-            data,
-        } => {
-            let bytes = model.entry(*object).or_default();
-            let end = *offset as usize + data.len();
-            if bytes.len() < end {
-                bytes.resize(end, 0);
-            }
-            bytes[*offset as usize..end].copy_from_slice(data);
-        }
-        ObjectOp::Discard {
-            object,
-            offset,
-            len,
-        } => {
-            if let Some(bytes) = model.get_mut(object) {
-                for i in *offset..(*offset + *len).min(bytes.len() as u64) {
-                    bytes[i as usize] = 0;
-                }
-            }
-        }
-        ObjectOp::Delete { object } => {
-            model.remove(object);
-        }
-    }
-}
-
 #[test]
 fn random_operations_match_the_model_across_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = DiskStore::open(dir.path()).unwrap();
-    let mut model = BTreeMap::new();
+    // The in-memory backend is the model: simple enough to be obviously right.
+    let model = MemoryBackend::default();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for index in 1..=400u64 {
         let o = object(rng.below(4));
@@ -101,7 +53,7 @@ fn random_operations_match_the_model_across_reopens() {
             _ => ObjectOp::Delete { object: o },
         };
         store.apply(7, index, std::slice::from_ref(&op)).unwrap();
-        model_apply(&mut model, &op);
+        model.apply(7, index, std::slice::from_ref(&op)).unwrap();
         if index % 100 == 0 {
             drop(store);
             store = DiskStore::open(dir.path()).unwrap();
@@ -115,7 +67,7 @@ fn random_operations_match_the_model_across_reopens() {
         let (offset, len) = (rng.below(70 << 10), 1 + rng.below(16 << 10));
         assert_eq!(
             store.read(&probe, offset, len).unwrap(),
-            model_read(&model, &probe, offset, len),
+            model.read(&probe, offset, len).unwrap(),
             "after op {index}: {probe:?} [{offset}, +{len})"
         );
     }
