@@ -279,6 +279,9 @@ fn setup_and_wait(
         configs[0].iscsi_addr
     );
     say!("\nTry:");
+    if let Ok(exe) = std::env::current_exe() {
+        say!("  alias hpchain={}", exe.display());
+    }
     say!(
         "  export HPCHAIN_API=http://{} HPCHAIN_TOKEN_FILE={}",
         first.api_addr,
@@ -287,6 +290,9 @@ fn setup_and_wait(
     say!("  hpchain cluster status");
     say!("  hpchain volume ls");
     say!("  hpchain volume create vol1 --pool rbd --size 10G");
+    say!("  hpchain volume import ./some.img vol1 && hpchain volume info vol1");
+    say!("  hpchain chain audit volume/vol1        # the change, signed, on the HP chain");
+    say!("  hpchain trace add --batch milk-1 --stage farm --actor farm-a --place Parma --reading temperature=3.5C");
     say!("  curl -s http://{}/metrics | head", first.api_addr);
     say!("\nhpchain dev: ready (Ctrl-C stops every node)");
     wait_for_stop(children);
