@@ -102,6 +102,10 @@ impl StateMachine for MapMachine {
         }
     }
 
+    fn sync(&mut self) -> Result<(), String> {
+        self.db.flush_wal(true).map_err(|e| e.to_string())
+    }
+
     fn read(&self, _query: &[u8]) -> Result<Vec<u8>, String> {
         serde_json::to_vec(&*self.map.read().expect("map lock")).map_err(|e| e.to_string())
     }

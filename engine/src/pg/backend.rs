@@ -29,6 +29,11 @@ pub trait PgBackend: Send + Sync {
     fn read(&self, object: &ObjectId, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
     /// Bytes that hold data for `volume` (for thin provisioning reports).
     fn allocated_bytes(&self, volume: u64) -> Result<u64, BackendError>;
+    /// Makes every applied operation and applied index durable (before the
+    /// Raft log that could replay them is truncated).
+    fn sync(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// A backend in memory, for tests of the replication and volume layers

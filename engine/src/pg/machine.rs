@@ -53,6 +53,10 @@ impl StateMachine for PgMachine {
         }
     }
 
+    fn sync(&mut self) -> Result<(), String> {
+        self.backend.sync().map_err(|e| e.to_string())
+    }
+
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {
         let query = ReadQuery::decode(query).map_err(|e| e.to_string())?;
         self.backend

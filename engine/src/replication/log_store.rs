@@ -227,6 +227,38 @@ impl LogStore {
         }
     }
 
+    /// Drops log entries up to and including `index` (which must be applied
+    /// everywhere that needs it: the caller compacts only to what every
+    /// replica has). Written synchronously, as it is rare.
+    pub fn compact(&mut self, index: u64) -> raft::Result<()> {
+        if index <= self.truncated_index {
+            return Ok(());
+        }
+        let index = index.min(self.last_index);
+        let term = self.term(index)?;
+        let mut batch = WriteBatch::default();
+        let mut body = index.to_be_bytes().to_vec();
+        body.extend_from_slice(&term.to_be_bytes());
+        batch.put(key(self.group, KIND_TRUNCATED), versioned(body));
+        batch.delete_range(
+            entry_key(self.group, self.truncated_index + 1),
+            entry_key(self.group, index + 1),
+        );
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| storage_error(format!("group {}: compact: {e}", self.group)))?;
+        self.truncated_index = index;
+        self.truncated_term = term;
+        Ok(())
+    }
+
+    /// The first index still in the log.
+    pub fn first_index_now(&self) -> u64 {
+        self.truncated_index + 1
+    }
+
     /// The hard state as last made durable.
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state

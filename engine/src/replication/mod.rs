@@ -50,6 +50,11 @@ pub trait StateMachine: Send {
     /// Serves a linearizable read, after the group has applied past the
     /// read's index.
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String>;
+    /// Makes everything applied so far durable; called before the log that
+    /// could replay it is truncated.
+    fn sync(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Errors a caller of the replication layer sees.

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::log_store::LogStore;
-use super::peer::{Callback, Peer};
+use super::peer::{ApplyEffects, Callback, Peer};
 use super::transport::{PeerResolver, RaftEnvelope, Transport};
 use super::{ApplyResult, GroupId, NodeId, PeerId, ReplicationError, StateMachine};
 
@@ -39,6 +39,11 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
+    /// A leader truncates its group's log once every replica has this many
+    /// entries beyond the log's start.
+    pub compact_threshold_entries: u64,
+    /// Ticks between checks for log truncation.
+    pub compact_check_ticks: u64,
 }
 
 impl NodeConfig {
@@ -49,6 +54,8 @@ impl NodeConfig {
             tick_interval: Duration::from_millis(100),
             election_ticks: 10,
             heartbeat_ticks: 2,
+            compact_threshold_entries: 4096,
+            compact_check_ticks: 50,
         }
     }
 }
@@ -64,6 +71,8 @@ pub struct GroupStatus {
     pub commit: u64,
     pub applied: u64,
     pub leader_changes: u64,
+    /// The first index still in this replica's log.
+    pub first_index: u64,
 }
 
 enum Command {
@@ -323,6 +332,7 @@ struct NodeLoop {
 impl NodeLoop {
     fn run(&mut self, inbox: Receiver<Command>) {
         let mut next_tick = Instant::now() + self.config.tick_interval;
+        let mut ticks: u64 = 0;
         'rounds: loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = match inbox.recv_timeout(wait) {
@@ -345,8 +355,13 @@ impl NodeLoop {
                 };
             }
             if Instant::now() >= next_tick {
+                ticks += 1;
+                let check_compaction = ticks.is_multiple_of(self.config.compact_check_ticks.max(1));
                 for peer in self.peers.values_mut() {
                     peer.raw.tick();
+                    if check_compaction {
+                        peer.maybe_propose_compaction(self.config.compact_threshold_entries);
+                    }
                 }
                 next_tick += self.config.tick_interval;
                 if next_tick < Instant::now() {
@@ -419,6 +434,7 @@ impl NodeLoop {
                         commit: p.raw.raft.raft_log.committed,
                         applied: p.applied_index(),
                         leader_changes: p.leader_changes,
+                        first_index: p.raw.store().first_index_now(),
                     })
                     .collect();
                 let _ = reply.send(status);
@@ -490,11 +506,8 @@ impl NodeLoop {
                     "group {group}: snapshot received, but snapshot install is not supported yet"
                 )));
             }
-            if let Some(cs) = peer.apply(ready.take_committed_entries())? {
-                let mut cs_batch = WriteBatch::default();
-                peer.raw.mut_store().stage_conf_state(&mut cs_batch, cs);
-                write_synced(&self.db, cs_batch)?;
-            }
+            let effects = peer.apply(ready.take_committed_entries())?;
+            apply_effects(&self.db, peer, effects)?;
             if !ready.read_states().is_empty() {
                 peer.on_read_states(ready.take_read_states());
             }
@@ -525,11 +538,8 @@ impl NodeLoop {
                 peer.commit_dirty = true;
             }
             route(&*self.resolver, &mut outbox, group, light.take_messages());
-            if let Some(cs) = peer.apply(light.take_committed_entries())? {
-                let mut cs_batch = WriteBatch::default();
-                peer.raw.mut_store().stage_conf_state(&mut cs_batch, cs);
-                write_synced(&self.db, cs_batch)?;
-            }
+            let effects = peer.apply(light.take_committed_entries())?;
+            apply_effects(&self.db, peer, effects)?;
             peer.raw.advance_apply();
             peer.serve_reads();
         }
@@ -571,4 +581,21 @@ fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), ReplicationError> {
     options.set_sync(true);
     db.write_opt(batch, &options)
         .map_err(|e| ReplicationError::Storage(e.to_string()))
+}
+
+/// Makes what applying entries asked for durable: a new configuration, a
+/// truncated log.
+fn apply_effects(db: &DB, peer: &mut Peer, effects: ApplyEffects) -> Result<(), ReplicationError> {
+    if let Some(cs) = effects.conf_state {
+        let mut batch = WriteBatch::default();
+        peer.raw.mut_store().stage_conf_state(&mut batch, cs);
+        write_synced(db, batch)?;
+    }
+    if let Some(index) = effects.compact_to {
+        peer.raw
+            .mut_store()
+            .compact(index)
+            .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+    }
+    Ok(())
 }

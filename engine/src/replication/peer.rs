@@ -12,6 +12,17 @@ use std::collections::VecDeque;
 use super::log_store::LogStore;
 use super::{ApplyResult, GroupId, PeerId, ReplicationError, StateMachine};
 
+/// The Raft entry context that marks a log compaction (data: index u64le).
+pub const COMPACT_CONTEXT: &[u8] = b"hpchain.compact.v1";
+
+/// What applying entries asks the node loop to do next.
+#[derive(Debug, Default)]
+pub struct ApplyEffects {
+    pub conf_state: Option<raft::eraftpb::ConfState>,
+    /// Truncate this replica's log up to this index.
+    pub compact_to: Option<u64>,
+}
+
 /// Called once with the outcome of a proposal or read.
 pub type Callback = Box<dyn FnOnce(Result<ApplyResult, ReplicationError>) + Send>;
 
@@ -47,6 +58,8 @@ pub struct Peer {
     pub leader: Option<PeerId>,
     /// Commit index learned after the last persisted hard state.
     pub commit_dirty: bool,
+    /// A compaction proposed by this leader has not been applied yet.
+    compact_pending: bool,
 }
 
 impl Peer {
@@ -67,6 +80,7 @@ impl Peer {
             leader_changes: 0,
             leader: None,
             commit_dirty: false,
+            compact_pending: false,
         }
     }
 
@@ -153,6 +167,7 @@ impl Peer {
             self.leader = leader;
         }
         if role != StateRole::Leader {
+            self.compact_pending = false;
             let error = self.not_leader();
             for read in self.reads.drain(..) {
                 (read.callback)(Err(error.clone()));
@@ -161,14 +176,24 @@ impl Peer {
     }
 
     /// Applies committed entries in order, answering their proposers.
-    pub fn apply(
-        &mut self,
-        entries: Vec<Entry>,
-    ) -> Result<Option<raft::eraftpb::ConfState>, ReplicationError> {
-        let mut conf_state = None;
+    pub fn apply(&mut self, entries: Vec<Entry>) -> Result<ApplyEffects, ReplicationError> {
+        let mut effects = ApplyEffects::default();
         for entry in entries {
             if entry.index <= self.machine.applied_index() {
                 continue; // already durable in the state machine (restart)
+            }
+            if entry.get_entry_type() == EntryType::EntryNormal
+                && entry.context.as_slice() == COMPACT_CONTEXT
+            {
+                if let Ok(bytes) = <[u8; 8]>::try_from(entry.data.as_slice()) {
+                    // Everything the log could replay must be durable first.
+                    self.machine.sync().map_err(ReplicationError::Storage)?;
+                    effects.compact_to = Some(u64::from_le_bytes(bytes).min(entry.index - 1));
+                }
+                self.machine.apply_noop(entry.index);
+                self.compact_pending = false;
+                self.answer(entry.index, entry.term, Ok(Vec::new()));
+                continue;
             }
             let result = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
@@ -186,7 +211,7 @@ impl Peer {
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::decode(entry.data.as_slice())
                         .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
-                    conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
+                    effects.conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
                         ReplicationError::Storage(format!("apply conf change: {e}"))
                     })?);
                     self.machine.apply_noop(entry.index);
@@ -195,7 +220,7 @@ impl Peer {
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::decode(entry.data.as_slice())
                         .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
-                    conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
+                    effects.conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
                         ReplicationError::Storage(format!("apply conf change: {e}"))
                     })?);
                     self.machine.apply_noop(entry.index);
@@ -204,7 +229,36 @@ impl Peer {
             };
             self.answer(entry.index, entry.term, result);
         }
-        Ok(conf_state)
+        Ok(effects)
+    }
+
+    /// On the leader: proposes truncating the log up to what every replica
+    /// has, once that is more than `threshold` entries. A replica that is
+    /// down holds compaction back (it must catch up from the log).
+    pub fn maybe_propose_compaction(&mut self, threshold: u64) {
+        if !self.is_leader() || self.compact_pending {
+            return;
+        }
+        let min_matched = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(_, p)| p.matched)
+            .min()
+            .unwrap_or(0);
+        let target = min_matched.min(self.machine.applied_index());
+        let first = self.raw.store().first_index_now();
+        if target < first + threshold {
+            return;
+        }
+        if self
+            .raw
+            .propose(COMPACT_CONTEXT.to_vec(), target.to_le_bytes().to_vec())
+            .is_ok()
+        {
+            self.compact_pending = true;
+        }
     }
 
     fn answer(&mut self, index: u64, term: u64, result: Result<ApplyResult, ReplicationError>) {

@@ -50,6 +50,10 @@ impl StateMachine for RocksKv {
             .unwrap();
         self.applied = index;
     }
+    fn sync(&mut self) -> Result<(), String> {
+        self.db.flush_wal(true).map_err(|e| e.to_string())
+    }
+
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {
         Ok(self
             .db

@@ -64,6 +64,8 @@ impl Cluster {
         let db = Arc::new(DB::open_default(self.dir.path().join(format!("node{id}"))).unwrap());
         let mut config = NodeConfig::new(id);
         config.tick_interval = Duration::from_millis(20);
+        config.compact_threshold_entries = 100;
+        config.compact_check_ticks = 5;
         let transport = Arc::new(SimTransport {
             me: id,
             net: self.net.clone(),
@@ -302,4 +304,61 @@ fn a_whole_cluster_restart_keeps_every_acknowledged_write() {
     for i in 0..20 {
         assert_eq!(cluster.get(1, &format!("k{i}")), format!("v{i}"));
     }
+}
+
+fn first_index(cluster: &Cluster, node: NodeId, group: GroupId) -> u64 {
+    cluster
+        .handle(node)
+        .status()
+        .unwrap()
+        .iter()
+        .find(|s| s.group == group)
+        .unwrap()
+        .first_index
+}
+
+#[test]
+fn logs_are_truncated_once_every_replica_has_the_entries_and_data_survives() {
+    let mut cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..400 {
+        cluster.put(1, &format!("k{i}"), &format!("v{i}"));
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while [1, 2, 3].iter().any(|&n| first_index(&cluster, n, 1) < 300) {
+        assert!(Instant::now() < deadline, "logs were not truncated");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A whole-cluster restart starts from the truncated logs and the
+    // state machines' durable state.
+    for id in [1, 2, 3] {
+        cluster.stop(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.start(id);
+    }
+    assert_eq!(cluster.get(1, "k0"), "v0");
+    assert_eq!(cluster.get(1, "k399"), "v399");
+    cluster.put(1, "after", "restart");
+    assert_eq!(cluster.get(1, "after"), "restart");
+}
+
+#[test]
+fn a_replica_that_is_down_holds_truncation_back_and_catches_up_from_the_log() {
+    let mut cluster = Cluster::new(&[1, 2, 3], &[1]);
+    cluster.put(1, "a", "1");
+    let leader = cluster.leader(1);
+    let down = [1, 2, 3].into_iter().find(|&n| n != leader).unwrap();
+    cluster.stop(down);
+    let before = first_index(&cluster, leader, 1);
+    for i in 0..300 {
+        cluster.put(1, &format!("k{i}"), "while-down");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let leader = cluster.leader(1);
+    assert!(
+        first_index(&cluster, leader, 1) <= before + 2,
+        "the log was truncated past what the down replica has"
+    );
+    cluster.start(down);
+    cluster.wait_local(down, 1, "k299", "while-down");
 }

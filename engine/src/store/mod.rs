@@ -417,6 +417,12 @@ impl PgBackend for DiskStore {
     fn allocated_bytes(&self, volume: u64) -> Result<u64, BackendError> {
         Ok(self.volume_allocated_bytes(volume)?)
     }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        // Object data is already fdatasync'ed per entry; the metadata
+        // batches were written without sync, so flush their WAL now.
+        Ok(self.db.flush_wal(true).map_err(|e| self.meta_error(e))?)
+    }
 }
 
 #[cfg(test)]
