@@ -118,6 +118,10 @@ impl ApiClient {
         self.finish(self.request("POST", path).send_json(body))
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        self.finish(self.request("PUT", path).send_json(body))
+    }
+
     pub fn patch(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         self.finish(self.request("PATCH", path).send_json(body))
     }

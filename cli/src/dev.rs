@@ -258,6 +258,8 @@ fn setup_and_wait(
         "/v1/volumes",
         json!({"name": "demo", "pool": "rbd", "size_bytes": 1u64 << 30, "block_size": 512}),
     )?;
+    api.put("/v1/volumes/demo/iscsi", &json!({}))
+        .map_err(|e| format!("exporting demo over iSCSI: {}", e.message))?;
 
     say!(
         "hpchain dev: a {}-node cluster on loopback\n",
@@ -274,10 +276,13 @@ fn setup_and_wait(
         );
     }
     say!("\n  pool rbd: 3 replicas, one per disk; volume demo: 1 GiB, thin");
-    say!(
-        "  iSCSI (once the target is wired in): iscsi://{}/iqn.2026-11.io.hpchain:demo/0",
-        configs[0].iscsi_addr
-    );
+    say!("  demo is exported over iSCSI on every node's portal (no CHAP, any initiator):");
+    for config in configs {
+        say!(
+            "    iscsi://{}/iqn.2026-11.io.hpchain:demo/0",
+            config.iscsi_addr
+        );
+    }
     say!("\nTry:");
     if let Ok(exe) = std::env::current_exe() {
         say!("  alias hpchain={}", exe.display());
@@ -291,6 +296,12 @@ fn setup_and_wait(
     say!("  hpchain volume ls");
     say!("  hpchain volume create vol1 --pool rbd --size 10G");
     say!("  hpchain volume import ./some.img vol1 && hpchain volume info vol1");
+    say!("  iscsi-ls -s iscsi://{}/", configs[0].iscsi_addr);
+    say!(
+        "  iscsi-inq iscsi://{}/iqn.2026-11.io.hpchain:demo/0",
+        configs[0].iscsi_addr
+    );
+    say!("  hpchain volume export-iscsi vol1 --chap-user alice --chap-secret alice-secret-12 --allow iqn.2026-11.example:host1");
     say!("  hpchain chain audit volume/vol1        # the change, signed, on the HP chain");
     say!("  hpchain trace add --batch milk-1 --stage farm --actor farm-a --place Parma --reading temperature=3.5C");
     say!("  curl -s http://{}/metrics | head", first.api_addr);

@@ -3,6 +3,8 @@
 mod admin;
 mod client;
 mod dev;
+mod iscsi;
+mod iscsi_admin;
 mod table;
 mod transfer;
 mod units;
@@ -208,6 +210,36 @@ enum VolumeCommand {
     Import { file: String, volume: String },
     /// Copy a whole volume into a file, with progress.
     Export { volume: String, file: String },
+    /// Export a volume over iSCSI on every node's portal (or change the
+    /// export's CHAP and ACL settings).
+    ExportIscsi {
+        name: String,
+        /// CHAP user initiators must log in as (with --chap-secret).
+        #[arg(long, requires = "chap_secret")]
+        chap_user: Option<String>,
+        /// CHAP secret, 12 or more characters.
+        #[arg(long, requires = "chap_user", env = "HPCHAIN_CHAP_SECRET")]
+        chap_secret: Option<String>,
+        /// The target's user for mutual CHAP.
+        #[arg(long, requires_all = ["mutual_chap_secret", "chap_user"])]
+        mutual_chap_user: Option<String>,
+        #[arg(
+            long,
+            requires = "mutual_chap_user",
+            env = "HPCHAIN_MUTUAL_CHAP_SECRET"
+        )]
+        mutual_chap_secret: Option<String>,
+        /// An initiator IQN allowed to log in (repeat; none allows any).
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Stop exporting a volume over iSCSI (drops its sessions).
+    #[command(alias = "unexport")]
+    UnexportIscsi { name: String },
+    /// Show iSCSI exports: one volume's, or all of them.
+    Iscsi { name: Option<String> },
 }
 
 fn api_client(cli: &Cli) -> ApiClient {
@@ -236,7 +268,7 @@ fn run_node(config: PathBuf) -> Result<(), String> {
                 _ = term.recv() => {}
             }
         };
-        hpchain_engine::daemon::run(config, shutdown)
+        hpchain_engine::daemon::run_with(config, shutdown, vec![iscsi::portal_extension()])
             .await
             .map_err(|e| e.to_string())
     })
@@ -317,6 +349,29 @@ fn run(cli: Cli) -> Result<(), String> {
             ),
             VolumeCommand::Import { file, volume } => transfer::import(&api, &file, &volume),
             VolumeCommand::Export { volume, file } => transfer::export(&api, &volume, &file),
+            VolumeCommand::ExportIscsi {
+                name,
+                chap_user,
+                chap_secret,
+                mutual_chap_user,
+                mutual_chap_secret,
+                allow,
+                read_only,
+            } => iscsi_admin::export(
+                &api,
+                &name,
+                iscsi_admin::ExportSpec {
+                    chap_user,
+                    chap_secret,
+                    mutual_chap_user,
+                    mutual_chap_secret,
+                    allowed_initiators: allow,
+                    read_only,
+                },
+                json,
+            ),
+            VolumeCommand::UnexportIscsi { name } => iscsi_admin::unexport(&api, &name),
+            VolumeCommand::Iscsi { name } => iscsi_admin::show(&api, name.as_deref(), json),
         }),
         Top::Trace { command } => admin(match command {
             TraceCommand::Add {

@@ -41,12 +41,15 @@ impl From<MapError> for ApiError {
             MapError::PoolExists(_)
             | MapError::VolumeExists(_)
             | MapError::PoolNotEmpty { .. }
+            | MapError::VolumeExported(_)
+            | MapError::NotExported(_)
             | MapError::DiskIdTaken { .. } => StatusCode::CONFLICT,
             MapError::BadPool { .. }
             | MapError::BadSize { .. }
             | MapError::BadBlockSize { .. }
             | MapError::Shrink { .. }
-            | MapError::BadName(_) => StatusCode::BAD_REQUEST,
+            | MapError::BadName(_)
+            | MapError::BadExport { .. } => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -7,6 +7,7 @@
 //! the same API with the same answers.
 
 mod error;
+mod iscsi;
 mod openapi;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -94,6 +95,13 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/volumes/:name/discard", post(discard_data))
         .route("/v1/volumes/:name/bench", post(bench_volume))
+        .route(
+            "/v1/volumes/:name/iscsi",
+            get(iscsi::show_export)
+                .put(iscsi::export_volume)
+                .delete(iscsi::unexport_volume),
+        )
+        .route("/v1/iscsi", get(iscsi::list_exports))
         .route("/v1/chain", get(chain_status))
         .route("/v1/chain/audit", get(chain_audit))
         .route("/v1/chain/verify", get(chain_verify))
@@ -202,6 +210,7 @@ fn volume_json(volume: &Volume) -> Value {
         "size_bytes": volume.size,
         "block_size": volume.block_size,
         "created_epoch": volume.created_epoch,
+        "iscsi": iscsi::export_json(volume),
     })
 }
 

@@ -95,6 +95,15 @@ pub fn document() -> Value {
                             "seconds": {"type": "integer", "maximum": 120}}}}}},
                     "responses": with_errors(json!({"200": {"description": "iops, bytes_per_second, latency_us_p50/p99/max"}}))}
             },
+            "/v1/volumes/{name}/iscsi": {
+                "parameters": name_parameter("Volume"),
+                "get": {"summary": "The volume's iSCSI export: target, portals of every node that is up, URLs (secrets are never returned)", "responses": with_errors(json!({"200": json_body("IscsiExport")}))},
+                "put": {"summary": "Export the volume over iSCSI on every node's portal, or replace its CHAP and ACL settings",
+                        "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExportRequest"}}}},
+                        "responses": with_errors(json!({"200": json_body("IscsiExport")}))},
+                "delete": {"summary": "Stop exporting the volume; its sessions are dropped", "responses": with_errors(json!({"204": no_content}))}
+            },
+            "/v1/iscsi": {"get": {"summary": "Every iSCSI export", "responses": with_errors(json!({"200": json_list("IscsiExport")}))}},
             "/v1/chain": {"get": {"summary": "HP chain status: head, final block, delegates", "responses": with_errors(json!({"200": {"description": "ChainStatus"}}))}},
             "/v1/chain/audit": {
                 "parameters": [{"name": "target", "in": "query", "required": true, "schema": {"type": "string"}, "description": "e.g. volume/demo, pool/rbd, node/1"}],
@@ -153,7 +162,22 @@ pub fn document() -> Value {
                     "allocated_bytes": {"type": "integer", "description": "Per replica (GET /v1/volumes/{name} only)"},
                     "allocated_bytes_all_replicas": {"type": "integer", "description": "Summed over every replica on the nodes that answered (GET /v1/volumes/{name} only)"},
                     "allocated_nodes_missing": {"type": "array", "items": {"type": "integer"}, "description": "Nodes that did not answer; allocated_bytes is then an estimate"},
-                    "created_epoch": {"type": "integer"}}},
+                    "created_epoch": {"type": "integer"},
+                    "iscsi": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/IscsiExport"}]}}},
+                "IscsiExport": {"type": "object", "properties": {
+                    "target": {"type": "string", "description": "iqn.2026-11.io.hpchain:<volume>"},
+                    "lun": {"type": "integer"},
+                    "chap_user": {"type": "string", "nullable": true},
+                    "mutual_chap_user": {"type": "string", "nullable": true},
+                    "allowed_initiators": {"type": "array", "items": {"type": "string"}, "description": "Empty allows any initiator"},
+                    "read_only": {"type": "boolean"},
+                    "portals": {"type": "array", "items": {"type": "string"}, "description": "host:port of every node that is up"},
+                    "urls": {"type": "array", "items": {"type": "string"}, "description": "iscsi://portal/target/0"}}},
+                "ExportRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "chap_user": {"type": "string"}, "chap_secret": {"type": "string", "minLength": 12},
+                    "mutual_chap_user": {"type": "string"}, "mutual_chap_secret": {"type": "string", "minLength": 12},
+                    "allowed_initiators": {"type": "array", "items": {"type": "string"}},
+                    "read_only": {"type": "boolean", "default": false}}},
                 "CreateVolume": {"type": "object", "required": ["name", "pool", "size_bytes"], "additionalProperties": false, "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "pool": {"type": "string"},
                     "size_bytes": {"type": "integer", "description": "A multiple of block_size"},
@@ -195,6 +219,8 @@ mod tests {
         ("/v1/volumes/{name}/data", &["get", "put"]),
         ("/v1/volumes/{name}/discard", &["post"]),
         ("/v1/volumes/{name}/bench", &["post"]),
+        ("/v1/volumes/{name}/iscsi", &["get", "put", "delete"]),
+        ("/v1/iscsi", &["get"]),
         ("/v1/chain", &["get"]),
         ("/v1/chain/audit", &["get"]),
         ("/v1/chain/verify", &["get"]),

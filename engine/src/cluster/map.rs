@@ -85,6 +85,38 @@ pub struct Volume {
     pub size: u64,
     pub block_size: u32,
     pub created_epoch: u64,
+    /// Exported over iSCSI by every node's portal when set.
+    #[serde(default)]
+    pub iscsi: Option<IscsiExport>,
+}
+
+/// A CHAP user name and secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChapCredentials {
+    pub user: String,
+    pub secret: String,
+}
+
+/// How a volume is exported over iSCSI: target
+/// `iqn.2026-11.io.hpchain:<volume>`, LUN 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IscsiExport {
+    /// Initiators must log in with this CHAP account.
+    #[serde(default)]
+    pub chap: Option<ChapCredentials>,
+    /// The target's own credentials for mutual CHAP.
+    #[serde(default)]
+    pub mutual_chap: Option<ChapCredentials>,
+    /// Initiator IQNs allowed to log in; empty allows any.
+    #[serde(default)]
+    pub allowed_initiators: Vec<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The iSCSI target name of a volume.
+pub fn iscsi_target_name(volume: &str) -> String {
+    format!("iqn.2026-11.io.hpchain:{volume}")
 }
 
 /// A change to the cluster map, as proposed to group 0.
@@ -126,6 +158,14 @@ pub enum Command {
     DeleteVolume {
         name: String,
     },
+    /// Exports a volume over iSCSI, or replaces its export settings.
+    ExportVolume {
+        name: String,
+        export: IscsiExport,
+    },
+    UnexportVolume {
+        name: String,
+    },
 }
 
 impl Command {
@@ -147,6 +187,8 @@ impl Command {
             Command::CreateVolume { name, .. } => ("volume.create", format!("volume/{name}")),
             Command::ResizeVolume { name, .. } => ("volume.resize", format!("volume/{name}")),
             Command::DeleteVolume { name } => ("volume.delete", format!("volume/{name}")),
+            Command::ExportVolume { name, .. } => ("volume.export", format!("volume/{name}")),
+            Command::UnexportVolume { name } => ("volume.unexport", format!("volume/{name}")),
         }
     }
 }
@@ -188,6 +230,14 @@ pub enum MapError {
     DiskIdTaken { disk: u32, node: u64 },
     #[error("name {0:?} is not valid: use 1-64 characters of a-z, 0-9, '-', '_' and '.'")]
     BadName(String),
+    #[error("volume {0:?} is exported over iSCSI; unexport it first with `hpchain volume unexport-iscsi {0}`")]
+    VolumeExported(String),
+    #[error(
+        "volume {0:?} is not exported over iSCSI; export it with `hpchain volume export-iscsi {0}`"
+    )]
+    NotExported(String),
+    #[error("volume {volume:?}: iSCSI export refused: {reason}")]
+    BadExport { volume: String, reason: String },
 }
 
 impl MapError {
@@ -207,6 +257,9 @@ impl MapError {
             MapError::DiskNotFound(_) => "disk.not_found",
             MapError::DiskIdTaken { .. } => "disk.id_taken",
             MapError::BadName(_) => "name.invalid",
+            MapError::VolumeExported(_) => "volume.exported",
+            MapError::NotExported(_) => "volume.not_exported",
+            MapError::BadExport { .. } => "volume.bad_export",
         }
     }
 }
@@ -291,6 +344,7 @@ impl ClusterMapState {
                     size,
                     block_size,
                     created_epoch: self.epoch + 1,
+                    iscsi: None,
                 };
                 self.volumes.insert(name, volume);
             }
@@ -299,6 +353,12 @@ impl ClusterMapState {
             }
             Command::DeleteVolume { name } => {
                 self.volumes.remove(&name);
+            }
+            Command::ExportVolume { name, export } => {
+                self.volumes.get_mut(&name).expect("validated").iscsi = Some(export);
+            }
+            Command::UnexportVolume { name } => {
+                self.volumes.get_mut(&name).expect("validated").iscsi = None;
             }
         }
         self.epoch += 1;
@@ -413,11 +473,32 @@ impl ClusterMapState {
                 }
                 Ok(())
             }
-            Command::DeleteVolume { name } => self
-                .volumes
-                .get(name)
-                .map(|_| ())
-                .ok_or_else(|| MapError::VolumeNotFound(name.clone())),
+            Command::DeleteVolume { name } => {
+                let volume = self
+                    .volumes
+                    .get(name)
+                    .ok_or_else(|| MapError::VolumeNotFound(name.clone()))?;
+                if volume.iscsi.is_some() {
+                    return Err(MapError::VolumeExported(name.clone()));
+                }
+                Ok(())
+            }
+            Command::ExportVolume { name, export } => {
+                if !self.volumes.contains_key(name) {
+                    return Err(MapError::VolumeNotFound(name.clone()));
+                }
+                check_export(name, export)
+            }
+            Command::UnexportVolume { name } => {
+                let volume = self
+                    .volumes
+                    .get(name)
+                    .ok_or_else(|| MapError::VolumeNotFound(name.clone()))?;
+                if volume.iscsi.is_none() {
+                    return Err(MapError::NotExported(name.clone()));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -462,6 +543,52 @@ impl ClusterMapState {
             .values()
             .find(|n| n.disks.iter().any(|d| d.id == disk))
     }
+}
+
+/// CHAP secrets initiators accept are 12 to 16 bytes (open-iscsi and
+/// Windows refuse shorter ones); names and IQNs must be printable.
+fn check_export(volume: &str, export: &IscsiExport) -> Result<(), MapError> {
+    let bad = |reason: String| MapError::BadExport {
+        volume: volume.to_string(),
+        reason,
+    };
+    for (what, chap) in [("CHAP", &export.chap), ("mutual CHAP", &export.mutual_chap)] {
+        if let Some(c) = chap {
+            if c.user.is_empty() || c.user.len() > 255 || c.user.contains(['\0', '=']) {
+                return Err(bad(format!(
+                    "{what} user {:?} must be 1-255 characters without '=' or NUL",
+                    c.user
+                )));
+            }
+            if !(12..=255).contains(&c.secret.len()) || c.secret.contains('\0') {
+                return Err(bad(format!(
+                    "{what} secret must be 12 to 255 characters (it has {}); initiators refuse shorter ones",
+                    c.secret.len()
+                )));
+            }
+        }
+    }
+    if export.mutual_chap.is_some() && export.chap.is_none() {
+        return Err(bad("mutual CHAP needs initiator CHAP too; set both".into()));
+    }
+    if let (Some(a), Some(b)) = (&export.chap, &export.mutual_chap) {
+        if a.secret == b.secret {
+            return Err(bad(
+                "the mutual CHAP secret must differ from the initiator's".into(),
+            ));
+        }
+    }
+    for iqn in &export.allowed_initiators {
+        let valid = (iqn.starts_with("iqn.") || iqn.starts_with("eui.") || iqn.starts_with("naa."))
+            && iqn.len() <= 223
+            && !iqn.contains(|c: char| c.is_whitespace() || c == ',' || c == '\0');
+        if !valid {
+            return Err(bad(format!(
+                "initiator name {iqn:?} is not an iqn., eui. or naa. name"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_size(volume: &str, size: u64, block_size: u32) -> Result<(), MapError> {

@@ -57,7 +57,23 @@ pub enum DaemonError {
     },
     #[error("replication: {0}")]
     Replication(String),
+    #[error("{0}")]
+    Extension(String),
 }
+
+/// What a running node offers to services the binary adds beside the
+/// engine's own (the iSCSI portal): the engine does not depend on them.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub config: DaemonConfig,
+    /// This node's copy of the cluster map, kept current.
+    pub map: Arc<RwLock<ClusterMapState>>,
+    pub volumes: VolumeClient,
+}
+
+/// Starts an added service; its tasks are stopped with the node.
+pub type Extension =
+    Box<dyn FnOnce(NodeContext) -> Result<Vec<tokio::task::JoinHandle<()>>, String> + Send>;
 
 /// Reads the API token, or creates a random one (mode 0600) at bootstrap.
 pub fn load_or_create_token(path: &Path) -> Result<String, DaemonError> {
@@ -103,6 +119,15 @@ pub fn load_or_create_token(path: &Path) -> Result<String, DaemonError> {
 pub async fn run(
     config: DaemonConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    run_with(config, shutdown, Vec::new()).await
+}
+
+/// Runs a node with added services until `shutdown` completes.
+pub async fn run_with(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+    extensions: Vec<Extension>,
 ) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -287,6 +312,26 @@ pub async fn run(
         map.clone(),
     ));
     let volumes = VolumeClient::new(config.id, raft.handle(), map.clone());
+    let mut extension_tasks = Vec::new();
+    for extension in extensions {
+        let context = NodeContext {
+            config: config.clone(),
+            map: map.clone(),
+            volumes: volumes.clone(),
+        };
+        match extension(context) {
+            Ok(tasks) => extension_tasks.extend(tasks),
+            Err(e) => {
+                for task in extension_tasks {
+                    task.abort();
+                }
+                tokio::task::spawn_blocking(move || raft.stop())
+                    .await
+                    .map_err(|e| DaemonError::Replication(e.to_string()))?;
+                return Err(DaemonError::Extension(e));
+            }
+        }
+    }
     let state = ApiState::new(
         client,
         Arc::new(token),
@@ -313,6 +358,9 @@ pub async fn run(
     tracing::info!(node = config.id, "hpchain node stopping");
     api.abort();
     grpc.abort();
+    for task in extension_tasks {
+        task.abort();
+    }
     registration.abort();
     heartbeats.abort();
     pgs.abort();

@@ -1,0 +1,204 @@
+//! The node's iSCSI portal: hpchain volumes as `BlockDevice`s, and a
+//! reconciler that keeps the portal's exports equal to the cluster map's.
+//!
+//! This lives in the binary because neither crate knows the other
+//! (docs/architecture.md): the engine offers volumes, the target offers a
+//! `BlockDevice` trait, and this module joins them.
+
+use async_trait::async_trait;
+use hpchain_engine::cluster::map::{iscsi_target_name, IscsiExport};
+use hpchain_engine::cluster::ClusterMapState;
+use hpchain_engine::daemon::{Extension, NodeContext};
+use hpchain_engine::volume::{VolumeClient, VolumeError};
+use hpchain_iscsi::{BlockDevice, Chap, DeviceError, ExportConfig, Portal};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How often the portal compares its exports with the map.
+const RECONCILE_EVERY: Duration = Duration::from_millis(300);
+
+/// A volume seen through the volume client. Its size is read from the
+/// map at every command, so a resize reaches initiators as a unit
+/// attention without any notification.
+struct VolumeDevice {
+    name: String,
+    block_size: u32,
+    object_size: u64,
+    volumes: VolumeClient,
+    map: Arc<RwLock<ClusterMapState>>,
+}
+
+fn device_error(e: VolumeError) -> DeviceError {
+    match e {
+        VolumeError::OutOfRange { .. } => DeviceError::OutOfRange,
+        VolumeError::Unavailable { .. } => DeviceError::Unavailable(e.to_string()),
+        VolumeError::NotFound(_) | VolumeError::TooLarge { .. } | VolumeError::Failed { .. } => {
+            DeviceError::Io(e.to_string())
+        }
+    }
+}
+
+#[async_trait]
+impl BlockDevice for VolumeDevice {
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+    fn size(&self) -> u64 {
+        self.map
+            .read()
+            .ok()
+            .and_then(|m| m.volumes.get(&self.name).map(|v| v.size))
+            .unwrap_or(0)
+    }
+    async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, DeviceError> {
+        self.volumes
+            .read(&self.name, offset, len as u64)
+            .await
+            .map_err(device_error)
+    }
+    async fn write(&self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
+        self.volumes
+            .write(&self.name, offset, data)
+            .await
+            .map_err(device_error)
+    }
+    async fn flush(&self) -> Result<(), DeviceError> {
+        // A write is acknowledged only once durable on a majority.
+        Ok(())
+    }
+    async fn discard(&self, offset: u64, len: u64) -> Result<(), DeviceError> {
+        self.volumes
+            .discard(&self.name, offset, len)
+            .await
+            .map_err(device_error)
+    }
+    fn discard_granularity(&self) -> u64 {
+        // Space comes back a whole object at a time.
+        self.object_size
+    }
+}
+
+fn chap(c: &Option<hpchain_engine::cluster::map::ChapCredentials>) -> Option<Chap> {
+    c.as_ref().map(|c| Chap {
+        user: c.user.clone(),
+        secret: c.secret.clone(),
+    })
+}
+
+fn export_config(volume: &str, export: &IscsiExport) -> ExportConfig {
+    ExportConfig {
+        iqn: iscsi_target_name(volume),
+        chap: chap(&export.chap),
+        mutual_chap: chap(&export.mutual_chap),
+        allowed_initiators: export.allowed_initiators.clone(),
+        read_only: export.read_only,
+    }
+}
+
+/// Makes the portal serve exactly the exports in the map.
+fn reconcile(
+    portal: &Portal,
+    context: &NodeContext,
+    applied: &mut HashMap<String, (u64, IscsiExport)>,
+) {
+    let (wanted, mut portals) = {
+        let Ok(map) = context.map.read() else {
+            return;
+        };
+        let wanted: HashMap<String, (u64, u32, u64, IscsiExport)> = map
+            .volumes
+            .values()
+            .filter_map(|v| {
+                let export = v.iscsi.clone()?;
+                let object_size = map.pools.get(&v.pool).map(|p| p.object_size)?;
+                Some((v.name.clone(), (v.id, v.block_size, object_size, export)))
+            })
+            .collect();
+        let portals: Vec<String> = map
+            .nodes
+            .values()
+            .filter(|n| n.up && n.id != context.config.id)
+            .map(|n| n.iscsi_addr.clone())
+            .collect();
+        (wanted, portals)
+    };
+    portals.insert(0, context.config.iscsi_addr.clone());
+    portal.set_addresses(portals);
+    // Gone, or a different volume under the same name: remove.
+    let stale: Vec<String> = applied
+        .iter()
+        .filter(|(name, (id, export))| match wanted.get(*name) {
+            None => true,
+            Some((wanted_id, _, _, wanted_export)) => {
+                wanted_id != id || wanted_export.read_only != export.read_only
+            }
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in stale {
+        portal.remove_export(&iscsi_target_name(&name));
+        applied.remove(&name);
+    }
+    for (name, (id, block_size, object_size, export)) in wanted {
+        match applied.get(&name) {
+            Some((_, current)) if *current == export => {}
+            Some(_) => {
+                if let Err(e) = portal.update_export(export_config(&name, &export)) {
+                    tracing::warn!(volume = %name, "iscsi export update failed: {e}");
+                    continue;
+                }
+                applied.insert(name, (id, export));
+            }
+            None => {
+                let device = Arc::new(VolumeDevice {
+                    name: name.clone(),
+                    block_size,
+                    object_size,
+                    volumes: context.volumes.clone(),
+                    map: context.map.clone(),
+                });
+                match portal.add_export(&name, export_config(&name, &export), device) {
+                    Ok(()) => {
+                        applied.insert(name, (id, export));
+                    }
+                    Err(e) => tracing::warn!(volume = %name, "iscsi export failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// The node extension that runs the portal on `iscsi_addr`.
+pub fn portal_extension() -> Extension {
+    Box::new(|context: NodeContext| {
+        let addr = context.config.iscsi_addr.clone();
+        let listener = std::net::TcpListener::bind(&addr).map_err(|e| {
+            format!("cannot listen on {addr} (iSCSI portal): {e}; is the port in use? set iscsi_addr in the config")
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("iSCSI portal {addr}: {e}"))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("iSCSI portal {addr}: {e}"))?;
+        let portal = Portal::new(vec![addr.clone()]);
+        let serving = {
+            let portal = portal.clone();
+            tokio::spawn(async move {
+                if let Err(e) = portal.serve(listener).await {
+                    tracing::error!("iSCSI portal stopped: {e}");
+                }
+            })
+        };
+        let reconciler = tokio::spawn(async move {
+            let mut applied = HashMap::new();
+            let mut tick = tokio::time::interval(RECONCILE_EVERY);
+            loop {
+                tick.tick().await;
+                reconcile(&portal, &context, &mut applied);
+            }
+        });
+        tracing::info!(portal = %addr, "iSCSI portal listening");
+        Ok(vec![serving, reconciler])
+    })
+}
