@@ -100,18 +100,19 @@ impl ChapExchange {
         };
         if let Some(methods) = get("AuthMethod") {
             let offered: Vec<&str> = methods.split(',').collect();
-            let choice =
-                match required {
-                    Some(_) if offered.contains(&"CHAP") => "CHAP",
-                    Some(_) => return Err(LoginFailure::new(
+            let choice = match required {
+                Some(_) if offered.contains(&"CHAP") => "CHAP",
+                Some(_) => {
+                    return Err(LoginFailure::new(
                         status::AUTHENTICATION_FAILED,
                         format!(
                             "the target requires CHAP; the initiator offered AuthMethod={methods}"
                         ),
-                    )),
-                    None if offered.contains(&"None") => "None",
-                    None => "Reject",
-                };
+                    ))
+                }
+                None if offered.contains(&"None") => "None",
+                None => "Reject",
+            };
             answers.push(("AuthMethod".into(), choice.into()));
             if choice == "None" {
                 self.done = true;

@@ -66,6 +66,10 @@ pub enum PduError {
         length: usize,
         limit: usize,
     },
+    /// An opcode that cannot come now (not a login during login).
+    Unexpected {
+        opcode: u8,
+    },
 }
 
 impl fmt::Display for PduError {
@@ -78,6 +82,9 @@ impl fmt::Display for PduError {
                 "header digest mismatch (computed {expected:#010x}, received {received:#010x})"
             ),
             PduError::DataDigest { .. } => write!(f, "data digest mismatch"),
+            PduError::Unexpected { opcode } => {
+                write!(f, "opcode {opcode:#04x} is not expected here")
+            }
             PduError::TooLong { length, limit } => write!(
                 f,
                 "data segment of {length} bytes exceeds MaxRecvDataSegmentLength {limit}"
@@ -232,6 +239,19 @@ impl Pdu {
         data_digest: bool,
         max_data: usize,
     ) -> Result<Pdu, PduError> {
+        Self::read_checked(reader, header_digest, data_digest, max_data, |_| true).await
+    }
+
+    /// Like [`Pdu::read`], but gives up right after the BHS unless
+    /// `expected(opcode)` holds, so that garbage does not make the reader
+    /// wait for segments that will never come.
+    pub async fn read_checked<R: AsyncRead + Unpin>(
+        reader: &mut R,
+        header_digest: bool,
+        data_digest: bool,
+        max_data: usize,
+        expected: impl Fn(u8) -> bool,
+    ) -> Result<Pdu, PduError> {
         let mut bhs = [0u8; BHS_LEN];
         match reader.read_exact(&mut bhs).await {
             Ok(_) => {}
@@ -245,6 +265,18 @@ impl Pdu {
             ahs: Vec::new(),
             data: Vec::new(),
         };
+        if !expected(pdu.opcode()) {
+            return Err(PduError::Unexpected {
+                opcode: pdu.opcode(),
+            });
+        }
+        let data_len = pdu.data_segment_len();
+        if data_len > max_data {
+            return Err(PduError::TooLong {
+                length: data_len,
+                limit: max_data,
+            });
+        }
         let ahs_len = pdu.total_ahs_len();
         if ahs_len > 0 {
             pdu.ahs = vec![0; ahs_len];
@@ -261,13 +293,6 @@ impl Pdu {
             if expected != received {
                 return Err(PduError::HeaderDigest { expected, received });
             }
-        }
-        let data_len = pdu.data_segment_len();
-        if data_len > max_data {
-            return Err(PduError::TooLong {
-                length: data_len,
-                limit: max_data,
-            });
         }
         if data_len > 0 {
             let padded = data_len + pad4(data_len);

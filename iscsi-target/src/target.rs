@@ -404,7 +404,8 @@ impl Portal {
         let mut pending_text: Vec<u8> = Vec::new();
         let mut sent_tpgt = false;
         loop {
-            let pdu = match Pdu::read(reader, false, false, 65536).await {
+            let login_only = |opcode: u8| opcode == op::LOGIN_REQUEST;
+            let pdu = match Pdu::read_checked(reader, false, false, 65536, login_only).await {
                 Ok(pdu) => pdu,
                 Err(e) => {
                     debug!("login read failed: {e}");
@@ -415,21 +416,6 @@ impl Portal {
             response.bhs[8..14].copy_from_slice(&pdu.bhs[8..14]);
             response.set_itt(pdu.itt());
             let cmd_sn = pdu.cmd_sn();
-            if pdu.opcode() != op::LOGIN_REQUEST {
-                self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
-                fail_login(
-                    &initiator,
-                    stat_sn,
-                    cmd_sn,
-                    &mut response,
-                    LoginFailure::new(
-                        status::INVALID_DURING_LOGIN,
-                        format!("opcode {:#04x} during login", pdu.opcode()),
-                    ),
-                );
-                let _ = response.write(writer, false, false).await;
-                return None;
-            }
             let flags = pdu.flags();
             let transit = flags & 0x80 != 0;
             let cont = flags & 0x40 != 0;
