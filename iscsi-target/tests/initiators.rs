@@ -270,14 +270,22 @@ fn key_values(pairs: &[(&str, &str)]) -> Vec<u8> {
 
 impl RawInitiator {
     async fn login(addr: &str) -> RawInitiator {
+        Self::join(addr, 0, 0, 1).await.0
+    }
+
+    /// Logs in a connection `cid` of session `tsih` (0: a new session)
+    /// whose next CmdSN is `cmd_sn`; returns it and the session's TSIH.
+    async fn join(addr: &str, tsih: u16, cid: u16, cmd_sn: u32) -> (RawInitiator, u16) {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let mut login = Pdu::new(op::LOGIN_REQUEST);
         login.bhs[0] |= 0x40;
         // Transit from operational negotiation straight to full feature.
         login.set_flags(0x80 | (1 << 2) | 3);
         login.bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0, 0, 7]);
+        login.set_u16_at(14, tsih);
         login.set_itt(1);
-        login.set_u32_at(24, 1);
+        login.set_u16_at(20, cid);
+        login.set_u32_at(24, cmd_sn);
         login.set_data(key_values(&[
             ("InitiatorName", "iqn.2026-11.test:raw"),
             ("SessionType", "Normal"),
@@ -285,17 +293,46 @@ impl RawInitiator {
             ("HeaderDigest", "None"),
             ("DataDigest", "None"),
             ("MaxRecvDataSegmentLength", "262144"),
+            ("MaxConnections", "4"),
         ]));
         stream.write_all(&login.encode(false, false)).await.unwrap();
         let reply = Pdu::read(&mut stream, false, false, 1 << 20).await.unwrap();
         assert_eq!(reply.opcode(), op::LOGIN_RESPONSE);
         assert_eq!((reply.bhs[36], reply.bhs[37]), (0, 0), "login refused");
         assert_eq!(reply.flags() & 0x83, 0x83, "not in full feature phase");
-        RawInitiator {
-            stream,
-            cmd_sn: 1,
-            itt: 10,
-        }
+        let tsih = reply.u16_at(14);
+        (
+            RawInitiator {
+                stream,
+                cmd_sn,
+                itt: 10 + 1000 * cid as u32,
+            },
+            tsih,
+        )
+    }
+
+    /// Sends a command PDU with this CmdSN without waiting for the answer.
+    async fn send_tur(&mut self, cmd_sn: u32) -> u32 {
+        let mut pdu = Pdu::new(op::SCSI_COMMAND);
+        pdu.set_flags(0x81);
+        self.itt += 1;
+        pdu.set_itt(self.itt);
+        pdu.set_u32_at(24, cmd_sn);
+        self.stream
+            .write_all(&pdu.encode(false, false))
+            .await
+            .unwrap();
+        self.itt
+    }
+
+    async fn answer(&mut self) -> Pdu {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            Pdu::read(&mut self.stream, false, false, 1 << 20),
+        )
+        .await
+        .expect("no answer in 10 s")
+        .unwrap()
     }
 
     /// Sends a SCSI command without data and returns the PDUs up to and
@@ -452,6 +489,141 @@ async fn bad_input_gets_a_check_condition_or_a_reject_and_others_keep_working() 
     )
     .await;
     assert!(out.status.success(), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_share_one_session_and_its_command_order() {
+    let target = start(plain(), SIZE).await;
+    let (mut first, tsih) = RawInitiator::join(&target.addr, 0, 0, 1).await;
+    assert_ne!(tsih, 0, "the target assigned a session handle");
+    let (mut second, same) = RawInitiator::join(&target.addr, tsih, 1, 1).await;
+    assert_eq!(same, tsih);
+    assert_eq!(
+        target.portal.session_count(IQN),
+        1,
+        "one session, two connections"
+    );
+    // CmdSN 2 arrives on the second connection before CmdSN 1 on the
+    // first: it waits for 1, then both run.
+    let late = second.send_tur(2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let early = first.send_tur(1).await;
+    let a = first.answer().await;
+    let b = second.answer().await;
+    assert_eq!(
+        (a.opcode(), a.itt(), a.bhs[3]),
+        (op::SCSI_RESPONSE, early, 0)
+    );
+    assert_eq!(
+        (b.opcode(), b.itt(), b.bhs[3]),
+        (op::SCSI_RESPONSE, late, 0)
+    );
+    // Both answers carry the session's ExpCmdSN: 3.
+    assert_eq!(b.u32_at(28), 3);
+    // A CmdSN outside the window is ignored, not answered.
+    first.send_tur(1000).await;
+    let in_window = first.send_tur(3).await;
+    let reply = first.answer().await;
+    assert_eq!(
+        reply.itt(),
+        in_window,
+        "the out-of-window command was not answered"
+    );
+    // A third login naming a session that does not exist is refused.
+    let mut stray = TcpStream::connect(&target.addr).await.unwrap();
+    let mut login = Pdu::new(op::LOGIN_REQUEST);
+    login.bhs[0] |= 0x40;
+    login.set_flags(0x80 | (1 << 2) | 3);
+    login.set_u16_at(14, tsih.wrapping_add(100));
+    login.set_data(key_values(&[
+        ("InitiatorName", "iqn.2026-11.test:raw"),
+        ("TargetName", IQN),
+    ]));
+    stray.write_all(&login.encode(false, false)).await.unwrap();
+    let reply = Pdu::read(&mut stray, false, false, 1 << 20).await.unwrap();
+    assert_eq!(
+        (reply.bhs[36], reply.bhs[37]),
+        (2, 10),
+        "session does not exist"
+    );
+}
+
+fn login_bytes() -> Vec<u8> {
+    let mut login = Pdu::new(op::LOGIN_REQUEST);
+    login.bhs[0] |= 0x40;
+    login.set_flags(0x80 | (1 << 2) | 3);
+    login.bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0, 0, 9]);
+    login.set_itt(1);
+    login.set_data(key_values(&[
+        ("InitiatorName", "iqn.2026-11.test:mutant"),
+        ("TargetName", IQN),
+        ("HeaderDigest", "CRC32C,None"),
+        ("MaxRecvDataSegmentLength", "8192"),
+    ]));
+    let mut bytes = login.encode(false, false);
+    // A command and a NOP-Out after the login, for mutations to hit too.
+    let mut read = Pdu::new(op::SCSI_COMMAND);
+    read.set_flags(0xc1);
+    read.set_itt(2);
+    read.set_u32_at(20, 4096);
+    read.set_u32_at(24, 0);
+    read.bhs[32] = 0x28;
+    read.bhs[40] = 8;
+    bytes.extend(read.encode(false, false));
+    let mut nop = Pdu::new(op::NOP_OUT);
+    nop.set_itt(3);
+    nop.set_data(vec![7; 100]);
+    bytes.extend(nop.encode(false, false));
+    bytes
+}
+
+/// A bounded fuzz run against a live portal: valid conversations with a
+/// few bytes flipped, cut short, or repeated. The cargo fuzz targets in
+/// iscsi-target/fuzz run the parsers longer (docs/iscsi.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_conversations_never_stop_the_portal() {
+    let target = start(plain(), SIZE).await;
+    let valid = login_bytes();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut connections = Vec::new();
+    for _ in 0..400 {
+        let mut bytes = valid.clone();
+        for _ in 0..(1 + next() % 4) {
+            let at = (next() as usize) % bytes.len();
+            bytes[at] = next() as u8;
+        }
+        match next() % 4 {
+            0 => bytes.truncate((next() as usize) % bytes.len()),
+            1 => {
+                let copy = bytes.clone();
+                bytes.extend(copy);
+            }
+            _ => {}
+        }
+        let mut stream = TcpStream::connect(&target.addr).await.unwrap();
+        let _ = stream.write_all(&bytes).await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(5), stream.read(&mut sink)).await;
+        // Some stay open half-way through a PDU while the next ones run.
+        if next() % 8 == 0 {
+            connections.push(stream);
+        }
+    }
+    let out = tool(
+        vec!["iscsi-inq".into(), url(&target, "")],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(out.status.success(), "after the mutants: {}", text(&out));
+    let mut initiator = RawInitiator::login(&target.addr).await;
+    assert_eq!(status_of(&initiator.command(&[0u8; 6], 0).await), (0, None));
+    drop(connections);
 }
 
 /// libiscsi's conformance suite against a file-backed LUN, with a second
