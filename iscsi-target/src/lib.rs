@@ -11,6 +11,7 @@
 //! - [`scsi`], [`sense`], [`pr`]: the logical unit and its commands.
 
 pub mod device;
+pub mod initiator;
 pub mod login;
 pub mod pdu;
 pub mod pr;

@@ -164,6 +164,70 @@ async fn discovery_inquiry_and_capacity_with_libiscsi() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_written_through_the_target_reads_back_identical() {
+    use hpchain_iscsi::initiator::Initiator;
+    let config = ExportConfig {
+        iqn: IQN.into(),
+        chap: Some(Chap {
+            user: "bob".into(),
+            secret: "bob-secret-1234".into(),
+        }),
+        ..Default::default()
+    };
+    let target = start(config, SIZE).await;
+    assert!(
+        Initiator::login(
+            &target.addr,
+            IQN,
+            "iqn.2026-11.test:x",
+            Some(("bob", "wrong-secret-00"))
+        )
+        .await
+        .is_err(),
+        "a wrong CHAP secret logged in"
+    );
+    let mut initiator = Initiator::login(
+        &target.addr,
+        IQN,
+        "iqn.2026-11.test:x",
+        Some(("bob", "bob-secret-1234")),
+    )
+    .await
+    .unwrap();
+    // Writes of one block up to 3 MiB (immediate data, R2T bursts, Data-In
+    // split over many PDUs), at both ends of the LUN.
+    let blocks = SIZE / 512;
+    let mut seed = 11u64;
+    for (lba, len) in [
+        (0u64, 512usize),
+        (7, 4096),
+        (100, 65536 + 512),
+        (2048, 3 << 20),
+        (blocks - 16, 8192),
+    ] {
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        initiator.write(lba, &data, 512).await.unwrap();
+        let back = initiator.read(lba, (len / 512) as u32, 512).await.unwrap();
+        assert!(back == data, "{len} bytes at LBA {lba} read back different");
+    }
+    // Unwritten blocks of the thin LUN read as zeroes.
+    assert!(initiator
+        .read(4096 * 4, 8, 512)
+        .await
+        .unwrap()
+        .iter()
+        .all(|b| *b == 0));
+    initiator.logout().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chap_mutual_chap_and_initiator_acl() {
     let config = ExportConfig {
         iqn: IQN.into(),
