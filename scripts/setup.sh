@@ -35,3 +35,23 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+
+# qemu-img with the iscsi:// driver, for the end-to-end tests: Debian 12's
+# qemu-utils 7.2 with its qemu-block-extra, unpacked under the cache
+# directory so that it does not replace a system qemu (the machine image
+# may carry a newer qemu-utils without the iSCSI driver).
+QEMU_DIR="$HOME/.cache/hpchain-qemu"
+if [ ! -x "$QEMU_DIR/usr/bin/qemu-img" ] || [ ! -e "$QEMU_DIR/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so" ]; then
+  echo "setup: unpacking Debian 12's qemu-img with the iSCSI driver into $QEMU_DIR"
+  qemu_tmp="$(mktemp -d)"
+  chmod 777 "$qemu_tmp"
+  if ! (cd "$qemu_tmp" && apt-get download -qq qemu-utils/bookworm qemu-block-extra/bookworm >/dev/null 2>&1); then
+    sudo_if_needed apt-get update -qq
+    (cd "$qemu_tmp" && apt-get download -qq qemu-utils/bookworm qemu-block-extra/bookworm >/dev/null 2>&1)
+  fi
+  mkdir -p "$QEMU_DIR"
+  for deb in "$qemu_tmp"/*.deb; do dpkg -x "$deb" "$QEMU_DIR"; done
+  rm -rf "$qemu_tmp"
+fi
+export HPCHAIN_QEMU_IMG="$QEMU_DIR/usr/bin/qemu-img"
+export QEMU_MODULE_DIR="$QEMU_DIR/usr/lib/x86_64-linux-gnu/qemu"
