@@ -1,6 +1,7 @@
 //! `hpchain`: the node daemon, a local dev cluster, and the admin CLI.
 
 mod admin;
+mod chain;
 mod client;
 mod dev;
 mod iscsi;
@@ -87,7 +88,7 @@ enum Top {
         #[command(subcommand)]
         command: TraceCommand,
     },
-    /// The HP chain: status, audit records, verification.
+    /// The HP chain: status, blocks, inclusion proofs, verification.
     Chain {
         #[command(subcommand)]
         command: ChainCommand,
@@ -129,6 +130,35 @@ enum ChainCommand {
     Audit { target: String },
     /// Re-check the whole ledger; names the first block that fails.
     Verify,
+    /// Blocks of the best chain (the latest ones, or from a height).
+    Blocks {
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// One block, by height or id, with its transactions.
+    Show { id: String },
+    /// The inclusion proof of a transaction, as a self-contained JSON file.
+    Proof {
+        /// Transaction id (hex), as `hpchain chain audit` shows it.
+        tx: String,
+        /// Write the proof here instead of stdout.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Verify a proof file offline, with only the delegates' keys.
+    VerifyProof {
+        file: PathBuf,
+        /// Trusted delegate keys: hex, comma separated, or a file holding
+        /// them (a genesis.json file gives its initial delegates).
+        #[arg(long, required_unless_present = "genesis", conflicts_with = "genesis")]
+        delegates: Option<String>,
+        /// The chain's genesis.json: trust its initial delegates and check
+        /// that the proof is for this chain.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -401,6 +431,21 @@ fn run(cli: Cli) -> Result<(), String> {
             ChainCommand::Status => admin::chain_status(&api, json),
             ChainCommand::Audit { target } => admin::chain_audit(&api, &target, json),
             ChainCommand::Verify => admin::chain_verify(&api, json),
+            ChainCommand::Blocks { from, limit } => chain::blocks(&api, from, limit, json),
+            ChainCommand::Show { id } => chain::show(&api, &id, json),
+            ChainCommand::Proof { tx, output } => chain::proof(&api, &tx, output.as_deref(), json),
+            ChainCommand::VerifyProof {
+                file,
+                delegates,
+                genesis,
+            } => {
+                let trust = match (delegates, genesis) {
+                    (Some(keys), _) => chain::Trust::Keys(keys),
+                    (None, Some(path)) => chain::Trust::Genesis(path),
+                    (None, None) => unreachable!("clap requires --delegates or --genesis"),
+                };
+                chain::verify_proof(&file, &trust, json)
+            }
         }),
     }
 }

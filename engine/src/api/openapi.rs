@@ -40,15 +40,61 @@ fn name_parameter(what: &str) -> Value {
     json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": format!("{what} name")}])
 }
 
+/// The HP chain's read routes (blocks, proofs); kept
+/// apart so that no single `json!` grows past the macro recursion limit.
+fn chain_paths() -> Value {
+    json!({
+        "/v1/chain/blocks": {
+            "parameters": [
+                {"name": "from", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "First height (default: the latest `limit` blocks)"},
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "default": 20, "minimum": 1, "maximum": 500}}
+            ],
+            "get": {"summary": "Blocks of the best chain, ascending, each with its finality", "responses": with_errors(json!({"200": {"description": "{head_height, final_height, blocks: [BlockSummary]}"}}))}
+        },
+        "/v1/chain/blocks/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "A height, or a block id (64 hex digits)"}],
+            "get": {"summary": "One block with its transactions", "responses": with_errors(json!({"200": json_body("Block")}))}
+        },
+        "/v1/chain/proof/{tx}": {
+            "parameters": [{"name": "tx", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Transaction id (64 hex digits)"}],
+            "get": {"summary": "Self-contained inclusion proof of a transaction: the record and its canonical bytes, Merkle path, signed block header, the signed headers above it and confirmations up to finality. Verify offline with `hpchain chain verify-proof`.",
+                "responses": with_errors(json!({"200": json_body("InclusionProof")}))}
+        }
+    })
+}
+
+/// Schemas of the HP chain's answers.
+fn chain_schemas() -> Value {
+    json!({
+        "Block": {"type": "object", "properties": {
+            "height": {"type": "integer"}, "hash": {"type": "string"}, "slot": {"type": "integer"},
+            "timestamp_ms": {"type": "integer"}, "time": {"type": "string"}, "producer": {"type": "string"},
+            "prev_hash": {"type": "string"}, "tx_root": {"type": "string"}, "tx_count": {"type": "integer"},
+            "final": {"type": "boolean"}, "signature": {"type": "string"},
+            "txs": {"type": "array", "items": {"type": "object", "properties": {
+                "tx": {"type": "string"}, "index": {"type": "integer"}, "kind": {"type": "string"},
+                "from": {"type": "string"}, "nonce": {"type": "integer"}, "payload": {"type": "object"}}}}}},
+        "InclusionProof": {"type": "object", "description": "docs/ledger-format.md, Inclusion proof", "required": ["tx", "merkle", "header", "descendants", "confirmations"], "properties": {
+            "tx": {"type": "object", "description": "The record, as signed by its sender"},
+            "merkle": {"type": "object", "properties": {"index": {"type": "integer"}, "leaf_count": {"type": "integer"}, "siblings": {"type": "array", "items": {"type": "string"}}}},
+            "header": {"type": "object", "description": "Signed header of the record's block"},
+            "descendants": {"type": "array", "items": {"type": "object"}, "description": "Signed headers built on it, in height order"},
+            "confirmations": {"type": "array", "items": {"type": "object"}},
+            "tx_hash": {"type": "string"}, "tx_hex": {"type": "string", "description": "The record's canonical encoding"},
+            "height": {"type": "integer"}, "block": {"type": "string"}, "chain_id": {"type": "string"},
+            "final": {"type": "boolean", "description": "Final on the answering node (verify-proof decides for itself)"}}}
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
     let no_content = json!({"description": "Done"});
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "hpchain management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Pools, volumes and cluster status of an hpchain cluster. Every node serves the same API; changes go through the cluster map's Raft group. Authenticate with `Authorization: Bearer <token>` (the token is created at bootstrap in the api-token file)."
+            "description": "Pools, volumes, cluster status, and the HP chain (blocks, inclusion proofs, traceability) of an hpchain cluster. Every node serves the same API; changes go through the cluster map's Raft group. Authenticate with `Authorization: Bearer <token>` (the token is created at bootstrap in the api-token file)."
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -197,7 +243,14 @@ pub fn document() -> Value {
                     "size_bytes": {"type": "integer", "description": "Not smaller than the current size"}}}
             }
         }
-    })
+    });
+    for (path, item) in chain_paths().as_object().expect("object") {
+        doc["paths"][path] = item.clone();
+    }
+    for (name, schema) in chain_schemas().as_object().expect("object") {
+        doc["components"]["schemas"][name] = schema.clone();
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -226,6 +279,9 @@ mod tests {
         ("/v1/chain/verify", &["get"]),
         ("/v1/trace", &["post"]),
         ("/v1/trace/{batch}", &["get"]),
+        ("/v1/chain/blocks", &["get"]),
+        ("/v1/chain/blocks/{id}", &["get"]),
+        ("/v1/chain/proof/{tx}", &["get"]),
     ];
 
     #[test]
@@ -235,7 +291,11 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         assert_eq!(paths.len(), ROUTES.len());
         for (path, methods) in ROUTES {
-            let axum_path = path.replace("{name}", ":name").replace("{batch}", ":batch");
+            let axum_path = path
+                .replace("{name}", ":name")
+                .replace("{batch}", ":batch")
+                .replace("{id}", ":id")
+                .replace("{tx}", ":tx");
             assert!(
                 source.contains(&format!("\"{axum_path}\"")),
                 "router lacks {path}"
