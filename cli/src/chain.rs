@@ -1,5 +1,6 @@
-//! HP chain commands: blocks, and inclusion proofs (fetched from the API,
-//! verified offline with only the delegates' keys).
+//! HP chain commands: blocks, inclusion proofs (fetched from the API,
+//! verified offline with only the delegates' keys), audit records, and a
+//! batch's history upstream and downstream.
 
 use std::path::{Path, PathBuf};
 
@@ -431,6 +432,128 @@ pub fn verify_proof(file: &Path, trust: &Trust, json_output: bool) -> Result<(),
     if !json_output {
         println!("proof OK: the block is final (more than two thirds of the delegates)");
     }
+    Ok(())
+}
+
+pub fn audit_ls(
+    api: &ApiClient,
+    volume: Option<&str>,
+    target: Option<&str>,
+    json_output: bool,
+) -> Result<(), CallError> {
+    let mut path = "/v1/audit".to_string();
+    if let Some(v) = volume {
+        path.push_str(&format!("?volume={}", query_value(v)));
+    } else if let Some(t) = target {
+        path.push_str(&format!("?target={}", query_value(t)));
+    }
+    let records = api.get(&path)?;
+    if json_output {
+        print_json(&records);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = records
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(&r["time"]),
+                text(&r["node"]),
+                text(&r["action"]),
+                text(&r["target"]),
+                text(&r["result"]),
+                text(&r["height"]),
+                finality(&r["final"]).into(),
+                text(&r["tx"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "TIME", "NODE", "ACTION", "TARGET", "RESULT", "HEIGHT", "FINALITY", "TX",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+fn reading_text(r: &Value) -> String {
+    format!(
+        "{}={}{}",
+        text(&r["name"]),
+        r["value_milli"].as_i64().unwrap_or(0) as f64 / 1000.0,
+        text(&r["unit"])
+    )
+}
+
+pub fn trace_walk(
+    api: &ApiClient,
+    batch: &str,
+    direction: &str,
+    ranges: &[String],
+    json_output: bool,
+) -> Result<(), CallError> {
+    let mut path = format!("/v1/trace/{}/{direction}", segment(batch));
+    if !ranges.is_empty() {
+        path.push_str(&format!("?ranges={}", query_value(&ranges.join(","))));
+    }
+    let walk = api.get(&path)?;
+    if json_output {
+        print_json(&walk);
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for b in walk["batches"].as_array().into_iter().flatten() {
+        for e in b["events"].as_array().into_iter().flatten() {
+            let ev = &e["event"];
+            let readings: Vec<String> = ev["readings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(reading_text)
+                .collect();
+            let breaches: Vec<String> = e["breaches"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|br| {
+                    format!(
+                        "{} outside {}..{}",
+                        reading_text(&br["reading"]),
+                        br["limit"]["min_milli"].as_i64().unwrap_or(0) as f64 / 1000.0,
+                        br["limit"]["max_milli"].as_i64().unwrap_or(0) as f64 / 1000.0
+                    )
+                })
+                .collect();
+            rows.push(vec![
+                text(&b["batch_id"]),
+                text(&ev["stage"]),
+                text(&ev["actor"]),
+                text(&ev["place"]),
+                text(&e["time"]),
+                readings.join(" "),
+                if breaches.is_empty() {
+                    "-".into()
+                } else {
+                    format!("BREACH {}", breaches.join(", "))
+                },
+                text(&e["height"]),
+                text(&e["tx"]),
+            ]);
+        }
+    }
+    table::print(
+        &[
+            "BATCH", "STAGE", "ACTOR", "PLACE", "TIME", "READINGS", "RANGE", "HEIGHT", "TX",
+        ],
+        &rows,
+    );
+    let batches = walk["batches"].as_array().map(|b| b.len()).unwrap_or(1);
+    println!(
+        "{} batch(es) {direction} of {batch} (itself included); {} reading(s) out of range; prove an event with `hpchain chain proof TX`",
+        batches, walk["breaches"]
+    );
     Ok(())
 }
 

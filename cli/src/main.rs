@@ -93,6 +93,24 @@ enum Top {
         #[command(subcommand)]
         command: ChainCommand,
     },
+    /// Audit records of cluster map changes, as kept on the HP chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Every audit record: time, node, action, target, block, finality, tx.
+    Ls {
+        /// Only records of this volume.
+        #[arg(long, conflicts_with = "target")]
+        volume: Option<String>,
+        /// Only records of this target (pool/NAME, node/ID, volume/NAME).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +138,22 @@ enum TraceCommand {
     },
     /// A batch's final events, upstream and downstream batches.
     Show { batch: String },
+    /// The batch and every batch it was made from, each event with its tx.
+    Upstream {
+        batch: String,
+        /// Declared range NAME:MIN:MAX:UNIT, e.g. temperature:0:4:C; readings
+        /// outside it are flagged (repeatable).
+        #[arg(long = "range")]
+        ranges: Vec<String>,
+    },
+    /// The batch and every batch made from it (the recall set).
+    Downstream {
+        batch: String,
+        /// Declared range NAME:MIN:MAX:UNIT, e.g. temperature:0:4:C; readings
+        /// outside it are flagged (repeatable).
+        #[arg(long = "range")]
+        ranges: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,7 +175,7 @@ enum ChainCommand {
     Show { id: String },
     /// The inclusion proof of a transaction, as a self-contained JSON file.
     Proof {
-        /// Transaction id (hex), as `hpchain chain audit` shows it.
+        /// Transaction id (hex), as `hpchain audit ls` shows it.
         tx: String,
         /// Write the proof here instead of stdout.
         #[arg(short = 'o', long = "output")]
@@ -426,6 +460,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 json,
             ),
             TraceCommand::Show { batch } => admin::trace_show(&api, &batch, json),
+            TraceCommand::Upstream { batch, ranges } => {
+                chain::trace_walk(&api, &batch, "upstream", &ranges, json)
+            }
+            TraceCommand::Downstream { batch, ranges } => {
+                chain::trace_walk(&api, &batch, "downstream", &ranges, json)
+            }
         }),
         Top::Chain { command } => admin(match command {
             ChainCommand::Status => admin::chain_status(&api, json),
@@ -447,6 +487,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 chain::verify_proof(&file, &trust, json)
             }
         }),
+        Top::Audit {
+            command: AuditCommand::Ls { volume, target },
+        } => admin(chain::audit_ls(
+            &api,
+            volume.as_deref(),
+            target.as_deref(),
+            json,
+        )),
     }
 }
 

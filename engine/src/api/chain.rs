@@ -6,8 +6,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hpchain_chain::tx::TraceEvent;
-use hpchain_chain::{Block, Hash32, Payload, RecordIndex, Transaction, TxLocation};
+use hpchain_chain::tx::{ReadingLimit, TraceEvent};
+use hpchain_chain::{Block, Hash32, Ledger, Payload, RecordIndex, Transaction, TxLocation};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -295,6 +295,83 @@ fn hex_encode(bytes: &[u8]) -> String {
         })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditListQuery {
+    volume: Option<String>,
+    target: Option<String>,
+}
+
+fn audit_json(location: &TxLocation, tx: &Transaction, is_final: bool) -> Option<Value> {
+    let Payload::Audit(a) = &tx.payload else {
+        return None;
+    };
+    let details: serde_json::Map<String, Value> = a
+        .details
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    Some(json!({
+        "tx": tx.hash().to_hex(),
+        "height": location.height,
+        "index": location.index,
+        "block": location.block.to_hex(),
+        "final": is_final,
+        "at_ms": a.at_ms,
+        "time": utc_time(a.at_ms),
+        "node": a.actor,
+        "signer": tx.from.to_hex(),
+        "action": a.action,
+        "target": a.target,
+        "result": a.result,
+        "details": details,
+    }))
+}
+
+/// Audit records, final ones first in chain order, then those in blocks
+/// that are not final yet.
+pub(super) async fn audit_list(
+    State(state): State<ApiState>,
+    Query(q): Query<AuditListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let target = match (q.volume, q.target) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "request.conflicting_filters",
+                "give volume=NAME or target=KIND/NAME, not both",
+            ))
+        }
+        (Some(v), None) => Some(format!("volume/{v}")),
+        (None, t) => t,
+    };
+    let ledger = ledger(&state)?.ledger();
+    let guard = ledger.lock().expect("ledger lock");
+    let records = match &target {
+        Some(t) => guard.records(RecordIndex::AuditTarget, t),
+        None => guard.records_all(RecordIndex::AuditTarget),
+    }
+    .map_err(store_error)?;
+    let mut out: Vec<Value> = records
+        .iter()
+        .filter_map(|(l, tx)| audit_json(l, tx, true))
+        .collect();
+    out.extend(unfinal_audits(&guard, target.as_deref()));
+    Ok(Json(Value::Array(out)))
+}
+
+fn unfinal_audits(ledger: &Ledger, target: Option<&str>) -> Vec<Value> {
+    ledger
+        .unfinal_txs()
+        .iter()
+        .filter(|(_, tx)| match (&tx.payload, target) {
+            (Payload::Audit(a), Some(t)) => a.target == t,
+            (Payload::Audit(_), None) => true,
+            _ => false,
+        })
+        .filter_map(|(l, tx)| audit_json(l, tx, false))
+        .collect()
+}
+
 pub(super) async fn trace_add(
     State(state): State<ApiState>,
     bytes: axum::body::Bytes,
@@ -332,14 +409,144 @@ pub(super) async fn trace_show(
     })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RangesQuery {
+    ranges: Option<String>,
+}
+
+/// `temperature:0:4:C,humidity:30:90:%RH` -> limits in thousandths.
+pub fn parse_ranges(text: &str) -> Result<Vec<ReadingLimit>, String> {
+    let milli = |s: &str| -> Option<i64> {
+        let v: f64 = s.trim().parse().ok()?;
+        (v.is_finite() && v.abs() < 9e15).then(|| (v * 1000.0).round() as i64)
+    };
+    text.split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| {
+            let bad = || {
+                format!("range {r:?} must look like NAME:MIN:MAX:UNIT with MIN <= MAX, e.g. temperature:0:4:C")
+            };
+            let parts: Vec<&str> = r.trim().split(':').collect();
+            let [name, min, max, unit] = parts[..] else {
+                return Err(bad());
+            };
+            let (Some(min_milli), Some(max_milli)) = (milli(min), milli(max)) else {
+                return Err(bad());
+            };
+            if name.is_empty() || min_milli > max_milli {
+                return Err(bad());
+            }
+            Ok(ReadingLimit {
+                name: name.to_string(),
+                unit: unit.to_string(),
+                min_milli,
+                max_milli,
+            })
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Upstream,
+    Downstream,
+}
+
+fn trace_walk(
+    state: &ApiState,
+    batch: String,
+    ranges: Option<String>,
+    direction: Direction,
+) -> Result<Json<Value>, ApiError> {
+    let limits = parse_ranges(ranges.as_deref().unwrap_or(""))
+        .map_err(|m| ApiError::bad_request("trace.bad_range", m))?;
+    let ledger = ledger(state)?.ledger();
+    let guard = ledger.lock().expect("ledger lock");
+    let related = match direction {
+        Direction::Upstream => guard.trace_upstream(&batch),
+        Direction::Downstream => guard.trace_downstream(&batch),
+    }
+    .map_err(store_error)?;
+    let mut breaches_total = 0usize;
+    let mut batches = Vec::with_capacity(related.len() + 1);
+    for b in std::iter::once(batch.clone()).chain(related) {
+        let events: Vec<Value> = guard
+            .trace_event_txs(&b)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(location, tx, event)| {
+                let breaches = event.breaches(&limits);
+                breaches_total += breaches.len();
+                json!({
+                    "tx": tx.to_hex(),
+                    "height": location.height,
+                    "index": location.index,
+                    "block": location.block.to_hex(),
+                    "proof": format!("/v1/chain/proof/{}", tx.to_hex()),
+                    "time": utc_time(event.at_ms),
+                    "event": event,
+                    "breaches": breaches,
+                })
+            })
+            .collect();
+        batches.push(json!({"batch_id": b, "events": events}));
+    }
+    Ok(Json(json!({
+        "batch_id": batch,
+        "direction": match direction {
+            Direction::Upstream => "upstream",
+            Direction::Downstream => "downstream",
+        },
+        "ranges": limits,
+        "breaches": breaches_total,
+        "batches": batches,
+    })))
+}
+
+/// The batch and every batch it was made from, transitively, with each
+/// final event, a reference to its proof and its out-of-range readings.
+pub(super) async fn trace_upstream(
+    State(state): State<ApiState>,
+    Path(batch): Path<String>,
+    Query(q): Query<RangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    trace_walk(&state, batch, q.ranges, Direction::Upstream)
+}
+
+/// The batch and every batch made from it, transitively: the recall set.
+pub(super) async fn trace_downstream(
+    State(state): State<ApiState>,
+    Path(batch): Path<String>,
+    Query(q): Query<RangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    trace_walk(&state, batch, q.ranges, Direction::Downstream)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::utc_time;
+    use super::{parse_ranges, utc_time};
 
     #[test]
     fn utc_time_formats_known_instants() {
         assert_eq!(utc_time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(utc_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(utc_time(1_800_000_000_123), "2027-01-15T08:00:00.123Z");
+    }
+
+    #[test]
+    fn ranges_parse_into_thousandths_and_bad_ones_are_named() {
+        let r = parse_ranges("temperature:0:4.5:C,humidity:30:90:%RH").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].min_milli, r[0].max_milli), (0, 4500));
+        assert_eq!(r[1].unit, "%RH");
+        assert!(parse_ranges("").unwrap().is_empty());
+        let e = parse_ranges("temperature:4:0:C").unwrap_err();
+        assert!(
+            e.contains("temperature:4:0:C") && e.contains("NAME:MIN:MAX:UNIT"),
+            "{e}"
+        );
+        assert!(parse_ranges("temperature:x:4:C").is_err());
+        assert!(parse_ranges("temperature:0:4").is_err());
     }
 }

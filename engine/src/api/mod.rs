@@ -109,8 +109,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/chain/blocks", get(chain::chain_blocks))
         .route("/v1/chain/blocks/:id", get(chain::chain_block))
         .route("/v1/chain/proof/:tx", get(chain::chain_proof))
+        .route("/v1/audit", get(chain::audit_list))
         .route("/v1/trace", post(chain::trace_add))
         .route("/v1/trace/:batch", get(chain::trace_show))
+        .route("/v1/trace/:batch/upstream", get(chain::trace_upstream))
+        .route("/v1/trace/:batch/downstream", get(chain::trace_downstream))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))

@@ -40,7 +40,15 @@ fn name_parameter(what: &str) -> Value {
     json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": format!("{what} name")}])
 }
 
-/// The HP chain's read routes (blocks, proofs); kept
+fn trace_walk_parameters() -> Value {
+    json!([
+        {"name": "batch", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "ranges", "in": "query", "required": false, "schema": {"type": "string"},
+         "description": "Declared ranges, NAME:MIN:MAX:UNIT separated by commas (e.g. temperature:0:4:C); readings outside them are flagged as breaches"}
+    ])
+}
+
+/// The HP chain's read routes (blocks, proofs, audit, trace walks); kept
 /// apart so that no single `json!` grows past the macro recursion limit.
 fn chain_paths() -> Value {
     json!({
@@ -59,6 +67,21 @@ fn chain_paths() -> Value {
             "parameters": [{"name": "tx", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Transaction id (64 hex digits)"}],
             "get": {"summary": "Self-contained inclusion proof of a transaction: the record and its canonical bytes, Merkle path, signed block header, the signed headers above it and confirmations up to finality. Verify offline with `hpchain chain verify-proof`.",
                 "responses": with_errors(json!({"200": json_body("InclusionProof")}))}
+        },
+        "/v1/audit": {
+            "parameters": [
+                {"name": "volume", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only records of volume/NAME"},
+                {"name": "target", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only records of this target, e.g. pool/rbd, node/1"}
+            ],
+            "get": {"summary": "Audit records (every committed or refused map change): final ones in chain order, then those not final yet", "responses": with_errors(json!({"200": json_list("AuditRecord")}))}
+        },
+        "/v1/trace/{batch}/upstream": {
+            "parameters": trace_walk_parameters(),
+            "get": {"summary": "The batch and every batch it was made from, transitively, each event with its proof reference and out-of-range readings", "responses": with_errors(json!({"200": json_body("TraceWalk")}))}
+        },
+        "/v1/trace/{batch}/downstream": {
+            "parameters": trace_walk_parameters(),
+            "get": {"summary": "The batch and every batch made from it, transitively (the recall set), each event with its proof reference and out-of-range readings", "responses": with_errors(json!({"200": json_body("TraceWalk")}))}
         }
     })
 }
@@ -66,6 +89,17 @@ fn chain_paths() -> Value {
 /// Schemas of the HP chain's answers.
 fn chain_schemas() -> Value {
     json!({
+        "AuditRecord": {"type": "object", "properties": {
+            "tx": {"type": "string", "description": "Transaction id; GET /v1/chain/proof/{tx} proves it"},
+            "height": {"type": "integer"}, "index": {"type": "integer"}, "block": {"type": "string"},
+            "final": {"type": "boolean", "description": "false while the block can still be replaced by a fork"},
+            "at_ms": {"type": "integer"}, "time": {"type": "string", "description": "UTC, ISO 8601"},
+            "node": {"type": "string", "description": "Who committed the change, e.g. node/1"},
+            "signer": {"type": "string", "description": "The node's ledger key (hex)"},
+            "action": {"type": "string", "description": "e.g. volume.create, volume.resize, volume.delete"},
+            "target": {"type": "string", "description": "e.g. volume/demo"},
+            "result": {"type": "string", "description": "ok, or the refusal's error code"},
+            "details": {"type": "object", "additionalProperties": {"type": "string"}}}},
         "Block": {"type": "object", "properties": {
             "height": {"type": "integer"}, "hash": {"type": "string"}, "slot": {"type": "integer"},
             "timestamp_ms": {"type": "integer"}, "time": {"type": "string"}, "producer": {"type": "string"},
@@ -82,7 +116,17 @@ fn chain_schemas() -> Value {
             "confirmations": {"type": "array", "items": {"type": "object"}},
             "tx_hash": {"type": "string"}, "tx_hex": {"type": "string", "description": "The record's canonical encoding"},
             "height": {"type": "integer"}, "block": {"type": "string"}, "chain_id": {"type": "string"},
-            "final": {"type": "boolean", "description": "Final on the answering node (verify-proof decides for itself)"}}}
+            "final": {"type": "boolean", "description": "Final on the answering node (verify-proof decides for itself)"}}},
+        "TraceWalk": {"type": "object", "properties": {
+            "batch_id": {"type": "string"}, "direction": {"type": "string", "enum": ["upstream", "downstream"]},
+            "ranges": {"type": "array", "items": {"type": "object"}}, "breaches": {"type": "integer", "description": "Readings outside a declared range"},
+            "batches": {"type": "array", "items": {"type": "object", "properties": {
+                "batch_id": {"type": "string"},
+                "events": {"type": "array", "items": {"type": "object", "properties": {
+                    "tx": {"type": "string"}, "height": {"type": "integer"}, "index": {"type": "integer"}, "block": {"type": "string"},
+                    "proof": {"type": "string", "description": "Path of the event's inclusion proof"},
+                    "time": {"type": "string"}, "event": {"$ref": "#/components/schemas/TraceEvent"},
+                    "breaches": {"type": "array", "items": {"type": "object"}}}}}}}}}}
     })
 }
 
@@ -94,7 +138,7 @@ pub fn document() -> Value {
         "info": {
             "title": "hpchain management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Pools, volumes, cluster status, and the HP chain (blocks, inclusion proofs, traceability) of an hpchain cluster. Every node serves the same API; changes go through the cluster map's Raft group. Authenticate with `Authorization: Bearer <token>` (the token is created at bootstrap in the api-token file)."
+            "description": "Pools, volumes, cluster status, and the HP chain (blocks, inclusion proofs, audit records, traceability) of an hpchain cluster. Every node serves the same API; changes go through the cluster map's Raft group. Authenticate with `Authorization: Bearer <token>` (the token is created at bootstrap in the api-token file)."
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -282,6 +326,9 @@ mod tests {
         ("/v1/chain/blocks", &["get"]),
         ("/v1/chain/blocks/{id}", &["get"]),
         ("/v1/chain/proof/{tx}", &["get"]),
+        ("/v1/audit", &["get"]),
+        ("/v1/trace/{batch}/upstream", &["get"]),
+        ("/v1/trace/{batch}/downstream", &["get"]),
     ];
 
     #[test]
