@@ -57,7 +57,7 @@ enum Top {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run a three-node cluster on loopback with pool `rbd` and volume `demo`.
+    /// Run a local cluster (three nodes by default) on loopback with pool `rbd` and volume `demo`.
     Dev {
         #[arg(long, default_value = "hpchain-data")]
         data_dir: PathBuf,
@@ -67,6 +67,10 @@ enum Top {
         /// iSCSI port of node 1; node N uses base + 10*(N-1).
         #[arg(long, default_value_t = 3260)]
         iscsi_base_port: u16,
+        /// Nodes (and HP chain delegates) to run, 3 to 9; with 4 or more,
+        /// blocks still become final while one node is down.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=9))]
+        nodes: u64,
     },
     /// Cluster status.
     Cluster {
@@ -348,11 +352,12 @@ fn run(cli: Cli) -> Result<(), String> {
             data_dir,
             base_port,
             iscsi_base_port,
+            nodes,
         } => dev::run(dev::DevOptions {
             data_dir,
             base_port,
             iscsi_base_port,
-            nodes: 3,
+            nodes,
         }),
         Top::Cluster {
             command: ClusterCommand::Status,

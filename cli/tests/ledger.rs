@@ -2,7 +2,8 @@
 //! `hpchain dev` cluster appear in `hpchain audit ls`; a proof fetched with
 //! `hpchain chain proof` verifies offline with `chain verify-proof` and
 //! fails once a byte of the record is changed; traceability walks flag
-//! out-of-range readings.
+//! out-of-range readings. A four-delegate cluster keeps finalizing with one
+//! node down, pauses finality with two down, and resumes when one returns.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 struct DevCluster {
     child: Child,
     node_pids: Vec<i32>,
+    restarted: Vec<Child>,
     base: u16,
     token_file: PathBuf,
     data: PathBuf,
@@ -39,6 +41,10 @@ struct DevCluster {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        for child in &mut self.restarted {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
@@ -116,6 +122,7 @@ fn start(slot: u16, nodes: usize) -> DevCluster {
     let cluster = DevCluster {
         child,
         node_pids,
+        restarted: Vec::new(),
         base,
         token_file: data.join("api-token"),
         data,
@@ -506,4 +513,119 @@ fn volume_operations_are_audited_and_their_proofs_verify_offline_until_tampered(
     assert!(bad_range.contains("trace.bad_range"), "{bad_range}");
     let unknown = failed(cli(&cluster, &["chain", "proof", &"ab".repeat(32)]));
     assert!(unknown.contains("chain.tx_not_found"), "{unknown}");
+}
+
+fn status(cluster: &DevCluster, node: u16) -> Option<Value> {
+    let out = cli_at(cluster, node, &["--json", "chain", "status"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn heights(cluster: &DevCluster, node: u16) -> (u64, u64) {
+    let s = status(cluster, node).expect("node answers chain status");
+    (
+        s["head_height"].as_u64().unwrap(),
+        s["final_height"].as_u64().unwrap(),
+    )
+}
+
+fn kill9(pid: i32) {
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn restart_node(cluster: &mut DevCluster, n: usize) {
+    let config = cluster.data.join(format!("node{n}.toml"));
+    let log =
+        std::fs::File::create(cluster.dir.path().join(format!("node{n}-restart.log"))).unwrap();
+    let child = Command::new(HPCHAIN)
+        .args(["node", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    cluster.restarted.push(child);
+}
+
+fn block_hash(cluster: &DevCluster, node: u16, height: u64) -> Option<String> {
+    let out = cli_at(
+        cluster,
+        node,
+        &["--json", "chain", "show", &height.to_string()],
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+        .flatten()
+        .and_then(|b| b["hash"].as_str().map(str::to_string))
+}
+
+#[test]
+fn four_delegates_finalize_with_one_down_pause_with_two_and_resume_when_one_returns() {
+    let _serial = serial();
+    let mut cluster = start(1, 4);
+    let s = status(&cluster, 1).unwrap();
+    assert_eq!(s["delegates"].as_array().unwrap().len(), 4);
+    assert_eq!(s["finality_threshold"], 3, "3 of 4 is more than two thirds");
+
+    // All four up: blocks become final.
+    let (_, f0) = heights(&cluster, 1);
+    wait_for("finality with four delegates", FINAL_TIMEOUT, || {
+        (heights(&cluster, 1).1 >= f0 + 3).then_some(())
+    });
+
+    // One down: 3 of 4 still finalize.
+    kill9(cluster.node_pids[3]);
+    let (_, f1) = heights(&cluster, 1);
+    wait_for("finality with node 4 down", FINAL_TIMEOUT, || {
+        (heights(&cluster, 1).1 >= f1 + 4).then_some(())
+    });
+
+    // Two down: blocks are still produced (two of four slots), but no new
+    // block gathers three delegates. Blocks the dead node confirmed before
+    // it died may still finalize; let them settle first.
+    kill9(cluster.node_pids[2]);
+    std::thread::sleep(Duration::from_secs(5));
+    let (h2, f2) = heights(&cluster, 1);
+    std::thread::sleep(Duration::from_secs(8));
+    let (h3, f3) = heights(&cluster, 1);
+    assert!(h3 >= h2 + 2, "production went on: head {h2} -> {h3}");
+    assert_eq!(f3, f2, "finality paused with two of four delegates down");
+    assert!(h3 > f3 + 2, "head {h3} is ahead of final {f3}");
+
+    // Node 3 returns: it catches up, and finality resumes past the blocks
+    // produced while it was away.
+    restart_node(&mut cluster, 3);
+    let caught_up_to = h3;
+    wait_for(
+        "finality resumed after node 3 returned",
+        FINAL_TIMEOUT,
+        || (heights(&cluster, 1).1 > caught_up_to).then_some(()),
+    );
+    let (_, final_on_3) = wait_for("node 3 caught up", FINAL_TIMEOUT, || {
+        status(&cluster, 3)
+            .map(|s| {
+                (
+                    s["head_height"].as_u64().unwrap(),
+                    s["final_height"].as_u64().unwrap(),
+                )
+            })
+            .filter(|(_, f)| *f > caught_up_to)
+    });
+    // Same blocks on both nodes, including those made while node 3 was down.
+    for h in [f2, caught_up_to, final_on_3] {
+        let on_1 = block_hash(&cluster, 1, h).expect("node 1 has the block");
+        let on_3 = block_hash(&cluster, 3, h).expect("node 3 has the block");
+        assert_eq!(on_1, on_3, "block {h} differs between nodes 1 and 3");
+    }
+    ok(cli_at(&cluster, 3, &["chain", "verify"]));
 }
