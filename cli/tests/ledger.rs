@@ -364,6 +364,26 @@ fn volume_operations_are_audited_and_their_proofs_verify_offline_until_tampered(
     ]));
     assert!(strangers.contains("not a trusted delegate"), "{strangers}");
 
+    // Every one of the volume's records has a proof that verifies offline.
+    for r in &records {
+        let path = cluster.dir.path().join("record.proof.json");
+        let file = path.to_str().unwrap();
+        let record_tx = r["tx"].as_str().unwrap();
+        ok(cli(&cluster, &["chain", "proof", record_tx, "-o", file]));
+        let report = json(offline(&[
+            "--json",
+            "chain",
+            "verify-proof",
+            file,
+            "--genesis",
+            genesis.to_str().unwrap(),
+        ]));
+        assert_eq!(report["tx"], record_tx);
+        assert_eq!(report["height"], r["height"]);
+        assert_eq!(report["kind"], "audit");
+        assert_eq!(report["final"], true, "{r}: {report}");
+    }
+
     // Flip one byte of the record: verification fails and names the field.
     let original = std::fs::read_to_string(&proof_path).unwrap();
     let tampered = original.replacen("\"volume/ledgervol\"", "\"volume/ledgervom\"", 1);
