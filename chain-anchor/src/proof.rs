@@ -161,9 +161,16 @@ impl ProofVerifier {
         if proof.tx.chain != h.chain {
             return bad("transaction was made for another chain than the block".into());
         }
+        let tx_hash = proof.tx.hash();
         if self.check_sender {
-            if let Err(e) = proof.tx.check_stateless(&h.chain) {
-                return bad(format!("transaction does not verify: {e}"));
+            match proof.tx.check_stateless(&h.chain) {
+                Ok(()) => {}
+                Err(crate::error::TxError::BadSignature(from)) => {
+                    return bad(format!(
+                        "the record does not match its signature: transaction {tx_hash:#} (as the proof now holds it) is not signed by its sender {from:#}; the record was changed after it was signed"
+                    ))
+                }
+                Err(e) => return bad(format!("the record (transaction {tx_hash:#}) does not verify: {e}")),
             }
         }
         if proof.merkle.leaf_count != h.tx_count {
@@ -172,11 +179,11 @@ impl ProofVerifier {
                 proof.merkle.leaf_count, h.tx_count
             ));
         }
-        let tx_hash = proof.tx.hash();
         if !proof.merkle.verify(&tx_hash, &h.tx_root) {
-            return bad(
-                "Merkle path does not lead from the transaction to the block's root".into(),
-            );
+            return bad(format!(
+                "the record does not match the block: transaction {tx_hash:#} with this Merkle path does not lead to the transaction root {:#} of block {}; the record or its path was changed",
+                h.tx_root, h.height
+            ));
         }
         let mut confirmers: HashSet<PublicKey> = HashSet::from([h.producer]);
         let mut chain_hashes: HashSet<(Hash32, u64)> = HashSet::from([(block, h.height)]);

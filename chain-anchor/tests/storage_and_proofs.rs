@@ -7,7 +7,7 @@ use std::path::Path;
 use hpchain_chain::tx::{AuditRecord, Payload, Reading, Stage, TraceEvent};
 use hpchain_chain::{
     verify_chain, verify_inclusion, Genesis, Hash32, InclusionProof, Keypair, Ledger, MemoryStore,
-    PublicKey, RocksStore, Transaction,
+    ProofVerifier, PublicKey, RecordIndex, RocksStore, Transaction,
 };
 
 /// Produces blocks for `slots` on one ledger, signing each with whichever
@@ -272,14 +272,28 @@ fn a_proof_for_a_modified_record_or_untrusted_keys_fails() {
     if let Payload::Audit(a) = &mut m.tx.payload {
         a.result = "failed".into();
     }
+    let e = verify_inclusion(&m, &trusted(&fx)).unwrap_err().to_string();
     assert!(
-        verify_inclusion(&m, &trusted(&fx)).is_err(),
-        "altered record accepted"
+        e.contains("the record does not match its signature")
+            && e.contains(&m.tx.hash().to_hex())
+            && e.contains(&m.tx.from.to_hex()),
+        "altered record: {e}"
     );
+    // without the sender check, the Merkle root catches it
+    let e = ProofVerifier::new(&trusted(&fx))
+        .skip_sender_signatures()
+        .verify(&m)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the record does not match the block"), "{e}");
     // a re-signed altered record still does not match the Merkle root
     let mut m = p.clone();
     m.tx = Transaction::signed(p.tx.chain, &fx.holders[0], p.tx.nonce, audit(999));
-    assert!(verify_inclusion(&m, &trusted(&fx)).is_err());
+    let e = verify_inclusion(&m, &trusted(&fx)).unwrap_err().to_string();
+    assert!(
+        e.contains("does not match the block") && e.contains(&p.header.header.tx_root.to_hex()),
+        "{e}"
+    );
     let mut m = p.clone();
     m.merkle.index = (m.merkle.index + 1) % m.merkle.leaf_count;
     assert!(verify_inclusion(&m, &trusted(&fx)).is_err());
@@ -300,6 +314,49 @@ fn a_proof_for_a_modified_record_or_untrusted_keys_fails() {
         m.descendants.swap(0, 1);
         assert!(verify_inclusion(&m, &trusted(&fx)).is_err());
     }
+}
+
+#[test]
+fn all_records_blocks_by_hash_and_unfinal_transactions_are_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    let mut l = open_rocks(&fx.genesis, dir.path());
+    // Every audit record of every target, in chain order.
+    let all = l.records_all(RecordIndex::AuditTarget).unwrap();
+    assert_eq!(all.len(), 20);
+    assert!(all
+        .windows(2)
+        .all(|w| (w[0].0.height, w[0].0.index) < (w[1].0.height, w[1].0.index)));
+    let hashes: Vec<Hash32> = all.iter().map(|(_, t)| t.hash()).collect();
+    assert_eq!(hashes, fx.txs[..20].to_vec());
+    // A final block by its id, and an unknown id.
+    let b3 = l.block_at(3).unwrap().unwrap();
+    let (found, is_final) = l.block_by_hash(&b3.hash()).unwrap().unwrap();
+    assert_eq!(found, b3);
+    assert!(is_final);
+    assert!(l.block_by_hash(&Hash32([7; 32])).unwrap().is_none());
+    // Trace events carry their transaction ids.
+    let farm = l.trace_event_txs("farm-1").unwrap();
+    assert_eq!(farm.len(), 1);
+    assert_eq!(farm[0].1, fx.txs[20]);
+    // A new record is not final until the delegates confirm it.
+    let chain = l.chain_hash();
+    let nonce = l.head_state().next_nonce(&fx.holders[0].public());
+    let t = l
+        .submit_tx(Transaction::signed(chain, &fx.holders[0], nonce, audit(77)))
+        .unwrap();
+    let (_, head) = l.head();
+    let slot = l.head_slot() + 1;
+    let producer = l.scheduled_producer(slot).unwrap();
+    let key = fx.keys.iter().find(|k| k.public() == producer).unwrap();
+    let b = l.produce_block(slot, key, 100).unwrap();
+    assert_eq!(b.header.height, head + 1);
+    let unfinal = l.unfinal_txs();
+    let (loc, tx) = unfinal.iter().find(|(_, tx)| tx.hash() == t).unwrap();
+    assert_eq!(loc.height, head + 1);
+    assert!(matches!(tx.payload, Payload::Audit(_)));
+    let (_, is_final) = l.block_by_hash(&loc.block).unwrap().unwrap();
+    assert!(!is_final);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! `hpchain dev`: a three-node cluster of real `hpchain node` processes on
+//! `hpchain dev`: a cluster (three nodes unless `--nodes`) of real `hpchain node` processes on
 //! loopback, with pool `rbd` and volume `demo`; Ctrl-C or SIGTERM stops
 //! everything it started.
 
@@ -44,6 +44,17 @@ fn dev_chain(options: &DevOptions) -> Result<PathBuf, String> {
             .unwrap_or(0);
         hpchain_chain::Genesis::write_dev(&dir, "hpchain-dev", options.nodes as u32, now_ms)
             .map_err(|e| format!("cannot write the dev chain's genesis: {e}"))?;
+    }
+    let existing = hpchain_chain::Genesis::load(&genesis)
+        .map_err(|e| format!("cannot read the dev chain's genesis: {e}"))?;
+    if u64::from(existing.delegate_count) != options.nodes {
+        return Err(format!(
+            "{} has {} delegates but {} nodes were asked for; run with --nodes {} or use a new --data-dir",
+            genesis.display(),
+            existing.delegate_count,
+            options.nodes,
+            existing.delegate_count
+        ));
     }
     Ok(dir)
 }

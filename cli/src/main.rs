@@ -1,6 +1,7 @@
 //! `hpchain`: the node daemon, a local dev cluster, and the admin CLI.
 
 mod admin;
+mod chain;
 mod client;
 mod dev;
 mod iscsi;
@@ -56,7 +57,7 @@ enum Top {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run a three-node cluster on loopback with pool `rbd` and volume `demo`.
+    /// Run a local cluster (three nodes by default) on loopback with pool `rbd` and volume `demo`.
     Dev {
         #[arg(long, default_value = "hpchain-data")]
         data_dir: PathBuf,
@@ -66,6 +67,10 @@ enum Top {
         /// iSCSI port of node 1; node N uses base + 10*(N-1).
         #[arg(long, default_value_t = 3260)]
         iscsi_base_port: u16,
+        /// Nodes (and HP chain delegates) to run, 3 to 9; with 4 or more,
+        /// blocks still become final while one node is down.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=9))]
+        nodes: u64,
     },
     /// Cluster status.
     Cluster {
@@ -87,10 +92,28 @@ enum Top {
         #[command(subcommand)]
         command: TraceCommand,
     },
-    /// The HP chain: status, audit records, verification.
+    /// The HP chain: status, blocks, inclusion proofs, verification.
     Chain {
         #[command(subcommand)]
         command: ChainCommand,
+    },
+    /// Audit records of cluster map changes, as kept on the HP chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Every audit record: time, node, action, target, block, finality, tx.
+    Ls {
+        /// Only records of this volume.
+        #[arg(long, conflicts_with = "target")]
+        volume: Option<String>,
+        /// Only records of this target (pool/NAME, node/ID, volume/NAME).
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -119,6 +142,22 @@ enum TraceCommand {
     },
     /// A batch's final events, upstream and downstream batches.
     Show { batch: String },
+    /// The batch and every batch it was made from, each event with its tx.
+    Upstream {
+        batch: String,
+        /// Declared range NAME:MIN:MAX:UNIT, e.g. temperature:0:4:C; readings
+        /// outside it are flagged (repeatable).
+        #[arg(long = "range")]
+        ranges: Vec<String>,
+    },
+    /// The batch and every batch made from it (the recall set).
+    Downstream {
+        batch: String,
+        /// Declared range NAME:MIN:MAX:UNIT, e.g. temperature:0:4:C; readings
+        /// outside it are flagged (repeatable).
+        #[arg(long = "range")]
+        ranges: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +168,35 @@ enum ChainCommand {
     Audit { target: String },
     /// Re-check the whole ledger; names the first block that fails.
     Verify,
+    /// Blocks of the best chain (the latest ones, or from a height).
+    Blocks {
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// One block, by height or id, with its transactions.
+    Show { id: String },
+    /// The inclusion proof of a transaction, as a self-contained JSON file.
+    Proof {
+        /// Transaction id (hex), as `hpchain audit ls` shows it.
+        tx: String,
+        /// Write the proof here instead of stdout.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Verify a proof file offline, with only the delegates' keys.
+    VerifyProof {
+        file: PathBuf,
+        /// Trusted delegate keys: hex, comma separated, or a file holding
+        /// them (a genesis.json file gives its initial delegates).
+        #[arg(long, required_unless_present = "genesis", conflicts_with = "genesis")]
+        delegates: Option<String>,
+        /// The chain's genesis.json: trust its initial delegates and check
+        /// that the proof is for this chain.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,11 +352,12 @@ fn run(cli: Cli) -> Result<(), String> {
             data_dir,
             base_port,
             iscsi_base_port,
+            nodes,
         } => dev::run(dev::DevOptions {
             data_dir,
             base_port,
             iscsi_base_port,
-            nodes: 3,
+            nodes,
         }),
         Top::Cluster {
             command: ClusterCommand::Status,
@@ -396,12 +465,41 @@ fn run(cli: Cli) -> Result<(), String> {
                 json,
             ),
             TraceCommand::Show { batch } => admin::trace_show(&api, &batch, json),
+            TraceCommand::Upstream { batch, ranges } => {
+                chain::trace_walk(&api, &batch, "upstream", &ranges, json)
+            }
+            TraceCommand::Downstream { batch, ranges } => {
+                chain::trace_walk(&api, &batch, "downstream", &ranges, json)
+            }
         }),
         Top::Chain { command } => admin(match command {
             ChainCommand::Status => admin::chain_status(&api, json),
             ChainCommand::Audit { target } => admin::chain_audit(&api, &target, json),
             ChainCommand::Verify => admin::chain_verify(&api, json),
+            ChainCommand::Blocks { from, limit } => chain::blocks(&api, from, limit, json),
+            ChainCommand::Show { id } => chain::show(&api, &id, json),
+            ChainCommand::Proof { tx, output } => chain::proof(&api, &tx, output.as_deref(), json),
+            ChainCommand::VerifyProof {
+                file,
+                delegates,
+                genesis,
+            } => {
+                let trust = match (delegates, genesis) {
+                    (Some(keys), _) => chain::Trust::Keys(keys),
+                    (None, Some(path)) => chain::Trust::Genesis(path),
+                    (None, None) => unreachable!("clap requires --delegates or --genesis"),
+                };
+                chain::verify_proof(&file, &trust, json)
+            }
         }),
+        Top::Audit {
+            command: AuditCommand::Ls { volume, target },
+        } => admin(chain::audit_ls(
+            &api,
+            volume.as_deref(),
+            target.as_deref(),
+            json,
+        )),
     }
 }
 

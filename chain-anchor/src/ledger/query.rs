@@ -64,6 +64,94 @@ impl Ledger {
         Ok(None)
     }
 
+    /// The block with id `hash`, final or not (a non-final one may be on a
+    /// side branch), and whether it is final.
+    pub fn block_by_hash(&self, hash: &Hash32) -> Result<Option<(Block, bool)>> {
+        if let Some(n) = self.nodes.get(hash) {
+            if let Some(b) = &n.block {
+                return Ok(Some(((**b).clone(), *hash == self.final_hash)));
+            }
+        }
+        Ok(self.store.block_by_hash(hash)?.map(|b| (b, true)))
+    }
+
+    /// The transactions of the best chain's blocks above the last final
+    /// block, in chain order, with their locations. Not final yet: a fork
+    /// may still replace them.
+    pub fn unfinal_txs(&self) -> Vec<(TxLocation, Transaction)> {
+        let mut blocks = Vec::new();
+        let mut cur = self.head;
+        while cur != self.final_hash {
+            let n = &self.nodes[&cur];
+            if let Some(b) = &n.block {
+                blocks.push((cur, b.clone()));
+            }
+            cur = n.parent;
+        }
+        blocks.reverse();
+        let mut out = Vec::new();
+        for (hash, b) in blocks {
+            for (i, tx) in b.txs.iter().enumerate() {
+                let location = TxLocation {
+                    height: b.header.height,
+                    block: hash,
+                    index: i as u32,
+                };
+                out.push((location, tx.clone()));
+            }
+        }
+        out
+    }
+
+    /// Final records of every key in a secondary index, in chain order, with
+    /// their transactions (see [`Ledger::records`]).
+    pub fn records_all(&self, index: RecordIndex) -> Result<Vec<(TxLocation, Transaction)>> {
+        let locations = self.store.records_all(index)?;
+        self.located_txs(locations)
+    }
+
+    fn located_txs(&self, locations: Vec<TxLocation>) -> Result<Vec<(TxLocation, Transaction)>> {
+        let mut out = Vec::with_capacity(locations.len());
+        let mut cached: Option<Block> = None;
+        for loc in locations {
+            if cached.as_ref().map(|b| b.header.height) != Some(loc.height) {
+                cached = Some(
+                    self.store
+                        .block_at(loc.height)?
+                        .ok_or_else(|| Error::NotFound {
+                            what: "block at height",
+                            id: loc.height.to_string(),
+                        })?,
+                );
+            }
+            let b = cached.as_ref().expect("just loaded");
+            let tx = b
+                .txs
+                .get(loc.index as usize)
+                .cloned()
+                .ok_or_else(|| Error::NotFound {
+                    what: "transaction index",
+                    id: loc.index.to_string(),
+                })?;
+            out.push((loc, tx));
+        }
+        Ok(out)
+    }
+
+    /// Final trace events of a batch with their transaction ids, in chain
+    /// order: what an API shows next to a reference to each event's proof.
+    pub fn trace_event_txs(&self, batch: &str) -> Result<Vec<(TxLocation, Hash32, TraceEvent)>> {
+        let locations = self.store.trace_events(batch)?;
+        Ok(self
+            .located_txs(locations)?
+            .into_iter()
+            .filter_map(|(loc, tx)| match &tx.payload {
+                Payload::Trace(ev) => Some((loc, tx.hash(), ev.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Where a transaction is on the best chain (final or not).
     pub fn tx_location(&self, tx: &Hash32) -> Result<Option<TxLocation>> {
         if let Some(l) = self.store.tx_location(tx)? {
@@ -138,26 +226,8 @@ impl Ledger {
     /// target, anchors by volume), in chain order, with their transactions.
     /// Pair each with [`Ledger::proof`] to show it.
     pub fn records(&self, index: RecordIndex, key: &str) -> Result<Vec<(TxLocation, Transaction)>> {
-        let mut out = Vec::new();
-        for loc in self.store.records(index, key)? {
-            let b = self
-                .store
-                .block_at(loc.height)?
-                .ok_or_else(|| Error::NotFound {
-                    what: "block at height",
-                    id: loc.height.to_string(),
-                })?;
-            let tx = b
-                .txs
-                .get(loc.index as usize)
-                .cloned()
-                .ok_or_else(|| Error::NotFound {
-                    what: "transaction index",
-                    id: loc.index.to_string(),
-                })?;
-            out.push((loc, tx));
-        }
-        Ok(out)
+        let locations = self.store.records(index, key)?;
+        self.located_txs(locations)
     }
 
     /// Final trace events of a batch, in chain order, with their locations.

@@ -117,4 +117,17 @@ impl ChainStore for MemoryStore {
             .cloned()
             .unwrap_or_default())
     }
+    fn records_all(&self, index: RecordIndex) -> Result<Vec<TxLocation>> {
+        let mut out: Vec<TxLocation> = self
+            .records
+            .iter()
+            .filter(|((ix, _), _)| *ix == index)
+            .flat_map(|(_, locs)| locs.iter().copied())
+            .collect();
+        out.sort_by_key(|l| (l.height, l.index));
+        Ok(out)
+    }
+    fn block_by_hash(&self, hash: &Hash32) -> Result<Option<Block>> {
+        Ok(self.blocks.iter().find(|b| b.hash() == *hash).cloned())
+    }
 }

@@ -104,4 +104,10 @@ pub trait ChainStore: Send {
     fn trace_outputs(&self, batch: &str) -> Result<Vec<String>>;
     /// Final records under `key` in a secondary index, in chain order.
     fn records(&self, index: RecordIndex, key: &str) -> Result<Vec<TxLocation>>;
+    /// Every final record in a secondary index, whatever its key, in chain
+    /// order (for `hpchain audit ls` without a filter).
+    fn records_all(&self, index: RecordIndex) -> Result<Vec<TxLocation>>;
+    /// The final block with id `hash`, if any. Fails if the stored bytes do
+    /// not decode or do not hash to `hash`.
+    fn block_by_hash(&self, hash: &Hash32) -> Result<Option<Block>>;
 }

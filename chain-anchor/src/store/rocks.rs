@@ -341,6 +341,29 @@ impl ChainStore for RocksStore {
             .collect()
     }
 
+    fn records_all(&self, index: RecordIndex) -> Result<Vec<TxLocation>> {
+        let mut out = self
+            .prefix_scan(CF_RECORDS, &[index as u8])?
+            .into_iter()
+            .map(|(_, v)| decode_location(&v))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|l| (l.height, l.index));
+        Ok(out)
+    }
+
+    fn block_by_hash(&self, hash: &Hash32) -> Result<Option<Block>> {
+        let Some(bytes) = self.get(CF_BLOCKS, &hash.0)? else {
+            return Ok(None);
+        };
+        let b = Block::decode(&bytes)?;
+        if b.hash() != *hash {
+            return Err(Error::Storage(format!(
+                "block {hash:#} does not hash to its id: the stored bytes were altered; run `hpchain chain verify`"
+            )));
+        }
+        Ok(Some(b))
+    }
+
     fn trace_events(&self, batch: &str) -> Result<Vec<TxLocation>> {
         let prefix = batch_prefix(batch);
         let mut out = Vec::new();

@@ -6,6 +6,7 @@
 //! change state except through the map's Raft group, so every node serves
 //! the same API with the same answers.
 
+mod chain;
 mod error;
 mod iscsi;
 mod openapi;
@@ -102,11 +103,17 @@ pub fn router(state: ApiState) -> Router {
                 .delete(iscsi::unexport_volume),
         )
         .route("/v1/iscsi", get(iscsi::list_exports))
-        .route("/v1/chain", get(chain_status))
-        .route("/v1/chain/audit", get(chain_audit))
-        .route("/v1/chain/verify", get(chain_verify))
-        .route("/v1/trace", post(trace_add))
-        .route("/v1/trace/:batch", get(trace_show))
+        .route("/v1/chain", get(chain::chain_status))
+        .route("/v1/chain/audit", get(chain::chain_audit))
+        .route("/v1/chain/verify", get(chain::chain_verify))
+        .route("/v1/chain/blocks", get(chain::chain_blocks))
+        .route("/v1/chain/blocks/:id", get(chain::chain_block))
+        .route("/v1/chain/proof/:tx", get(chain::chain_proof))
+        .route("/v1/audit", get(chain::audit_list))
+        .route("/v1/trace", post(chain::trace_add))
+        .route("/v1/trace/:batch", get(chain::trace_show))
+        .route("/v1/trace/:batch/upstream", get(chain::trace_upstream))
+        .route("/v1/trace/:batch/downstream", get(chain::trace_downstream))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
@@ -479,121 +486,6 @@ async fn discard_data(
         .discard(&name, range.offset_bytes, range.length_bytes)
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn ledger(state: &ApiState) -> Result<&crate::ledger::LedgerNode, ApiError> {
-    state.ledger.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "chain.disabled",
-            "this node runs no ledger; add a [chain] section (genesis, key) to its config",
-        )
-    })
-}
-
-async fn chain_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let status = ledger(&state)?
-        .ledger()
-        .lock()
-        .expect("ledger lock")
-        .status();
-    Ok(Json(json!(status)))
-}
-
-#[derive(Deserialize)]
-struct AuditQuery {
-    target: String,
-}
-
-async fn chain_audit(
-    State(state): State<ApiState>,
-    Query(q): Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let ledger = ledger(&state)?.ledger();
-    let records = ledger
-        .lock()
-        .expect("ledger lock")
-        .records(hpchain_chain::RecordIndex::AuditTarget, &q.target)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "chain.store",
-                e.to_string(),
-            )
-        })?;
-    let out: Vec<Value> = records
-        .into_iter()
-        .map(|(location, tx)| {
-            json!({
-                "tx": tx.hash().to_hex(),
-                "height": location.height,
-                "index": location.index,
-                "signer": tx.from.to_hex(),
-                "payload": tx.payload,
-            })
-        })
-        .collect();
-    Ok(Json(Value::Array(out)))
-}
-
-async fn chain_verify(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let ledger = ledger(&state)?.ledger();
-    let guard = ledger.lock().expect("ledger lock");
-    let report = hpchain_chain::verify_chain(guard.store()).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "chain.store",
-            e.to_string(),
-        )
-    })?;
-    Ok(Json(json!({
-        "ok": report.is_ok(),
-        "final_height": report.final_height,
-        "verified_height": report.verified_height,
-        "first_bad": report.first_bad.map(|b| json!({"height": b.height, "code": b.code, "reason": b.reason})),
-    })))
-}
-
-async fn trace_add(
-    State(state): State<ApiState>,
-    bytes: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let event: hpchain_chain::tx::TraceEvent = body(&bytes)?;
-    let hash = ledger(&state)?
-        .submit(hpchain_chain::Payload::Trace(event))
-        .await
-        .map_err(|e| ApiError::bad_request("trace.refused", e.to_string()))?;
-    // Accepted: final once the delegates confirm it (a few slots).
-    Ok((StatusCode::ACCEPTED, Json(json!({"tx": hash.to_hex()}))).into_response())
-}
-
-async fn trace_show(
-    State(state): State<ApiState>,
-    Path(batch): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let ledger = ledger(&state)?.ledger();
-    let guard = ledger.lock().expect("ledger lock");
-    let store_error = |e: hpchain_chain::Error| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "chain.store",
-            e.to_string(),
-        )
-    };
-    let events: Vec<Value> = guard
-        .trace_events(&batch)
-        .map_err(store_error)?
-        .into_iter()
-        .map(|(location, event)| json!({"height": location.height, "index": location.index, "event": event}))
-        .collect();
-    let upstream = guard.trace_upstream(&batch).map_err(store_error)?;
-    let downstream = guard.trace_downstream(&batch).map_err(store_error)?;
-    Ok(Json(json!({
-        "batch_id": batch,
-        "events": events,
-        "upstream": upstream,
-        "downstream": downstream,
-    })))
 }
 
 async fn bench_volume(

@@ -40,15 +40,105 @@ fn name_parameter(what: &str) -> Value {
     json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": format!("{what} name")}])
 }
 
+fn trace_walk_parameters() -> Value {
+    json!([
+        {"name": "batch", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "ranges", "in": "query", "required": false, "schema": {"type": "string"},
+         "description": "Declared ranges, NAME:MIN:MAX:UNIT separated by commas (e.g. temperature:0:4:C); readings outside them are flagged as breaches"}
+    ])
+}
+
+/// The HP chain's read routes (blocks, proofs, audit, trace walks); kept
+/// apart so that no single `json!` grows past the macro recursion limit.
+fn chain_paths() -> Value {
+    json!({
+        "/v1/chain/blocks": {
+            "parameters": [
+                {"name": "from", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "First height (default: the latest `limit` blocks)"},
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "default": 20, "minimum": 1, "maximum": 500}}
+            ],
+            "get": {"summary": "Blocks of the best chain, ascending, each with its finality", "responses": with_errors(json!({"200": {"description": "{head_height, final_height, blocks: [BlockSummary]}"}}))}
+        },
+        "/v1/chain/blocks/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "A height, or a block id (64 hex digits)"}],
+            "get": {"summary": "One block with its transactions", "responses": with_errors(json!({"200": json_body("Block")}))}
+        },
+        "/v1/chain/proof/{tx}": {
+            "parameters": [{"name": "tx", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Transaction id (64 hex digits)"}],
+            "get": {"summary": "Self-contained inclusion proof of a transaction: the record and its canonical bytes, Merkle path, signed block header, the signed headers above it and confirmations up to finality. Verify offline with `hpchain chain verify-proof`.",
+                "responses": with_errors(json!({"200": json_body("InclusionProof")}))}
+        },
+        "/v1/audit": {
+            "parameters": [
+                {"name": "volume", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only records of volume/NAME"},
+                {"name": "target", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only records of this target, e.g. pool/rbd, node/1"}
+            ],
+            "get": {"summary": "Audit records (every committed or refused map change): final ones in chain order, then those not final yet", "responses": with_errors(json!({"200": json_list("AuditRecord")}))}
+        },
+        "/v1/trace/{batch}/upstream": {
+            "parameters": trace_walk_parameters(),
+            "get": {"summary": "The batch and every batch it was made from, transitively, each event with its proof reference and out-of-range readings", "responses": with_errors(json!({"200": json_body("TraceWalk")}))}
+        },
+        "/v1/trace/{batch}/downstream": {
+            "parameters": trace_walk_parameters(),
+            "get": {"summary": "The batch and every batch made from it, transitively (the recall set), each event with its proof reference and out-of-range readings", "responses": with_errors(json!({"200": json_body("TraceWalk")}))}
+        }
+    })
+}
+
+/// Schemas of the HP chain's answers.
+fn chain_schemas() -> Value {
+    json!({
+        "AuditRecord": {"type": "object", "properties": {
+            "tx": {"type": "string", "description": "Transaction id; GET /v1/chain/proof/{tx} proves it"},
+            "height": {"type": "integer"}, "index": {"type": "integer"}, "block": {"type": "string"},
+            "final": {"type": "boolean", "description": "false while the block can still be replaced by a fork"},
+            "at_ms": {"type": "integer"}, "time": {"type": "string", "description": "UTC, ISO 8601"},
+            "node": {"type": "string", "description": "Who committed the change, e.g. node/1"},
+            "signer": {"type": "string", "description": "The node's ledger key (hex)"},
+            "action": {"type": "string", "description": "e.g. volume.create, volume.resize, volume.delete"},
+            "target": {"type": "string", "description": "e.g. volume/demo"},
+            "result": {"type": "string", "description": "ok, or the refusal's error code"},
+            "details": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "Block": {"type": "object", "properties": {
+            "height": {"type": "integer"}, "hash": {"type": "string"}, "slot": {"type": "integer"},
+            "timestamp_ms": {"type": "integer"}, "time": {"type": "string"}, "producer": {"type": "string"},
+            "prev_hash": {"type": "string"}, "tx_root": {"type": "string"}, "tx_count": {"type": "integer"},
+            "final": {"type": "boolean"}, "signature": {"type": "string"},
+            "txs": {"type": "array", "items": {"type": "object", "properties": {
+                "tx": {"type": "string"}, "index": {"type": "integer"}, "kind": {"type": "string"},
+                "from": {"type": "string"}, "nonce": {"type": "integer"}, "payload": {"type": "object"}}}}}},
+        "InclusionProof": {"type": "object", "description": "docs/ledger-format.md, Inclusion proof", "required": ["tx", "merkle", "header", "descendants", "confirmations"], "properties": {
+            "tx": {"type": "object", "description": "The record, as signed by its sender"},
+            "merkle": {"type": "object", "properties": {"index": {"type": "integer"}, "leaf_count": {"type": "integer"}, "siblings": {"type": "array", "items": {"type": "string"}}}},
+            "header": {"type": "object", "description": "Signed header of the record's block"},
+            "descendants": {"type": "array", "items": {"type": "object"}, "description": "Signed headers built on it, in height order"},
+            "confirmations": {"type": "array", "items": {"type": "object"}},
+            "tx_hash": {"type": "string"}, "tx_hex": {"type": "string", "description": "The record's canonical encoding"},
+            "height": {"type": "integer"}, "block": {"type": "string"}, "chain_id": {"type": "string"},
+            "final": {"type": "boolean", "description": "Final on the answering node (verify-proof decides for itself)"}}},
+        "TraceWalk": {"type": "object", "properties": {
+            "batch_id": {"type": "string"}, "direction": {"type": "string", "enum": ["upstream", "downstream"]},
+            "ranges": {"type": "array", "items": {"type": "object"}}, "breaches": {"type": "integer", "description": "Readings outside a declared range"},
+            "batches": {"type": "array", "items": {"type": "object", "properties": {
+                "batch_id": {"type": "string"},
+                "events": {"type": "array", "items": {"type": "object", "properties": {
+                    "tx": {"type": "string"}, "height": {"type": "integer"}, "index": {"type": "integer"}, "block": {"type": "string"},
+                    "proof": {"type": "string", "description": "Path of the event's inclusion proof"},
+                    "time": {"type": "string"}, "event": {"$ref": "#/components/schemas/TraceEvent"},
+                    "breaches": {"type": "array", "items": {"type": "object"}}}}}}}}}}
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
     let no_content = json!({"description": "Done"});
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "hpchain management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Pools, volumes and cluster status of an hpchain cluster. Every node serves the same API; changes go through the cluster map's Raft group. Authenticate with `Authorization: Bearer <token>` (the token is created at bootstrap in the api-token file)."
+            "description": "Pools, volumes, cluster status, and the HP chain (blocks, inclusion proofs, audit records, traceability) of an hpchain cluster. Every node serves the same API; changes go through the cluster map's Raft group. Authenticate with `Authorization: Bearer <token>` (the token is created at bootstrap in the api-token file)."
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -197,7 +287,14 @@ pub fn document() -> Value {
                     "size_bytes": {"type": "integer", "description": "Not smaller than the current size"}}}
             }
         }
-    })
+    });
+    for (path, item) in chain_paths().as_object().expect("object") {
+        doc["paths"][path] = item.clone();
+    }
+    for (name, schema) in chain_schemas().as_object().expect("object") {
+        doc["components"]["schemas"][name] = schema.clone();
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -226,6 +323,12 @@ mod tests {
         ("/v1/chain/verify", &["get"]),
         ("/v1/trace", &["post"]),
         ("/v1/trace/{batch}", &["get"]),
+        ("/v1/chain/blocks", &["get"]),
+        ("/v1/chain/blocks/{id}", &["get"]),
+        ("/v1/chain/proof/{tx}", &["get"]),
+        ("/v1/audit", &["get"]),
+        ("/v1/trace/{batch}/upstream", &["get"]),
+        ("/v1/trace/{batch}/downstream", &["get"]),
     ];
 
     #[test]
@@ -235,7 +338,11 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         assert_eq!(paths.len(), ROUTES.len());
         for (path, methods) in ROUTES {
-            let axum_path = path.replace("{name}", ":name").replace("{batch}", ":batch");
+            let axum_path = path
+                .replace("{name}", ":name")
+                .replace("{batch}", ":batch")
+                .replace("{id}", ":id")
+                .replace("{tx}", ":tx");
             assert!(
                 source.contains(&format!("\"{axum_path}\"")),
                 "router lacks {path}"

@@ -1,0 +1,651 @@
+//! End to end on the HP chain, with real processes: volume operations on a
+//! `hpchain dev` cluster appear in `hpchain audit ls`; a proof fetched with
+//! `hpchain chain proof` verifies offline with `chain verify-proof` and
+//! fails once a byte of the record is changed; traceability walks flag
+//! out-of-range readings. A four-delegate cluster keeps finalizing with one
+//! node down, pauses finality with two down, and resumes when one returns.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const HPCHAIN: &str = env!("CARGO_BIN_EXE_hpchain");
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Long enough for a record to become final on a loaded 2-core machine
+/// (a few one-second slots are the norm).
+const FINAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The tests of this file run one at a time: seven node processes at once
+/// on a two-core machine would make slot timing, not the ledger, the subject.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `hpchain dev` cluster, plus any node the test restarted itself; all
+/// of them are stopped on drop, even when an assertion fails.
+struct DevCluster {
+    child: Child,
+    node_pids: Vec<i32>,
+    restarted: Vec<Child>,
+    base: u16,
+    token_file: PathBuf,
+    data: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        for child in &mut self.restarted {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for &pid in &self.node_pids {
+            if alive(pid) {
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl DevCluster {
+    /// The API of node `n` (1-based).
+    fn api(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + 10 * (n - 1))
+    }
+}
+
+/// Ports distinct per test process and per test (`slot`); a dev cluster of
+/// four nodes uses base..base+36.
+fn free_base_port(slot: u16) -> u16 {
+    21_000 + (std::process::id() % 500) as u16 * 80 + slot * 40
+}
+
+fn start(slot: u16, nodes: usize) -> DevCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(slot);
+    let data = dir.path().join("data");
+    let mut command = Command::new(HPCHAIN);
+    command.args(["dev", "--data-dir"]).arg(&data).args([
+        "--base-port",
+        &base.to_string(),
+        "--iscsi-base-port",
+        &(base + 5).to_string(),
+    ]);
+    if nodes != 3 {
+        command.args(["--nodes", &nodes.to_string()]);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut node_pids = Vec::new();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("hpchain dev printed `ready` in time");
+        if let Some(rest) = line.split(" pid ").nth(1) {
+            node_pids.push(rest.split_whitespace().next().unwrap().parse().unwrap());
+        }
+        if line.contains("hpchain dev: ready") {
+            break;
+        }
+    }
+    let cluster = DevCluster {
+        child,
+        node_pids,
+        restarted: Vec::new(),
+        base,
+        token_file: data.join("api-token"),
+        data,
+        dir,
+    };
+    assert_eq!(cluster.node_pids.len(), nodes, "node processes reported");
+    cluster
+}
+
+fn cli_at(cluster: &DevCluster, node: u16, args: &[&str]) -> Output {
+    Command::new(HPCHAIN)
+        .args(["--api", &cluster.api(node), "--token-file"])
+        .arg(&cluster.token_file)
+        .args(args)
+        .env_remove("HPCHAIN_TOKEN")
+        .env_remove("HPCHAIN_API")
+        .output()
+        .unwrap()
+}
+
+fn cli(cluster: &DevCluster, args: &[&str]) -> Output {
+    cli_at(cluster, 1, args)
+}
+
+/// `hpchain` without any API: what an auditor runs on their own machine.
+fn offline(args: &[&str]) -> Output {
+    Command::new(HPCHAIN)
+        .args([
+            "--api",
+            "http://127.0.0.1:9",
+            "--token-file",
+            "/nonexistent",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn failed(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command succeeded but should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+fn json(output: Output) -> Value {
+    serde_json::from_str(&ok(output)).unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Polls `probe` every 300 ms until it returns Some, or fails naming `what`.
+fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn audit_records(cluster: &DevCluster, volume: &str) -> Vec<Value> {
+    json(cli(cluster, &["--json", "audit", "ls", "--volume", volume]))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn volume_operations_are_audited_and_their_proofs_verify_offline_until_tampered() {
+    let _serial = serial();
+    let cluster = start(0, 3);
+    let genesis = cluster.data.join("chain/genesis.json");
+
+    ok(cli(
+        &cluster,
+        &[
+            "volume",
+            "create",
+            "ledgervol",
+            "--pool",
+            "rbd",
+            "--size",
+            "1G",
+        ],
+    ));
+    ok(cli(
+        &cluster,
+        &["volume", "resize", "ledgervol", "--size", "2G"],
+    ));
+    ok(cli(&cluster, &["volume", "rm", "ledgervol"]));
+    // A refused change is audited too, with its error code.
+    failed(cli(&cluster, &["volume", "rm", "ledgervol"]));
+
+    // Each operation is on the chain, in order, and becomes final.
+    let records = wait_for(
+        "four final audit records of volume/ledgervol",
+        FINAL_TIMEOUT,
+        || {
+            let r = audit_records(&cluster, "ledgervol");
+            (r.len() == 4 && r.iter().all(|x| x["final"] == true)).then_some(r)
+        },
+    );
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("volume.create", "ok"),
+            ("volume.resize", "ok"),
+            ("volume.delete", "ok"),
+            ("volume.delete", "volume.not_found"),
+        ]
+    );
+    for r in &records {
+        assert_eq!(r["target"], "volume/ledgervol");
+        assert_eq!(r["node"], "node/1", "node 1 committed it: {r}");
+        assert!(r["height"].as_u64().unwrap() >= 1, "{r}");
+        assert_eq!(r["tx"].as_str().unwrap().len(), 64, "{r}");
+        assert!(r["time"].as_str().unwrap().ends_with('Z'), "{r}");
+    }
+    // Without a filter: the same records among every other target's.
+    let all = json(cli(&cluster, &["--json", "audit", "ls"]));
+    let all = all.as_array().unwrap();
+    for r in &records {
+        assert!(all.iter().any(|x| x["tx"] == r["tx"]), "{r} missing");
+    }
+    assert!(
+        all.iter()
+            .any(|x| x["target"] == "pool/rbd" && x["action"] == "pool.create"),
+        "the dev pool's creation is audited"
+    );
+    // The table names the columns people need.
+    let table = ok(cli(&cluster, &["audit", "ls", "--volume", "ledgervol"]));
+    assert!(
+        table.contains("volume.resize") && table.contains("final"),
+        "{table}"
+    );
+
+    // The resize record: its block is listed and shown with it.
+    let resize = &records[1];
+    let tx = resize["tx"].as_str().unwrap();
+    let height = resize["height"].as_u64().unwrap();
+    let block = json(cli(
+        &cluster,
+        &["--json", "chain", "show", &height.to_string()],
+    ));
+    assert_eq!(block["final"], true);
+    assert!(
+        block["txs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["tx"] == tx),
+        "block {height} holds {tx}: {block}"
+    );
+    let by_hash = json(cli(
+        &cluster,
+        &["--json", "chain", "show", block["hash"].as_str().unwrap()],
+    ));
+    assert_eq!(by_hash["height"], height);
+    let listed = json(cli(
+        &cluster,
+        &[
+            "--json",
+            "chain",
+            "blocks",
+            "--from",
+            "1",
+            "--limit",
+            &height.to_string(),
+        ],
+    ));
+    let listed = listed["blocks"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, height, "blocks 1..={height}");
+    assert_eq!(listed.last().unwrap()["hash"], block["hash"]);
+    assert_eq!(listed[0]["height"], 1);
+    assert!(listed.iter().all(|b| b["final"] == true));
+    let bad = failed(cli(&cluster, &["chain", "show", "nonsense"]));
+    assert!(bad.contains("chain.bad_block_id"), "{bad}");
+
+    // The proof verifies offline, with the genesis or the delegate keys.
+    let proof_path = cluster.dir.path().join("resize.proof.json");
+    let proof_file = proof_path.to_str().unwrap();
+    ok(cli(&cluster, &["chain", "proof", tx, "-o", proof_file]));
+    let out = ok(offline(&[
+        "chain",
+        "verify-proof",
+        proof_file,
+        "--genesis",
+        genesis.to_str().unwrap(),
+    ]));
+    assert!(out.contains("proof OK") && out.contains(tx), "{out}");
+    let delegates: Vec<String> = json(cli(&cluster, &["--json", "chain", "status"]))["delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    let report = json(offline(&[
+        "--json",
+        "chain",
+        "verify-proof",
+        proof_file,
+        "--delegates",
+        &delegates.join(","),
+    ]));
+    assert_eq!(report["final"], true);
+    assert_eq!(report["confirmed_by"], 3);
+    assert_eq!(report["tx"], tx);
+    // Keys of another chain are not trusted.
+    let strangers = failed(offline(&[
+        "chain",
+        "verify-proof",
+        proof_file,
+        "--delegates",
+        &"11".repeat(32),
+    ]));
+    assert!(strangers.contains("not a trusted delegate"), "{strangers}");
+
+    // Every one of the volume's records has a proof that verifies offline.
+    for r in &records {
+        let path = cluster.dir.path().join("record.proof.json");
+        let file = path.to_str().unwrap();
+        let record_tx = r["tx"].as_str().unwrap();
+        ok(cli(&cluster, &["chain", "proof", record_tx, "-o", file]));
+        let report = json(offline(&[
+            "--json",
+            "chain",
+            "verify-proof",
+            file,
+            "--genesis",
+            genesis.to_str().unwrap(),
+        ]));
+        assert_eq!(report["tx"], record_tx);
+        assert_eq!(report["height"], r["height"]);
+        assert_eq!(report["kind"], "audit");
+        assert_eq!(report["final"], true, "{r}: {report}");
+    }
+
+    // Flip one byte of the record: verification fails and names the field.
+    let original = std::fs::read_to_string(&proof_path).unwrap();
+    let tampered = original.replacen("\"volume/ledgervol\"", "\"volume/ledgervom\"", 1);
+    assert_ne!(tampered, original, "the record's target is in the file");
+    std::fs::write(&proof_path, &tampered).unwrap();
+    let e = failed(offline(&[
+        "chain",
+        "verify-proof",
+        proof_file,
+        "--genesis",
+        genesis.to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("does NOT verify")
+            && e.contains("the record does not match its signature")
+            && e.contains("payload.target is \"volume/ledgervom\""),
+        "{e}"
+    );
+    // Without the file's own copy of the bytes and id, the cryptographic
+    // check alone still refuses it.
+    let mut bare: Value = serde_json::from_str(&tampered).unwrap();
+    let object = bare.as_object_mut().unwrap();
+    object.remove("tx_hex");
+    object.remove("tx_hash");
+    std::fs::write(&proof_path, bare.to_string()).unwrap();
+    let e = failed(offline(&[
+        "chain",
+        "verify-proof",
+        proof_file,
+        "--genesis",
+        genesis.to_str().unwrap(),
+    ]));
+    assert!(e.contains("the record does not match its signature"), "{e}");
+    // And restored, it verifies again: the failure was the byte.
+    std::fs::write(&proof_path, &original).unwrap();
+    ok(offline(&[
+        "chain",
+        "verify-proof",
+        proof_file,
+        "--genesis",
+        genesis.to_str().unwrap(),
+    ]));
+
+    // Traceability: upstream and downstream walks, with a cold-chain breach.
+    ok(cli(
+        &cluster,
+        &[
+            "trace",
+            "add",
+            "--batch",
+            "milk-9",
+            "--stage",
+            "farm",
+            "--actor",
+            "farm-a",
+            "--place",
+            "Parma",
+            "--reading",
+            "temperature=7.5C",
+        ],
+    ));
+    ok(cli(
+        &cluster,
+        &[
+            "trace",
+            "add",
+            "--batch",
+            "cheese-9",
+            "--stage",
+            "processing",
+            "--actor",
+            "dairy-b",
+            "--place",
+            "Reggio",
+            "--input",
+            "milk-9",
+            "--reading",
+            "temperature=3C",
+        ],
+    ));
+    let down = wait_for("cheese-9 final downstream of milk-9", FINAL_TIMEOUT, || {
+        let d = json(cli(
+            &cluster,
+            &[
+                "--json",
+                "trace",
+                "downstream",
+                "milk-9",
+                "--range",
+                "temperature:0:4:C",
+            ],
+        ));
+        (d["batches"].as_array().unwrap().len() == 2).then_some(d)
+    });
+    assert_eq!(down["batches"][0]["batch_id"], "milk-9");
+    assert_eq!(down["batches"][1]["batch_id"], "cheese-9");
+    assert_eq!(down["breaches"], 1, "only 7.5 C is outside 0..4 C: {down}");
+    let milk = &down["batches"][0]["events"][0];
+    assert_eq!(milk["breaches"][0]["reading"]["value_milli"], 7500);
+    assert_eq!(
+        down["batches"][1]["events"][0]["breaches"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let up = json(cli(&cluster, &["--json", "trace", "upstream", "cheese-9"]));
+    let up_batches: Vec<&str> = up["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["batch_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(up_batches, ["cheese-9", "milk-9"]);
+    assert_eq!(up["breaches"], 0, "no ranges declared, nothing flagged");
+    // Each event carries the reference to its proof, which verifies.
+    let milk_tx = milk["tx"].as_str().unwrap();
+    assert_eq!(milk["proof"], format!("/v1/chain/proof/{milk_tx}"));
+    let milk_proof = cluster.dir.path().join("milk.proof.json");
+    ok(cli(
+        &cluster,
+        &[
+            "chain",
+            "proof",
+            milk_tx,
+            "-o",
+            milk_proof.to_str().unwrap(),
+        ],
+    ));
+    ok(offline(&[
+        "chain",
+        "verify-proof",
+        milk_proof.to_str().unwrap(),
+        "--delegates",
+        genesis.to_str().unwrap(),
+    ]));
+    let bad_range = failed(cli(
+        &cluster,
+        &[
+            "trace",
+            "downstream",
+            "milk-9",
+            "--range",
+            "temperature:4:0:C",
+        ],
+    ));
+    assert!(bad_range.contains("trace.bad_range"), "{bad_range}");
+    let unknown = failed(cli(&cluster, &["chain", "proof", &"ab".repeat(32)]));
+    assert!(unknown.contains("chain.tx_not_found"), "{unknown}");
+}
+
+fn status(cluster: &DevCluster, node: u16) -> Option<Value> {
+    let out = cli_at(cluster, node, &["--json", "chain", "status"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn heights(cluster: &DevCluster, node: u16) -> (u64, u64) {
+    let s = status(cluster, node).expect("node answers chain status");
+    (
+        s["head_height"].as_u64().unwrap(),
+        s["final_height"].as_u64().unwrap(),
+    )
+}
+
+fn kill9(pid: i32) {
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn restart_node(cluster: &mut DevCluster, n: usize) {
+    let config = cluster.data.join(format!("node{n}.toml"));
+    let log =
+        std::fs::File::create(cluster.dir.path().join(format!("node{n}-restart.log"))).unwrap();
+    let child = Command::new(HPCHAIN)
+        .args(["node", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    cluster.restarted.push(child);
+}
+
+fn block_hash(cluster: &DevCluster, node: u16, height: u64) -> Option<String> {
+    let out = cli_at(
+        cluster,
+        node,
+        &["--json", "chain", "show", &height.to_string()],
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+        .flatten()
+        .and_then(|b| b["hash"].as_str().map(str::to_string))
+}
+
+#[test]
+fn four_delegates_finalize_with_one_down_pause_with_two_and_resume_when_one_returns() {
+    let _serial = serial();
+    let mut cluster = start(1, 4);
+    let s = status(&cluster, 1).unwrap();
+    assert_eq!(s["delegates"].as_array().unwrap().len(), 4);
+    assert_eq!(s["finality_threshold"], 3, "3 of 4 is more than two thirds");
+
+    // All four up: blocks become final.
+    let (_, f0) = heights(&cluster, 1);
+    wait_for("finality with four delegates", FINAL_TIMEOUT, || {
+        (heights(&cluster, 1).1 >= f0 + 3).then_some(())
+    });
+
+    // One down: 3 of 4 still finalize.
+    kill9(cluster.node_pids[3]);
+    let (_, f1) = heights(&cluster, 1);
+    wait_for("finality with node 4 down", FINAL_TIMEOUT, || {
+        (heights(&cluster, 1).1 >= f1 + 4).then_some(())
+    });
+
+    // Two down: blocks are still produced (two of four slots), but no new
+    // block gathers three delegates. Blocks the dead node confirmed before
+    // it died may still finalize; let them settle first.
+    kill9(cluster.node_pids[2]);
+    std::thread::sleep(Duration::from_secs(5));
+    let (h2, f2) = heights(&cluster, 1);
+    std::thread::sleep(Duration::from_secs(8));
+    let (h3, f3) = heights(&cluster, 1);
+    assert!(h3 >= h2 + 2, "production went on: head {h2} -> {h3}");
+    assert_eq!(f3, f2, "finality paused with two of four delegates down");
+    assert!(h3 > f3 + 2, "head {h3} is ahead of final {f3}");
+
+    // Node 3 returns: it catches up, and finality resumes past the blocks
+    // produced while it was away.
+    restart_node(&mut cluster, 3);
+    let caught_up_to = h3;
+    wait_for(
+        "finality resumed after node 3 returned",
+        FINAL_TIMEOUT,
+        || (heights(&cluster, 1).1 > caught_up_to).then_some(()),
+    );
+    let (_, final_on_3) = wait_for("node 3 caught up", FINAL_TIMEOUT, || {
+        status(&cluster, 3)
+            .map(|s| {
+                (
+                    s["head_height"].as_u64().unwrap(),
+                    s["final_height"].as_u64().unwrap(),
+                )
+            })
+            .filter(|(_, f)| *f > caught_up_to)
+    });
+    // Same blocks on both nodes, including those made while node 3 was down.
+    for h in [f2, caught_up_to, final_on_3] {
+        let on_1 = block_hash(&cluster, 1, h).expect("node 1 has the block");
+        let on_3 = block_hash(&cluster, 3, h).expect("node 3 has the block");
+        assert_eq!(on_1, on_3, "block {h} differs between nodes 1 and 3");
+    }
+    ok(cli_at(&cluster, 3, &["chain", "verify"]));
+}
