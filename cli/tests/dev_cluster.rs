@@ -2,148 +2,16 @@
 //! loopback; the admin CLI manages pools and volumes through the API; the
 //! cluster map survives kill -9 of a node; SIGTERM stops every process.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const HPCHAIN: &str = env!("CARGO_BIN_EXE_hpchain");
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Kills the dev cluster (and so its nodes) even when an assertion fails.
-struct DevCluster {
-    child: Child,
-    node_pids: Vec<i32>,
-    api: String,
-    token_file: std::path::PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for DevCluster {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        for &pid in &self.node_pids {
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Ports distinct per test process and per test (`slot`); a dev cluster
-/// uses base..base+25.
-fn free_base_port(slot: u16) -> u16 {
-    20_000 + (std::process::id() % 700) as u16 * 60 + slot * 30
-}
-
-fn start(slot: u16) -> DevCluster {
-    let dir = tempfile::tempdir().unwrap();
-    let base = free_base_port(slot);
-    let mut child = Command::new(HPCHAIN)
-        .args(["dev", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--base-port",
-            &base.to_string(),
-            "--iscsi-base-port",
-            &(base + 5).to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining after start-up so the dev process never writes
-        // into a closed pipe.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut node_pids = Vec::new();
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("hpchain dev printed `ready` in time");
-        if let Some(rest) = line.split(" pid ").nth(1) {
-            node_pids.push(rest.split_whitespace().next().unwrap().parse().unwrap());
-        }
-        if line.contains("hpchain dev: ready") {
-            break;
-        }
-    }
-    assert_eq!(node_pids.len(), 3, "three node processes reported");
-    DevCluster {
-        child,
-        node_pids,
-        api: format!("http://127.0.0.1:{base}"),
-        token_file: dir.path().join("data/api-token"),
-        dir,
-    }
-}
-
-fn cli(cluster: &DevCluster, args: &[&str]) -> Output {
-    cli_at(&cluster.api, &cluster.token_file, args)
-}
-
-fn cli_at(api: &str, token_file: &Path, args: &[&str]) -> Output {
-    Command::new(HPCHAIN)
-        .args(["--api", api, "--token-file"])
-        .arg(token_file)
-        .args(args)
-        .env_remove("HPCHAIN_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn json(output: Output) -> serde_json::Value {
-    serde_json::from_str(&ok(output)).unwrap()
-}
-
-/// A plain HTTP/1.0 GET, body only.
-fn http_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
-fn alive(pid: i32) -> bool {
-    unsafe { libc::kill(pid, 0) == 0 }
-}
+use support::*;
 
 #[test]
 fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
-    let mut cluster = start(0);
+    let mut cluster = start(0, 3);
 
     // What `hpchain dev` promised exists.
     let pools = json(cli(&cluster, &["--json", "pool", "ls"]));
@@ -156,7 +24,7 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
 
     // Prometheus metrics, without a token.
-    let metrics = http_get(&format!("{}/metrics", cluster.api));
+    let metrics = http_get(&format!("{}/metrics", cluster.api(1)));
     assert!(
         metrics.contains("# TYPE hpchain_raft_is_leader gauge"),
         "{metrics}"
@@ -188,7 +56,11 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
     assert!(String::from_utf8_lossy(&unaligned.stderr).contains("multiple of 512"));
     let shrink = cli(&cluster, &["volume", "resize", "demo", "--size", "1M"]);
     assert!(String::from_utf8_lossy(&shrink.stderr).contains("volume.shrink"));
-    let no_token = cli_at(&cluster.api, Path::new("/nonexistent"), &["volume", "ls"]);
+    let no_token = cli_with(
+        &cluster.api(1),
+        Path::new("/nonexistent"),
+        &["volume", "ls"],
+    );
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("auth.missing_token"));
     let volumes = json(cli(&cluster, &["--json", "volume", "ls"]));
     assert_eq!(
@@ -199,15 +71,11 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
 
     // The HP chain holds a final audit record of `demo`'s creation, on
     // every node's copy, and the ledger verifies.
-    let node2_api = cluster.api.replace(
-        &free_base_port(0).to_string(),
-        &(free_base_port(0) + 10).to_string(),
-    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let records = json(cli_at(
-            &node2_api,
-            &cluster.token_file,
+            &cluster,
+            2,
             &["--json", "chain", "audit", "volume/demo"],
         ));
         if let Some(record) = records.as_array().and_then(|r| r.first()) {
@@ -364,14 +232,14 @@ fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
-    let cluster = start(1);
+    let cluster = start(1, 3);
     const SIZE: usize = 256 << 20;
     let input = cluster.dir.path().join("input.bin");
     let data = random_file(&input, SIZE, 0x5eed);
 
     // Import through node 1's API; kill -9 node 3 while it runs.
     let mut import = Command::new(HPCHAIN)
-        .args(["--api", &cluster.api, "--token-file"])
+        .args(["--api", &cluster.api(1), "--token-file"])
         .arg(&cluster.token_file)
         .args(["volume", "import"])
         .arg(&input)
@@ -466,7 +334,7 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
 
     // Bad ranges are refused with the volume named; nothing is written.
     let past_end = Command::new(HPCHAIN)
-        .args(["--api", &cluster.api, "--token-file"])
+        .args(["--api", &cluster.api(1), "--token-file"])
         .arg(&cluster.token_file)
         .args(["volume", "import"])
         .arg(&output)

@@ -91,10 +91,8 @@ fn conformance_tests(url: &str) {
 
 #[test]
 fn initiators_use_exported_volumes_through_every_nodes_portal() {
-    let cluster = start(0);
-    let portals: Vec<String> = (0..3)
-        .map(|i| format!("127.0.0.1:{}", cluster.base_port + 5 + 10 * i))
-        .collect();
+    let cluster = start(0, 3);
+    let portals: Vec<String> = (1..=3).map(|n| cluster.portal(n)).collect();
     let url = |portal: &str, credentials: &str, volume: &str| {
         format!("iscsi://{credentials}{portal}/iqn.2026-11.io.hpchain:{volume}/0")
     };

@@ -5,16 +5,13 @@
 //! out-of-range readings. A four-delegate cluster keeps finalizing with one
 //! node down, pauses finality with two down, and resumes when one returns.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
 
 use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
 
-const HPCHAIN: &str = env!("CARGO_BIN_EXE_hpchain");
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Long enough for a record to become final on a loaded 2-core machine
 /// (a few one-second slots are the norm).
 const FINAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,182 +22,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A `hpchain dev` cluster, plus any node the test restarted itself; all
-/// of them are stopped on drop, even when an assertion fails.
-struct DevCluster {
-    child: Child,
-    node_pids: Vec<i32>,
-    restarted: Vec<Child>,
-    base: u16,
-    token_file: PathBuf,
-    data: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for DevCluster {
-    fn drop(&mut self) {
-        for child in &mut self.restarted {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for &pid in &self.node_pids {
-            if alive(pid) {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-impl DevCluster {
-    /// The API of node `n` (1-based).
-    fn api(&self, n: u16) -> String {
-        format!("http://127.0.0.1:{}", self.base + 10 * (n - 1))
-    }
-}
-
-/// Ports distinct per test process and per test (`slot`); a dev cluster of
-/// four nodes uses base..base+36.
-fn free_base_port(slot: u16) -> u16 {
-    21_000 + (std::process::id() % 500) as u16 * 80 + slot * 40
-}
-
-fn start(slot: u16, nodes: usize) -> DevCluster {
-    let dir = tempfile::tempdir().unwrap();
-    let base = free_base_port(slot);
-    let data = dir.path().join("data");
-    let mut command = Command::new(HPCHAIN);
-    command.args(["dev", "--data-dir"]).arg(&data).args([
-        "--base-port",
-        &base.to_string(),
-        "--iscsi-base-port",
-        &(base + 5).to_string(),
-    ]);
-    if nodes != 3 {
-        command.args(["--nodes", &nodes.to_string()]);
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut node_pids = Vec::new();
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("hpchain dev printed `ready` in time");
-        if let Some(rest) = line.split(" pid ").nth(1) {
-            node_pids.push(rest.split_whitespace().next().unwrap().parse().unwrap());
-        }
-        if line.contains("hpchain dev: ready") {
-            break;
-        }
-    }
-    let cluster = DevCluster {
-        child,
-        node_pids,
-        restarted: Vec::new(),
-        base,
-        token_file: data.join("api-token"),
-        data,
-        dir,
-    };
-    assert_eq!(cluster.node_pids.len(), nodes, "node processes reported");
-    cluster
-}
-
-fn cli_at(cluster: &DevCluster, node: u16, args: &[&str]) -> Output {
-    Command::new(HPCHAIN)
-        .args(["--api", &cluster.api(node), "--token-file"])
-        .arg(&cluster.token_file)
-        .args(args)
-        .env_remove("HPCHAIN_TOKEN")
-        .env_remove("HPCHAIN_API")
-        .output()
-        .unwrap()
-}
-
-fn cli(cluster: &DevCluster, args: &[&str]) -> Output {
-    cli_at(cluster, 1, args)
-}
-
-/// `hpchain` without any API: what an auditor runs on their own machine.
-fn offline(args: &[&str]) -> Output {
-    Command::new(HPCHAIN)
-        .args([
-            "--api",
-            "http://127.0.0.1:9",
-            "--token-file",
-            "/nonexistent",
-        ])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn failed(output: Output) -> String {
-    assert!(
-        !output.status.success(),
-        "command succeeded but should have failed: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
-
-fn json(output: Output) -> Value {
-    serde_json::from_str(&ok(output)).unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
-/// Polls `probe` every 300 ms until it returns Some, or fails naming `what`.
-fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn audit_records(cluster: &DevCluster, volume: &str) -> Vec<Value> {

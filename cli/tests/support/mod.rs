@@ -1,29 +1,36 @@
-//! The harness the end-to-end tests share: a `hpchain dev` cluster that
-//! is stopped (with every node process) when it goes out of scope, and the
-//! CLI run against it.
+//! The harness the end-to-end tests share: a `hpchain dev` cluster whose
+//! processes (and any node a test restarted) are stopped on drop, even when
+//! an assertion fails, and the CLI run against it.
 #![allow(dead_code)]
 
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const HPCHAIN: &str = env!("CARGO_BIN_EXE_hpchain");
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Kills the dev cluster (and so its nodes) even when an assertion fails.
+/// A `hpchain dev` cluster, plus any node the test restarted itself; all
+/// of them are stopped on drop, even when an assertion fails.
 pub struct DevCluster {
     pub child: Child,
     pub node_pids: Vec<i32>,
-    pub api: String,
-    pub token_file: std::path::PathBuf,
+    pub restarted: Vec<Child>,
+    /// API port of node 1; node N uses base + 10*(N-1), iSCSI base + 5.
+    pub base: u16,
+    pub token_file: PathBuf,
+    pub data: PathBuf,
     pub dir: tempfile::TempDir,
-    pub base_port: u16,
 }
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        for child in &mut self.restarted {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
@@ -35,32 +42,50 @@ impl Drop for DevCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
+        let _ = self.child.wait();
         for &pid in &self.node_pids {
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
+            if alive(pid) {
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
             }
         }
     }
 }
 
-/// Ports distinct per test process and per test (`slot`); a dev cluster
-/// uses base..base+25.
-pub fn free_base_port(slot: u16) -> u16 {
-    20_000 + (std::process::id() % 700) as u16 * 60 + slot * 30
+impl DevCluster {
+    /// The API of node `n` (1-based).
+    pub fn api(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + 10 * (n - 1))
+    }
+
+    /// The iSCSI portal of node `n` (1-based).
+    pub fn portal(&self, n: u16) -> String {
+        format!("127.0.0.1:{}", self.base + 5 + 10 * (n - 1))
+    }
 }
 
-pub fn start(slot: u16) -> DevCluster {
+/// Ports distinct per test process and per test (`slot`); a dev cluster of
+/// four nodes uses base..base+36.
+pub fn free_base_port(slot: u16) -> u16 {
+    21_000 + (std::process::id() % 500) as u16 * 80 + slot * 40
+}
+
+pub fn start(slot: u16, nodes: usize) -> DevCluster {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port(slot);
-    let mut child = Command::new(HPCHAIN)
-        .args(["dev", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--base-port",
-            &base.to_string(),
-            "--iscsi-base-port",
-            &(base + 5).to_string(),
-        ])
+    let data = dir.path().join("data");
+    let mut command = Command::new(HPCHAIN);
+    command.args(["dev", "--data-dir"]).arg(&data).args([
+        "--base-port",
+        &base.to_string(),
+        "--iscsi-base-port",
+        &(base + 5).to_string(),
+    ]);
+    if nodes != 3 {
+        command.args(["--nodes", &nodes.to_string()]);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -68,8 +93,6 @@ pub fn start(slot: u16) -> DevCluster {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        // Keep draining after start-up so the dev process never writes
-        // into a closed pipe.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
@@ -87,27 +110,49 @@ pub fn start(slot: u16) -> DevCluster {
             break;
         }
     }
-    assert_eq!(node_pids.len(), 3, "three node processes reported");
-    DevCluster {
+    let cluster = DevCluster {
         child,
         node_pids,
-        api: format!("http://127.0.0.1:{base}"),
-        token_file: dir.path().join("data/api-token"),
+        restarted: Vec::new(),
+        base,
+        token_file: data.join("api-token"),
+        data,
         dir,
-        base_port: base,
-    }
+    };
+    assert_eq!(cluster.node_pids.len(), nodes, "node processes reported");
+    cluster
 }
 
-pub fn cli(cluster: &DevCluster, args: &[&str]) -> Output {
-    cli_at(&cluster.api, &cluster.token_file, args)
+pub fn cli_at(cluster: &DevCluster, node: u16, args: &[&str]) -> Output {
+    cli_with(&cluster.api(node), &cluster.token_file, args)
 }
 
-pub fn cli_at(api: &str, token_file: &Path, args: &[&str]) -> Output {
+/// The CLI against any API address and token file.
+pub fn cli_with(api: &str, token_file: &Path, args: &[&str]) -> Output {
     Command::new(HPCHAIN)
         .args(["--api", api, "--token-file"])
         .arg(token_file)
         .args(args)
         .env_remove("HPCHAIN_TOKEN")
+        .env_remove("HPCHAIN_API")
+        .output()
+        .unwrap()
+}
+
+pub fn cli(cluster: &DevCluster, args: &[&str]) -> Output {
+    cli_at(cluster, 1, args)
+}
+
+/// `hpchain` without any API: what an auditor runs on their own machine.
+pub fn offline(args: &[&str]) -> Output {
+    Command::new(HPCHAIN)
+        .args([
+            "--api",
+            "http://127.0.0.1:9",
+            "--token-file",
+            "/nonexistent",
+        ])
+        .args(args)
         .output()
         .unwrap()
 }
@@ -115,14 +160,43 @@ pub fn cli_at(api: &str, token_file: &Path, args: &[&str]) -> Output {
 pub fn ok(output: Output) -> String {
     assert!(
         output.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "command failed: {}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8(output.stdout).unwrap()
 }
 
-pub fn json(output: Output) -> serde_json::Value {
+pub fn failed(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command succeeded but should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+pub fn json(output: Output) -> Value {
     serde_json::from_str(&ok(output)).unwrap()
+}
+
+pub fn alive(pid: i32) -> bool {
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Polls `probe` every 300 ms until it returns Some, or fails naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// A plain HTTP/1.0 GET, body only.
@@ -138,8 +212,4 @@ pub fn http_get(url: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
-}
-
-pub fn alive(pid: i32) -> bool {
-    unsafe { libc::kill(pid, 0) == 0 }
 }
