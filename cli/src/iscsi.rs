@@ -6,12 +6,14 @@
 //! `BlockDevice` trait, and this module joins them.
 
 use async_trait::async_trait;
+use hpchain_engine::api::metric_family;
 use hpchain_engine::cluster::map::{iscsi_target_name, IscsiExport};
 use hpchain_engine::cluster::ClusterMapState;
 use hpchain_engine::daemon::{Extension, NodeContext};
 use hpchain_engine::volume::{VolumeClient, VolumeError};
 use hpchain_iscsi::{BlockDevice, Chap, DeviceError, ExportConfig, Portal};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -169,6 +171,67 @@ fn reconcile(
     }
 }
 
+/// The portal's counters in the node's `/metrics`.
+fn register_metrics(context: &NodeContext, portal: Arc<Portal>) {
+    let node = format!("node=\"{}\"", context.config.id);
+    context.metrics.register(Arc::new(move |out: &mut String| {
+        let stats = &portal.stats;
+        let counters = [
+            (
+                "hpchain_iscsi_logins_total",
+                "Successful iSCSI logins.",
+                &stats.logins,
+            ),
+            (
+                "hpchain_iscsi_login_failures_total",
+                "Refused iSCSI logins (authentication, ACL, unknown target, bad keys).",
+                &stats.login_failures,
+            ),
+            (
+                "hpchain_iscsi_commands_total",
+                "SCSI commands received.",
+                &stats.commands,
+            ),
+            (
+                "hpchain_iscsi_read_bytes_total",
+                "Bytes sent to initiators as Data-In.",
+                &stats.read_bytes,
+            ),
+            (
+                "hpchain_iscsi_write_bytes_total",
+                "Bytes received from initiators.",
+                &stats.write_bytes,
+            ),
+            (
+                "hpchain_iscsi_rejects_total",
+                "PDUs answered with a Reject.",
+                &stats.rejects,
+            ),
+        ];
+        for (name, help, value) in counters {
+            metric_family(
+                out,
+                name,
+                "counter",
+                help,
+                &[(node.clone(), value.load(Ordering::Relaxed))],
+            );
+        }
+        let sessions: Vec<(String, u64)> = portal
+            .sessions_by_target()
+            .into_iter()
+            .map(|(iqn, n)| (format!("{node},target=\"{iqn}\""), n as u64))
+            .collect();
+        metric_family(
+            out,
+            "hpchain_iscsi_sessions",
+            "gauge",
+            "Sessions logged in, per exported target.",
+            &sessions,
+        );
+    }));
+}
+
 /// The node extension that runs the portal on `iscsi_addr`.
 pub fn portal_extension() -> Extension {
     Box::new(|context: NodeContext| {
@@ -182,6 +245,7 @@ pub fn portal_extension() -> Extension {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| format!("iSCSI portal {addr}: {e}"))?;
         let portal = Portal::new(vec![addr.clone()]);
+        register_metrics(&context, portal.clone());
         let serving = {
             let portal = portal.clone();
             tokio::spawn(async move {

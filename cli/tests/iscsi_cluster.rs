@@ -8,7 +8,7 @@ mod support;
 use hpchain_iscsi::initiator::Initiator;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{cli, json, ok, start};
+use support::{cli, http_get, json, ok, start};
 
 const DEMO: &str = "iqn.2026-11.io.hpchain:demo";
 
@@ -257,6 +257,49 @@ fn initiators_use_exported_volumes_through_every_nodes_portal() {
         },
     );
     ok(cli(&cluster, &["volume", "rm", "secure"]));
+
+    // Export changes are audited on the HP chain like every map change.
+    // (Records reach a block within a slot or two.)
+    eventually(
+        Duration::from_secs(30),
+        "the export's audit records",
+        || {
+            let actions: Vec<String> = json(cli(
+                &cluster,
+                &["--json", "audit", "ls", "--volume", "secure"],
+            ))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap_or("").to_string())
+            .collect();
+            for action in [
+                "volume.create",
+                "volume.export",
+                "volume.unexport",
+                "volume.delete",
+            ] {
+                if !actions.iter().any(|a| a == action) {
+                    return Err(format!("{action} missing from {actions:?}"));
+                }
+            }
+            Ok(())
+        },
+    );
+
+    // The portal's counters are in the node's /metrics.
+    let metrics = http_get(&format!("{}/metrics", cluster.api(1)));
+    let logins = metrics
+        .lines()
+        .find(|l| l.starts_with("hpchain_iscsi_logins_total{node=\"1\"}"))
+        .unwrap_or_else(|| panic!("no iSCSI login counter:\n{metrics}"));
+    assert_ne!(logins.split_whitespace().last(), Some("0"), "{logins}");
+    assert!(
+        metrics.contains(&format!(
+            "hpchain_iscsi_sessions{{node=\"1\",target=\"{DEMO}\"}}"
+        )),
+        "{metrics}"
+    );
 
     // kill -9 of node 3: node 1's portal keeps serving reads and writes
     // once the placement groups node 3 led have elected new leaders.

@@ -334,6 +334,21 @@ impl Portal {
             .map(|e| e.config.clone())
     }
 
+    /// Logged-in sessions per exported target (0 for idle exports).
+    pub fn sessions_by_target(&self) -> Vec<(String, usize)> {
+        let mut counts: BTreeMap<String, usize> = self
+            .export_names()
+            .into_iter()
+            .map(|iqn| (iqn, 0))
+            .collect();
+        for session in self.sessions.lock().unwrap().values() {
+            if let Some(export) = &session.export {
+                *counts.entry(export.config.iqn.clone()).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
     /// How many sessions are logged in to `iqn` now.
     pub fn session_count(&self, iqn: &str) -> usize {
         self.sessions

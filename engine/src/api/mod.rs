@@ -42,6 +42,43 @@ pub struct ApiState {
     ledger: Option<crate::ledger::LedgerNode>,
     requests: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
+    extra_metrics: MetricsRegistry,
+}
+
+/// Renders Prometheus families of a service the binary added (the iSCSI
+/// portal) into `/metrics`.
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// Where added services register their metrics.
+#[derive(Clone, Default)]
+pub struct MetricsRegistry(Arc<RwLock<Vec<MetricsSource>>>);
+
+impl MetricsRegistry {
+    pub fn register(&self, source: MetricsSource) {
+        self.0.write().expect("metrics registry lock").push(source);
+    }
+
+    fn render(&self, out: &mut String) {
+        for source in self.0.read().expect("metrics registry lock").iter() {
+            source(out);
+        }
+    }
+}
+
+/// One Prometheus family in text format: HELP, TYPE and its samples
+/// (`labels` without braces).
+pub fn metric_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(String, u64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
 }
 
 impl ApiState {
@@ -63,11 +100,18 @@ impl ApiState {
             ledger: None,
             requests: Arc::new(AtomicU64::new(0)),
             errors: Arc::new(AtomicU64::new(0)),
+            extra_metrics: MetricsRegistry::default(),
         }
     }
 }
 
 impl ApiState {
+    /// Renders `registry`'s sources into `/metrics` too.
+    pub fn with_metrics(mut self, registry: MetricsRegistry) -> ApiState {
+        self.extra_metrics = registry;
+        self
+    }
+
     /// Serves the HP chain's routes from `ledger`.
     pub fn with_ledger(mut self, ledger: Option<crate::ledger::LedgerNode>) -> ApiState {
         self.ledger = ledger;
@@ -505,16 +549,6 @@ async fn bench_volume(
     Ok(Json(json!(report)))
 }
 
-/// Appends one Prometheus metric family: its help, its type and samples
-/// of (labels, value).
-fn metric_family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
-    }
-}
-
 /// Prometheus text format.
 async fn metrics(State(state): State<ApiState>) -> Response {
     let raft = state.raft.clone();
@@ -575,5 +609,6 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "Last log index applied by this node's replica.",
         &per_group(&|g| g.applied),
     );
+    state.extra_metrics.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -69,6 +69,8 @@ pub struct NodeContext {
     /// This node's copy of the cluster map, kept current.
     pub map: Arc<RwLock<ClusterMapState>>,
     pub volumes: VolumeClient,
+    /// Families registered here appear in the node's `/metrics`.
+    pub metrics: crate::api::MetricsRegistry,
 }
 
 /// Starts an added service; its tasks are stopped with the node.
@@ -313,11 +315,13 @@ pub async fn run_with(
     ));
     let volumes = VolumeClient::new(config.id, raft.handle(), map.clone());
     let mut extension_tasks = Vec::new();
+    let metrics = crate::api::MetricsRegistry::default();
     for extension in extensions {
         let context = NodeContext {
             config: config.clone(),
             map: map.clone(),
             volumes: volumes.clone(),
+            metrics: metrics.clone(),
         };
         match extension(context) {
             Ok(tasks) => extension_tasks.extend(tasks),
@@ -340,7 +344,8 @@ pub async fn run_with(
         map.clone(),
         volumes,
     )
-    .with_ledger(ledger.clone());
+    .with_ledger(ledger.clone())
+    .with_metrics(metrics);
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, api::router(state)).await {
             tracing::error!("management API server stopped: {e}");
