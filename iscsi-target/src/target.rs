@@ -1112,6 +1112,49 @@ impl Conn {
         self.shutdown.notify_one();
     }
 
+    /// Receives one burst of Data-Out into `buf` from `*received` up to
+    /// `end`, in DataSN order and with tag `ttt` (the reserved tag for the
+    /// unsolicited burst). An R2T's burst (`exact`) must fill it to `end`.
+    /// None after a protocol error, which drops the connection (ERL 0).
+    async fn receive_burst(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<Pdu>,
+        buf: &mut [u8],
+        received: &mut usize,
+        ttt: u32,
+        end: usize,
+        exact: bool,
+    ) -> Option<()> {
+        let mut data_sn = 0u32;
+        loop {
+            let pdu = rx.recv().await?;
+            let offset = pdu.u32_at(40) as usize;
+            let error = if pdu.u32_at(20) != ttt {
+                Some("Data-Out with a wrong Target Transfer Tag")
+            } else if pdu.u32_at(36) != data_sn {
+                Some("Data-Out with a wrong DataSN")
+            } else if offset != *received || offset + pdu.data.len() > end {
+                Some("Data-Out outside its burst")
+            } else {
+                None
+            };
+            if let Some(why) = error {
+                self.fail_connection(&pdu, why);
+                return None;
+            }
+            buf[offset..offset + pdu.data.len()].copy_from_slice(&pdu.data);
+            *received += pdu.data.len();
+            data_sn += 1;
+            if pdu.final_bit() || (exact && *received == end) {
+                if exact && *received != end {
+                    self.fail_connection(&pdu, "burst ended short of the R2T's length");
+                    return None;
+                }
+                return Some(());
+            }
+        }
+    }
+
     /// Gathers a write's data: immediate data, unsolicited Data-Out, then
     /// R2T bursts. None if the connection failed.
     async fn gather(
@@ -1125,28 +1168,12 @@ impl Conn {
         let mut received = command.data.len();
         buf[..received].copy_from_slice(&command.data);
         let lun = &command.bhs[8..16];
-        // Unsolicited Data-Out follows when the command's F bit is clear.
+        // Unsolicited Data-Out follows when the command's F bit is clear;
+        // the initiator ends it with the F bit, within the first burst.
         if !params.initial_r2t && !command.final_bit() {
             let limit = (params.first_burst_length as usize).min(edtl);
-            let mut data_sn = 0u32;
-            loop {
-                let pdu = rx.recv().await?;
-                if pdu.u32_at(20) != RESERVED_TAG || pdu.u32_at(36) != data_sn {
-                    self.fail_connection(&pdu, "unexpected Data-Out in the unsolicited burst");
-                    return None;
-                }
-                let offset = pdu.u32_at(40) as usize;
-                if offset != received || offset + pdu.data.len() > limit {
-                    self.fail_connection(&pdu, "unsolicited Data-Out outside the first burst");
-                    return None;
-                }
-                buf[offset..offset + pdu.data.len()].copy_from_slice(&pdu.data);
-                received += pdu.data.len();
-                data_sn += 1;
-                if pdu.final_bit() {
-                    break;
-                }
-            }
+            self.receive_burst(&mut rx, &mut buf, &mut received, RESERVED_TAG, limit, false)
+                .await?;
         }
         let mut r2t_sn = 0u32;
         while received < edtl {
@@ -1164,33 +1191,8 @@ impl Conn {
             self.send(r2t, false);
             r2t_sn += 1;
             let end = received + length;
-            let mut data_sn = 0u32;
-            loop {
-                let pdu = rx.recv().await?;
-                if pdu.u32_at(20) != ttt {
-                    self.fail_connection(&pdu, "Data-Out with a wrong Target Transfer Tag");
-                    return None;
-                }
-                if pdu.u32_at(36) != data_sn {
-                    self.fail_connection(&pdu, "Data-Out with a wrong DataSN");
-                    return None;
-                }
-                let offset = pdu.u32_at(40) as usize;
-                if offset != received || offset + pdu.data.len() > end {
-                    self.fail_connection(&pdu, "Data-Out outside the requested burst");
-                    return None;
-                }
-                buf[offset..offset + pdu.data.len()].copy_from_slice(&pdu.data);
-                received += pdu.data.len();
-                data_sn += 1;
-                if pdu.final_bit() || received == end {
-                    if received != end {
-                        self.fail_connection(&pdu, "burst ended short of the R2T's length");
-                        return None;
-                    }
-                    break;
-                }
-            }
+            self.receive_burst(&mut rx, &mut buf, &mut received, ttt, end, true)
+                .await?;
         }
         Some(buf)
     }
