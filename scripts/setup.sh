@@ -51,7 +51,7 @@ if [ ! -x "$QEMU_DIR/usr/bin/qemu-img" ] || [ ! -e "$QEMU_DIR/usr/lib/x86_64-lin
       echo "setup: WARNING: could not download Debian 12's qemu-utils/qemu-block-extra; the qemu-img iSCSI test will fail" >&2
   fi
   mkdir -p "$QEMU_DIR"
-  for deb in "$qemu_tmp"/*.deb; do [ -e "$deb" ] && dpkg -x "$deb" "$QEMU_DIR"; done
+  for deb in "$qemu_tmp"/*.deb; do if [ -e "$deb" ]; then dpkg -x "$deb" "$QEMU_DIR"; fi; done
   rm -rf "$qemu_tmp"
 fi
 export HPCHAIN_QEMU_IMG="$QEMU_DIR/usr/bin/qemu-img"
