@@ -57,8 +57,9 @@ impl VolumeError {
     }
 }
 
-/// The placement map computed for one map epoch.
-type PlacementAtEpoch = (u64, Arc<ClusterMap>);
+/// The placement map computed for one map epoch, with the map it came
+/// from, so that an I/O does not copy the cluster map.
+type PlacementAtEpoch = (u64, Arc<ClusterMap>, Arc<ClusterMapState>);
 
 enum Io {
     Write(Vec<u8>),
@@ -273,16 +274,17 @@ impl VolumeClient {
         Ok((nodes, answers))
     }
 
-    fn placement(&self) -> Result<(Arc<ClusterMap>, ClusterMapState), String> {
-        let map = self.map.read().expect("map lock").clone();
+    fn placement(&self) -> Result<(Arc<ClusterMap>, Arc<ClusterMapState>), String> {
+        let epoch = self.map.read().expect("map lock").epoch;
         let mut cache = self.placement.lock().expect("placement lock");
-        if let Some((epoch, placement)) = cache.as_ref() {
-            if *epoch == map.epoch {
-                return Ok((placement.clone(), map));
+        if let Some((cached, placement, map)) = cache.as_ref() {
+            if *cached == epoch {
+                return Ok((placement.clone(), map.clone()));
             }
         }
+        let map = Arc::new(self.map.read().expect("map lock").clone());
         let placement = Arc::new(map.placement_map().map_err(|e| e.to_string())?);
-        *cache = Some((map.epoch, placement.clone()));
+        *cache = Some((map.epoch, placement.clone(), map.clone()));
         Ok((placement, map))
     }
 
