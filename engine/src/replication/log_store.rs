@@ -78,11 +78,65 @@ pub struct LogStore {
     last_index: u64,
     /// Staged but not yet synced: applied to the view by `commit_staged`.
     staged: Option<Staged>,
+    /// Terms of the entries written since open, so that `term` (which
+    /// raft-rs calls all the time) does not read and decode an entry that
+    /// may hold megabytes of data.
+    terms: TermRuns,
 }
 
 struct Staged {
     hard_state: Option<HardState>,
     last_index: Option<u64>,
+    /// (first index, runs of (start index, term)) of the staged entries.
+    terms: Option<(u64, Vec<(u64, u64)>)>,
+}
+
+/// Terms of log indexes `floor..=last_index` as runs: each key is the first
+/// index of a run of entries with the same term. Empty when `floor` is 0.
+#[derive(Default)]
+struct TermRuns {
+    floor: u64,
+    runs: std::collections::BTreeMap<u64, u64>,
+}
+
+impl TermRuns {
+    fn get(&self, index: u64) -> Option<u64> {
+        if self.floor == 0 || index < self.floor {
+            return None;
+        }
+        self.runs.range(..=index).next_back().map(|(_, term)| *term)
+    }
+
+    /// Entries from `first` on were replaced by `runs`.
+    fn replace_from(&mut self, first: u64, runs: &[(u64, u64)]) {
+        if self.floor == 0 || first < self.floor {
+            self.runs.clear();
+            self.floor = first;
+        } else {
+            self.runs.split_off(&first);
+        }
+        for &(start, term) in runs {
+            if self.runs.values().next_back() != Some(&term) {
+                self.runs.insert(start, term);
+            }
+        }
+    }
+
+    /// Indexes up to `index` are gone.
+    fn truncate_to(&mut self, index: u64, last_index: u64) {
+        if self.floor == 0 || index < self.floor {
+            return;
+        }
+        let floor = index + 1;
+        if floor > last_index {
+            *self = TermRuns::default();
+            return;
+        }
+        let term = self.get(floor).expect("floor is inside the cache");
+        self.runs = self.runs.split_off(&floor);
+        self.runs.insert(floor, term);
+        self.floor = floor;
+    }
 }
 
 impl LogStore {
@@ -138,6 +192,7 @@ impl LogStore {
             truncated_term,
             last_index,
             staged: None,
+            terms: TermRuns::default(),
         })
     }
 
@@ -179,8 +234,16 @@ impl LogStore {
         let mut staged = Staged {
             hard_state: None,
             last_index: None,
+            terms: None,
         };
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            for e in entries {
+                if runs.last().map(|r| r.1) != Some(e.term) {
+                    runs.push((e.index, e.term));
+                }
+            }
+            staged.terms = Some((first.index, runs));
             for e in entries {
                 batch.put(entry_key(self.group, e.index), versioned(e.encode_to_vec()));
             }
@@ -224,6 +287,9 @@ impl LogStore {
             if let Some(last) = staged.last_index {
                 self.last_index = last;
             }
+            if let Some((first, runs)) = staged.terms {
+                self.terms.replace_from(first, &runs);
+            }
         }
     }
 
@@ -251,6 +317,7 @@ impl LogStore {
             .map_err(|e| storage_error(format!("group {}: compact: {e}", self.group)))?;
         self.truncated_index = index;
         self.truncated_term = term;
+        self.terms.truncate_to(index, self.last_index);
         Ok(())
     }
 
@@ -343,6 +410,9 @@ impl Storage for LogStore {
         if index > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
+        if let Some(term) = self.terms.get(index) {
+            return Ok(term);
+        }
         Ok(self.read_entry(index)?.term)
     }
 
@@ -361,5 +431,35 @@ impl Storage for LogStore {
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
+    }
+}
+
+#[cfg(test)]
+mod term_run_tests {
+    use super::TermRuns;
+
+    #[test]
+    fn runs_follow_appends_overwrites_and_compaction() {
+        let mut t = TermRuns::default();
+        assert_eq!(t.get(1), None);
+        t.replace_from(5, &[(5, 1), (8, 2)]); // 5..=7 term 1, 8.. term 2
+        assert_eq!(
+            (t.get(4), t.get(5), t.get(7), t.get(8)),
+            (None, Some(1), Some(1), Some(2))
+        );
+        // A new leader overwrites from 7 with term 3.
+        t.replace_from(7, &[(7, 3)]);
+        assert_eq!((t.get(6), t.get(7), t.get(9)), (Some(1), Some(3), Some(3)));
+        // Appending in the same term adds no run.
+        t.replace_from(10, &[(10, 3)]);
+        assert_eq!(t.runs.len(), 2);
+        // Compaction to 7 keeps 8.. known.
+        t.truncate_to(7, 10);
+        assert_eq!((t.get(7), t.get(8), t.get(10)), (None, Some(3), Some(3)));
+        // Entries before the floor rewritten: the cache starts over there.
+        t.replace_from(2, &[(2, 4)]);
+        assert_eq!((t.get(2), t.get(10)), (Some(4), Some(4)));
+        t.truncate_to(20, 10);
+        assert_eq!(t.get(10), None);
     }
 }

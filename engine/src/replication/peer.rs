@@ -136,6 +136,12 @@ impl Peer {
 
     /// Issues the reads that waited for this leader's first commit.
     fn issue_deferred_reads(&mut self) {
+        // Checked first: `commit_to_current_term` looks up a term in the
+        // log store (RocksDB), and this runs for every group on every round
+        // of the loop.
+        if !self.reads.iter().any(|r| !r.issued) {
+            return;
+        }
         if !self.is_leader() || !self.raw.raft.commit_to_current_term() {
             return;
         }
@@ -279,6 +285,9 @@ impl Peer {
     /// Serves the reads whose index has been applied, and issues those
     /// that can now be.
     pub fn serve_reads(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
         self.issue_deferred_reads();
         let applied = self.machine.applied_index();
         let mut i = 0;
