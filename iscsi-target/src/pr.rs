@@ -133,7 +133,7 @@ impl Reservations {
     }
 
     /// PERSISTENT RESERVE IN.
-    pub fn read(&self, service_action: u8, target_name: &str) -> Result<Vec<u8>, Sense> {
+    pub fn read(&self, service_action: u8) -> Result<Vec<u8>, Sense> {
         let mut out = self.generation.to_be_bytes().to_vec();
         match service_action {
             0 => {
@@ -189,7 +189,6 @@ impl Reservations {
                     descriptors.extend_from_slice(&(transport_id.len() as u32).to_be_bytes());
                     descriptors.extend_from_slice(&transport_id);
                 }
-                let _ = target_name;
                 out.extend_from_slice(&(descriptors.len() as u32).to_be_bytes());
                 out.extend_from_slice(&descriptors);
             }
@@ -424,7 +423,7 @@ mod tests {
         assert!(!r.allows("a", Access::Read, false));
         assert!(!r.registrations.contains_key("a"));
         assert_eq!(r.generation, 3);
-        let keys = r.read(0, "t").unwrap();
+        let keys = r.read(0).unwrap();
         assert_eq!(&keys[4..8], &8u32.to_be_bytes());
     }
 

@@ -199,7 +199,7 @@ fn supported_commands() -> Vec<(u8, Option<u16>, Vec<u8>)> {
         v[1] = 0x12;
         v
     };
-    vec![
+    let mut commands = vec![
         (0x00, None, vec![0x00, 0, 0, 0, 0, 0x00]),
         (0x03, None, vec![0x03, 0x01, 0, 0, 0xff, 0x00]),
         (0x08, None, vec![0x08, 0x1f, 0xff, 0xff, 0xff, 0x00]),
@@ -246,56 +246,13 @@ fn supported_commands() -> Vec<(u8, Option<u16>, Vec<u8>)> {
             None,
             vec![0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0x00],
         ),
-        (
-            0x5e,
-            Some(0),
-            vec![0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5e,
-            Some(1),
-            vec![0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5e,
-            Some(2),
-            vec![0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5f,
-            Some(0),
-            vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5f,
-            Some(1),
-            vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5f,
-            Some(2),
-            vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5f,
-            Some(3),
-            vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5f,
-            Some(4),
-            vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5f,
-            Some(5),
-            vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00],
-        ),
-        (
-            0x5f,
-            Some(6),
-            vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00],
-        ),
+        // PERSISTENT RESERVE IN (service actions 0-2) and OUT (0-6).
+    ];
+    let prin = vec![0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x00];
+    let prout = vec![0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00];
+    commands.extend((0..=2).map(|sa| (0x5e, Some(sa), prin.clone())));
+    commands.extend((0..=6).map(|sa| (0x5f, Some(sa), prout.clone())));
+    commands.extend([
         (0x88, None, rw16(0x88)),
         (
             0x89,
@@ -364,7 +321,8 @@ fn supported_commands() -> Vec<(u8, Option<u16>, Vec<u8>)> {
         (0xaa, None, rw12(0xaa)),
         (0xae, None, wv(rw12(0xae))),
         (0xaf, None, verify(rw12(0xaf))),
-    ]
+    ]);
+    commands
 }
 
 impl LogicalUnit {
@@ -528,8 +486,9 @@ impl LogicalUnit {
                 _ => Err(Sense::INVALID_FIELD_IN_CDB.at_cdb(1, Some(4))),
             },
             0x08 | 0x28 | 0xa8 | 0x88 => self.read(cdb).await,
-            0x0a | 0x2a | 0xaa | 0x8a => self.write(cdb, data_out, false).await,
-            0x2e | 0xae | 0x8e => self.write(cdb, data_out, true).await,
+            // WRITE AND VERIFY needs no separate check: the device's write
+            // is durable and checksummed when it returns.
+            0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e => self.write(cdb, data_out).await,
             0x2f | 0xaf | 0x8f => self.verify(cdb, data_out).await,
             0x89 => self.compare_and_write(cdb, data_out).await,
             0x35 | 0x91 => self.synchronize_cache(cdb).await,
@@ -538,7 +497,7 @@ impl LogicalUnit {
             0x42 => self.unmap(cdb, data_out).await,
             0x1a | 0x5a => self.mode_sense(cdb),
             0x15 | 0x55 => self.mode_select(cdb, data_out),
-            0x1b => self.start_stop_unit(nexus, cdb),
+            0x1b => self.start_stop_unit(cdb),
             0x1e => self.prevent_allow(nexus, cdb),
             0x16 => {
                 if self
@@ -823,7 +782,7 @@ impl LogicalUnit {
 
     /// WRITE and WRITE AND VERIFY. Writes only the whole blocks the
     /// initiator sent when that is less than the CDB asks (a residual).
-    async fn write(&self, cdb: &[u8], data: &[u8], verify: bool) -> Result<ScsiResult, Sense> {
+    async fn write(&self, cdb: &[u8], data: &[u8]) -> Result<ScsiResult, Sense> {
         let (lba, blocks, protect) = rw_fields(cdb);
         let bs = self.block_size();
         let wanted = (blocks * bs) as usize;
@@ -840,7 +799,6 @@ impl LogicalUnit {
                 .await
                 .map_err(|e| Self::device_error(e, true))?;
         }
-        let _ = verify; // the device's write is durable and checksummed
         let mut result = ScsiResult::good(Vec::new());
         result.wanted_out = wanted;
         if data.len() < wanted && !data.len().is_multiple_of(bs as usize) {
@@ -954,11 +912,7 @@ impl LogicalUnit {
     }
 
     async fn synchronize_cache(&self, cdb: &[u8]) -> Result<ScsiResult, Sense> {
-        let (lba, blocks) = if cdb[0] == 0x35 {
-            (be32(&cdb[2..]), be16(&cdb[7..]))
-        } else {
-            (be64(&cdb[2..]), be32(&cdb[10..]))
-        };
+        let (lba, blocks, _) = rw_fields(cdb);
         self.check_range(lba, blocks)?;
         self.device
             .flush()
@@ -968,26 +922,18 @@ impl LogicalUnit {
     }
 
     fn prefetch(&self, cdb: &[u8]) -> Result<ScsiResult, Sense> {
-        let (lba, blocks) = if cdb[0] == 0x34 {
-            (be32(&cdb[2..]), be16(&cdb[7..]))
-        } else {
-            (be64(&cdb[2..]), be32(&cdb[10..]))
-        };
+        let (lba, blocks, _) = rw_fields(cdb);
         self.check_range(lba, blocks)?;
         // Nothing is cached on this side; the request is accepted.
         Ok(ScsiResult::good(Vec::new()))
     }
 
     async fn write_same(&self, cdb: &[u8], data: &[u8]) -> Result<ScsiResult, Sense> {
-        let (lba, blocks) = if cdb[0] == 0x41 {
-            (be32(&cdb[2..]), be16(&cdb[7..]))
-        } else {
-            (be64(&cdb[2..]), be32(&cdb[10..]))
-        };
+        let (lba, blocks, protect) = rw_fields(cdb);
         let unmap = cdb[1] & 0x08 != 0;
         let anchor = cdb[1] & 0x10 != 0;
         let ndob = cdb[0] == 0x93 && cdb[1] & 0x01 != 0;
-        if cdb[1] >> 5 != 0 {
+        if protect != 0 {
             return Err(Sense::INVALID_FIELD_IN_CDB.at_cdb(1, Some(7)));
         }
         if anchor {
@@ -1231,10 +1177,9 @@ impl LogicalUnit {
         Ok(result)
     }
 
-    fn start_stop_unit(&self, nexus: &str, cdb: &[u8]) -> Result<ScsiResult, Sense> {
+    fn start_stop_unit(&self, cdb: &[u8]) -> Result<ScsiResult, Sense> {
         let loej = cdb[4] & 0x02 != 0;
         let start = cdb[4] & 0x01 != 0;
-        let _ = nexus;
         if loej && !start && !self.state.lock().unwrap().prevent_removal.is_empty() {
             return Err(Sense::MEDIUM_REMOVAL_PREVENTED);
         }
@@ -1263,7 +1208,7 @@ impl LogicalUnit {
             .lock()
             .unwrap()
             .reservations
-            .read(cdb[1] & 0x1f, &self.identity.target_name)?;
+            .read(cdb[1] & 0x1f)?;
         data.truncate(alloc);
         Ok(ScsiResult::good(data))
     }

@@ -290,24 +290,27 @@ impl Portal {
         Ok(())
     }
 
+    /// The sessions logged in to target `iqn`.
+    fn sessions_of_target(&self, iqn: &str) -> Vec<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| {
+                s.export
+                    .as_ref()
+                    .is_some_and(|e| e.config.iqn.eq_ignore_ascii_case(iqn))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Removes an export and ends its sessions. Returns whether it existed.
     pub fn remove_export(&self, iqn: &str) -> bool {
         let key = iqn.to_ascii_lowercase();
         let removed = self.exports.write().unwrap().remove(&key);
         if removed.is_some() {
-            let sessions: Vec<Arc<Session>> = self
-                .sessions
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|s| {
-                    s.export
-                        .as_ref()
-                        .is_some_and(|e| e.config.iqn.eq_ignore_ascii_case(iqn))
-                })
-                .cloned()
-                .collect();
-            for session in sessions {
+            for session in self.sessions_of_target(iqn) {
                 session.close_all();
             }
             info!(target = %iqn, "iscsi export removed");
@@ -323,15 +326,6 @@ impl Portal {
             .values()
             .map(|e| e.config.iqn.clone())
             .collect()
-    }
-
-    /// The configuration of one export.
-    pub fn export_config(&self, iqn: &str) -> Option<ExportConfig> {
-        self.exports
-            .read()
-            .unwrap()
-            .get(&iqn.to_ascii_lowercase())
-            .map(|e| e.config.clone())
     }
 
     /// Logged-in sessions per exported target (0 for idle exports).
@@ -351,16 +345,7 @@ impl Portal {
 
     /// How many sessions are logged in to `iqn` now.
     pub fn session_count(&self, iqn: &str) -> usize {
-        self.sessions
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|s| {
-                s.export
-                    .as_ref()
-                    .is_some_and(|e| e.config.iqn.eq_ignore_ascii_case(iqn))
-            })
-            .count()
+        self.sessions_of_target(iqn).len()
     }
 
     fn export(&self, iqn: &str) -> Option<Arc<Export>> {
@@ -1239,45 +1224,26 @@ impl Conn {
             }
             tasks.remove(&command.itt());
         }
-        self.respond(&command, edtl, reading, data_out.len(), result);
+        self.respond(&command, edtl, reading, result);
     }
 
     /// Sends Data-In (status folded into the last PDU when possible) and
     /// the SCSI Response, with residuals against the expected length.
-    fn respond(
-        &self,
-        command: &Pdu,
-        edtl: usize,
-        reading: bool,
-        sent_out: usize,
-        result: ScsiResult,
-    ) {
+    fn respond(&self, command: &Pdu, edtl: usize, reading: bool, result: ScsiResult) {
         let params = self.params.lock().unwrap().clone();
         let itt = command.itt();
         let mut data = result.data;
         // Residuals: for data-in, what the command produced against what
         // the initiator expects; for data-out, what the CDB asked for.
-        let (overflow, underflow, residual) = if reading || (!data.is_empty()) {
-            let produced = data.len();
-            if produced > edtl {
-                (true, false, produced - edtl)
-            } else if produced < edtl {
-                (false, true, edtl - produced)
-            } else {
-                (false, false, 0)
-            }
-        } else if result.wanted_out > 0 || edtl > 0 {
-            let wanted = result.wanted_out;
-            let _ = sent_out;
-            if wanted > edtl {
-                (true, false, wanted - edtl)
-            } else if wanted < edtl {
-                (false, true, edtl - wanted)
-            } else {
-                (false, false, 0)
-            }
+        let transfer = if reading || !data.is_empty() {
+            data.len()
         } else {
-            (false, false, 0)
+            result.wanted_out
+        };
+        let (overflow, underflow, residual) = match transfer.cmp(&edtl) {
+            std::cmp::Ordering::Greater => (true, false, transfer - edtl),
+            std::cmp::Ordering::Less => (false, true, edtl - transfer),
+            std::cmp::Ordering::Equal => (false, false, 0),
         };
         data.truncate(edtl);
         if !reading {
