@@ -397,7 +397,7 @@ impl LogicalUnit {
 
     /// Takes the oldest unit attention pending for `nexus`, if any, and
     /// notices a capacity change first.
-    fn take_attention(&self, nexus: &str, consume: bool) -> Option<Sense> {
+    fn take_attention(&self, nexus: &str) -> Option<Sense> {
         let size = self.device.size();
         let mut state = self.state.lock().unwrap();
         if size != state.last_size {
@@ -405,7 +405,17 @@ impl LogicalUnit {
             Self::raise_locked(&mut state, Sense::CAPACITY_CHANGED, None, None);
         }
         let latest = state.next_seq - 1;
-        let seen = *state.seen.entry(nexus.to_string()).or_insert(latest);
+        // A nexus seen for the first time starts with no old attentions.
+        let seen = match state.seen.get(nexus) {
+            Some(seen) => *seen,
+            None => {
+                state.seen.insert(nexus.to_string(), latest);
+                return None;
+            }
+        };
+        if seen == latest {
+            return None;
+        }
         let pending = state
             .attentions
             .iter()
@@ -415,18 +425,10 @@ impl LogicalUnit {
                     && a.except.as_deref() != Some(nexus)
             })
             .map(|a| (a.seq, a.sense));
-        match pending {
-            Some((seq, sense)) => {
-                if consume {
-                    state.seen.insert(nexus.to_string(), seq);
-                }
-                Some(sense)
-            }
-            None => {
-                state.seen.insert(nexus.to_string(), latest);
-                None
-            }
+        if let Some(seen) = state.seen.get_mut(nexus) {
+            *seen = pending.map_or(latest, |(seq, _)| seq);
         }
+        pending.map(|(_, sense)| sense)
     }
 
     /// Runs one command for `nexus` with the data-out bytes received.
@@ -438,7 +440,7 @@ impl LogicalUnit {
         let service_action = cdb.get(1).copied().unwrap_or(0) & 0x1f;
         let (access, reports_attention) = classify(opcode, service_action);
         if reports_attention {
-            if let Some(sense) = self.take_attention(nexus, true) {
+            if let Some(sense) = self.take_attention(nexus) {
                 return ScsiResult::check(sense, false);
             }
         }
@@ -548,7 +550,7 @@ impl LogicalUnit {
 
     fn request_sense(&self, nexus: &str, cdb: &[u8]) -> Result<ScsiResult, Sense> {
         let descriptor = cdb[1] & 0x01 != 0;
-        let sense = self.take_attention(nexus, true).unwrap_or(Sense::NO_SENSE);
+        let sense = self.take_attention(nexus).unwrap_or(Sense::NO_SENSE);
         let mut data = sense.encode(descriptor);
         data.truncate(cdb[4] as usize);
         Ok(ScsiResult::good(data))
