@@ -98,16 +98,23 @@ fn export_config(volume: &str, export: &IscsiExport) -> ExportConfig {
     }
 }
 
-/// Makes the portal serve exactly the exports in the map.
+/// Makes the portal serve exactly the exports in the map. Exports and
+/// node liveness change only with the map's epoch, so an unchanged epoch
+/// means nothing to do.
 fn reconcile(
     portal: &Portal,
     context: &NodeContext,
+    applied_epoch: &mut Option<u64>,
     applied: &mut HashMap<String, (u64, IscsiExport)>,
 ) {
     let (wanted, mut portals) = {
         let Ok(map) = context.map.read() else {
             return;
         };
+        if *applied_epoch == Some(map.epoch) {
+            return;
+        }
+        *applied_epoch = Some(map.epoch);
         let wanted: HashMap<String, (u64, u32, u64, IscsiExport)> = map
             .volumes
             .values()
@@ -256,10 +263,11 @@ pub fn portal_extension() -> Extension {
         };
         let reconciler = tokio::spawn(async move {
             let mut applied = HashMap::new();
+            let mut applied_epoch = None;
             let mut tick = tokio::time::interval(RECONCILE_EVERY);
             loop {
                 tick.tick().await;
-                reconcile(&portal, &context, &mut applied);
+                reconcile(&portal, &context, &mut applied_epoch, &mut applied);
             }
         });
         tracing::info!(portal = %addr, "iSCSI portal listening");
