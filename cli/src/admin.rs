@@ -188,7 +188,35 @@ pub fn volume_ls(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
 pub fn volume_info(api: &ApiClient, name: &str, json_output: bool) -> Result<(), CallError> {
     let volume = api.get(&format!("/v1/volumes/{name}"))?;
     emit(json_output, &volume, |v| {
-        table::print(&VOLUME_HEADER, &[volume_row(v)])
+        table::print(&VOLUME_HEADER, &[volume_row(v)]);
+        if let Some(parent) = v["parent"].as_object() {
+            println!(
+                "clone of {}@{} (reads through for the first {})",
+                text(&parent["volume"]),
+                text(&parent["snapshot"]),
+                format_size(parent["overlap_bytes"].as_u64().unwrap_or(0))
+            );
+        }
+        println!("snapshots: {}", text(&v["snapshots"]));
+        let effective = &v["qos"]["effective"];
+        let limited: Vec<String> = effective
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, l)| {
+                let rate = l["rate"].as_u64().filter(|&r| r > 0)?;
+                Some(if k.ends_with("bps") {
+                    format!("{k} {}/s", format_size(rate))
+                } else {
+                    format!("{k} {rate}/s")
+                })
+            })
+            .collect();
+        if limited.is_empty() {
+            println!("qos: unlimited");
+        } else {
+            println!("qos: {}", limited.join(", "));
+        }
     });
     Ok(())
 }
@@ -197,11 +225,12 @@ pub fn volume_resize(
     api: &ApiClient,
     name: &str,
     size: &str,
+    allow_shrink: bool,
     json_output: bool,
 ) -> Result<(), CallError> {
     let volume = api.patch(
         &format!("/v1/volumes/{name}"),
-        &json!({"size_bytes": size_arg(size)?}),
+        &json!({"size_bytes": size_arg(size)?, "allow_shrink": allow_shrink}),
     )?;
     emit(json_output, &volume, |v| {
         println!(

@@ -35,9 +35,10 @@ fn device_error(e: VolumeError) -> DeviceError {
     match e {
         VolumeError::OutOfRange { .. } => DeviceError::OutOfRange,
         VolumeError::Unavailable { .. } => DeviceError::Unavailable(e.to_string()),
-        VolumeError::NotFound(_) | VolumeError::TooLarge { .. } | VolumeError::Failed { .. } => {
-            DeviceError::Io(e.to_string())
-        }
+        VolumeError::NotFound(_)
+        | VolumeError::SnapshotNotFound { .. }
+        | VolumeError::TooLarge { .. }
+        | VolumeError::Failed { .. } => DeviceError::Io(e.to_string()),
     }
 }
 

@@ -6,6 +6,7 @@ mod client;
 mod dev;
 mod iscsi;
 mod iscsi_admin;
+mod snap;
 mod table;
 mod transfer;
 mod units;
@@ -86,6 +87,11 @@ enum Top {
     Volume {
         #[command(subcommand)]
         command: VolumeCommand,
+    },
+    /// Snapshots of volumes: VOLUME@SNAPSHOT.
+    Snap {
+        #[command(subcommand)]
+        command: SnapCommand,
     },
     /// Supply-chain traceability records on the HP chain.
     Trace {
@@ -226,6 +232,80 @@ enum PoolCommand {
     Ls,
     /// Delete an empty pool.
     Rm { name: String },
+    /// Show or set the QoS default of the pool's volumes (those that set no
+    /// limit of their own).
+    Qos {
+        name: String,
+        #[command(flatten)]
+        limits: QosArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapCommand {
+    /// Take a crash-consistent snapshot (instant, whatever the size).
+    Create {
+        spec: String,
+    },
+    /// List a volume's snapshots.
+    Ls {
+        volume: String,
+        /// Also count exclusive and shared bytes (reads every object's versions).
+        #[arg(long)]
+        usage: bool,
+    },
+    /// Remove a snapshot and free what only it held.
+    Rm {
+        spec: String,
+    },
+    /// Put the volume back as the snapshot saw it (with progress).
+    Rollback {
+        spec: String,
+    },
+    /// Refuse removal of the snapshot until unprotected.
+    Protect {
+        spec: String,
+    },
+    Unprotect {
+        spec: String,
+    },
+}
+
+/// QoS limits, each `RATE[:BURST[:SECONDS]]` (`0` lifts it); bytes take
+/// binary units (50M = 50 MiB/s). Limits not named keep their value.
+#[derive(clap::Args)]
+struct QosArgs {
+    /// Total IOPS (reads and writes).
+    #[arg(long)]
+    iops: Option<String>,
+    #[arg(long)]
+    read_iops: Option<String>,
+    #[arg(long)]
+    write_iops: Option<String>,
+    /// Total bytes per second.
+    #[arg(long)]
+    bps: Option<String>,
+    #[arg(long)]
+    read_bps: Option<String>,
+    #[arg(long)]
+    write_bps: Option<String>,
+    /// Lift every limit first.
+    #[arg(long)]
+    clear: bool,
+}
+
+impl From<QosArgs> for snap::QosFlags {
+    fn from(a: QosArgs) -> snap::QosFlags {
+        snap::QosFlags {
+            iops: a.iops,
+            read_iops: a.read_iops,
+            write_iops: a.write_iops,
+            bps: a.bps,
+            read_bps: a.read_bps,
+            write_bps: a.write_bps,
+            clear: a.clear,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -245,11 +325,27 @@ enum VolumeCommand {
     Ls,
     /// Show a volume.
     Info { name: String },
-    /// Grow a volume.
+    /// Grow a volume (iSCSI initiators see CAPACITY DATA HAS CHANGED), or
+    /// shrink it with --allow-shrink.
     Resize {
         name: String,
         #[arg(long)]
         size: String,
+        /// Allow a smaller size: the tail is discarded (snapshots keep it).
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// Create a writable clone of a snapshot, instantly: VOLUME@SNAPSHOT NEW.
+    Clone { spec: String, name: String },
+    /// Copy what a clone still shares with its parent, then cut the link.
+    Flatten { name: String },
+    /// The clones of a snapshot.
+    Children { spec: String },
+    /// Show or set a volume's QoS limits, live.
+    Qos {
+        name: String,
+        #[command(flatten)]
+        limits: QosArgs,
     },
     /// Delete a volume.
     Rm { name: String },
@@ -276,7 +372,7 @@ enum VolumeCommand {
     },
     /// Copy a file into a volume (from byte 0), with progress.
     Import { file: String, volume: String },
-    /// Copy a whole volume into a file, with progress.
+    /// Copy a whole volume or snapshot (VOLUME@SNAPSHOT) into a file, with progress.
     Export { volume: String, file: String },
     /// Export a volume over iSCSI on every node's portal (or change the
     /// export's CHAP and ACL settings).
@@ -383,6 +479,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 json,
             ),
             PoolCommand::Ls => admin::pool_ls(&api, json),
+            PoolCommand::Qos { name, limits } => snap::pool_qos(&api, &name, limits.into(), json),
             PoolCommand::Rm { name } => admin::pool_rm(&api, &name),
         }),
         Top::Volume { command } => admin(match command {
@@ -394,7 +491,17 @@ fn run(cli: Cli) -> Result<(), String> {
             } => admin::volume_create(&api, &name, &pool, &size, block_size, json),
             VolumeCommand::Ls => admin::volume_ls(&api, json),
             VolumeCommand::Info { name } => admin::volume_info(&api, &name, json),
-            VolumeCommand::Resize { name, size } => admin::volume_resize(&api, &name, &size, json),
+            VolumeCommand::Resize {
+                name,
+                size,
+                allow_shrink,
+            } => admin::volume_resize(&api, &name, &size, allow_shrink, json),
+            VolumeCommand::Clone { spec, name } => snap::clone(&api, &spec, &name, json),
+            VolumeCommand::Flatten { name } => snap::flatten(&api, &name),
+            VolumeCommand::Children { spec } => snap::children(&api, &spec, json),
+            VolumeCommand::Qos { name, limits } => {
+                snap::volume_qos(&api, &name, limits.into(), json)
+            }
             VolumeCommand::Rm { name } => admin::volume_rm(&api, &name),
             VolumeCommand::Discard {
                 name,
@@ -441,6 +548,14 @@ fn run(cli: Cli) -> Result<(), String> {
             ),
             VolumeCommand::UnexportIscsi { name } => iscsi_admin::unexport(&api, &name),
             VolumeCommand::Iscsi { name } => iscsi_admin::show(&api, name.as_deref(), json),
+        }),
+        Top::Snap { command } => admin(match command {
+            SnapCommand::Create { spec } => snap::create(&api, &spec, json),
+            SnapCommand::Ls { volume, usage } => snap::ls(&api, &volume, usage, json),
+            SnapCommand::Rm { spec } => snap::rm(&api, &spec),
+            SnapCommand::Rollback { spec } => snap::rollback(&api, &spec),
+            SnapCommand::Protect { spec } => snap::protect(&api, &spec, true),
+            SnapCommand::Unprotect { spec } => snap::protect(&api, &spec, false),
         }),
         Top::Trace { command } => admin(match command {
             TraceCommand::Add {

@@ -120,18 +120,30 @@ pub fn import(api: &ApiClient, file: &str, volume: &str) -> Result<(), CallError
     Ok(())
 }
 
-/// Copies the whole of `volume` into `file`.
+/// Copies the whole of `volume`, or of snapshot `VOLUME@SNAPSHOT`, into
+/// `file`.
 pub fn export(api: &ApiClient, volume: &str, file: &str) -> Result<(), CallError> {
-    let size = volume_size(api, volume)?;
+    let (size, data_path) = match volume.split_once('@') {
+        Some(_) => {
+            let (v, s) = crate::snap::split_snapshot(volume)?;
+            let info = api.get(&format!("/v1/volumes/{v}/snapshots/{s}"))?;
+            (
+                info["size_bytes"].as_u64().unwrap_or(0),
+                format!("/v1/volumes/{v}/snapshots/{s}/data"),
+            )
+        }
+        None => (
+            volume_size(api, volume)?,
+            format!("/v1/volumes/{volume}/data"),
+        ),
+    };
     let mut output =
         std::fs::File::create(file).map_err(|e| io_error(format!("cannot create {file}: {e}")))?;
     let mut progress = Progress::new("export", volume, size);
     let mut offset = 0u64;
     while offset < size {
         let want = (size - offset).min(CHUNK_BYTES as u64);
-        let data = api.get_bytes(&format!(
-            "/v1/volumes/{volume}/data?offset={offset}&length={want}"
-        ))?;
+        let data = api.get_bytes(&format!("{data_path}?offset={offset}&length={want}"))?;
         if data.len() as u64 != want {
             return Err(io_error(format!(
                 "volume {volume:?} answered {} bytes at {offset}, expected {want}",

@@ -213,3 +213,33 @@ pub fn http_get(url: &str) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
 }
+
+/// A plain HTTP/1.0 PUT of `body` with the cluster's bearer token; the
+/// status line and body of the answer.
+pub fn http_put(cluster: &DevCluster, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let token = std::fs::read_to_string(&cluster.token_file).unwrap();
+    let api = cluster.api(1);
+    let host = api.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        token.trim(),
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

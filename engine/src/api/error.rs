@@ -37,19 +37,27 @@ impl From<MapError> for ApiError {
             MapError::PoolNotFound(_)
             | MapError::VolumeNotFound(_)
             | MapError::NodeNotFound(_)
-            | MapError::DiskNotFound(_) => StatusCode::NOT_FOUND,
+            | MapError::DiskNotFound(_)
+            | MapError::SnapshotNotFound { .. } => StatusCode::NOT_FOUND,
             MapError::PoolExists(_)
             | MapError::VolumeExists(_)
             | MapError::PoolNotEmpty { .. }
             | MapError::VolumeExported(_)
             | MapError::NotExported(_)
-            | MapError::DiskIdTaken { .. } => StatusCode::CONFLICT,
+            | MapError::DiskIdTaken { .. }
+            | MapError::SnapshotExists { .. }
+            | MapError::SnapshotProtected { .. }
+            | MapError::SnapshotHasClones { .. }
+            | MapError::TooManySnapshots { .. }
+            | MapError::VolumeHasSnapshots { .. }
+            | MapError::NotAClone(_) => StatusCode::CONFLICT,
             MapError::BadPool { .. }
             | MapError::BadSize { .. }
             | MapError::BadBlockSize { .. }
             | MapError::Shrink { .. }
             | MapError::BadName(_)
-            | MapError::BadExport { .. } => StatusCode::BAD_REQUEST,
+            | MapError::BadExport { .. }
+            | MapError::BadQos { .. } => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.code(), e.to_string())
     }
@@ -68,7 +76,9 @@ impl From<MapClientError> for ApiError {
 impl From<VolumeError> for ApiError {
     fn from(e: VolumeError) -> ApiError {
         let status = match &e {
-            VolumeError::NotFound(_) => StatusCode::NOT_FOUND,
+            VolumeError::NotFound(_) | VolumeError::SnapshotNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             VolumeError::OutOfRange { .. } => StatusCode::BAD_REQUEST,
             VolumeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VolumeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

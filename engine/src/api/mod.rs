@@ -10,6 +10,7 @@ mod chain;
 mod error;
 mod iscsi;
 mod openapi;
+mod snapshots;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -147,6 +148,48 @@ pub fn router(state: ApiState) -> Router {
                 .delete(iscsi::unexport_volume),
         )
         .route("/v1/iscsi", get(iscsi::list_exports))
+        .route(
+            "/v1/volumes/:name/snapshots",
+            get(snapshots::list_snapshots).post(snapshots::create_snapshot),
+        )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap",
+            get(snapshots::show_snapshot).delete(snapshots::delete_snapshot),
+        )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/protect",
+            post(snapshots::protect_snapshot),
+        )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/unprotect",
+            post(snapshots::unprotect_snapshot),
+        )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/rollback",
+            post(snapshots::rollback_snapshot),
+        )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/clone",
+            post(snapshots::clone_snapshot),
+        )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/children",
+            get(snapshots::snapshot_children),
+        )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/data",
+            get(snapshots::read_snapshot_data),
+        )
+        .route("/v1/volumes/:name/flatten", post(snapshots::flatten_volume))
+        .route(
+            "/v1/volumes/:name/qos",
+            get(snapshots::show_qos).put(snapshots::set_volume_qos),
+        )
+        .route("/v1/volumes/:name/usage", get(snapshots::volume_usage))
+        .route(
+            "/v1/pools/:name/qos",
+            axum::routing::put(snapshots::set_pool_qos),
+        )
         .route("/v1/chain", get(chain::chain_status))
         .route("/v1/chain/audit", get(chain::chain_audit))
         .route("/v1/chain/verify", get(chain::chain_verify))
@@ -215,11 +258,21 @@ async fn openapi_document() -> Json<Value> {
 }
 
 /// Applies a command through the map group; a refusal becomes its error.
+/// Commits `command` and waits (briefly) until this node's own map has
+/// it too, so that what the caller does next through this node (a write
+/// right after a snapshot, a read of a new clone) sees the change.
 async fn apply(state: &ApiState, command: Command) -> Result<u64, ApiError> {
-    match state.map.propose(&command).await? {
-        Outcome::Applied { epoch } => Ok(epoch),
-        Outcome::Refused(e) => Err(e.into()),
+    let epoch = match state.map.propose(&command).await? {
+        Outcome::Applied { epoch } => epoch,
+        Outcome::Refused(e) => return Err(e.into()),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while state.local_map.read().map(|m| m.epoch).unwrap_or(0) < epoch
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
+    Ok(epoch)
 }
 
 async fn cluster_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
@@ -250,6 +303,7 @@ fn pool_json(pool: &Pool, map: &ClusterMapState) -> Value {
         "failure_domain": pool.failure_domain,
         "object_size_bytes": pool.object_size,
         "volumes": map.volumes.values().filter(|v| v.pool == pool.name).count(),
+        "qos_default": pool.qos_default,
     })
 }
 
@@ -262,6 +316,13 @@ fn volume_json(volume: &Volume) -> Value {
         "block_size": volume.block_size,
         "created_epoch": volume.created_epoch,
         "iscsi": iscsi::export_json(volume),
+        "snapshots": volume.snapshots.len(),
+        "parent": volume.parent.as_ref().map(|p| json!({
+            "volume": p.volume,
+            "snapshot": p.snapshot,
+            "overlap_bytes": p.overlap,
+        })),
+        "qos": volume.qos,
     })
 }
 
@@ -392,6 +453,7 @@ async fn show_volume(
     // answered/all of them. Exact when every node answers.
     let replicas_answered =
         (f64::from(replicas) * answers.len() as f64 / nodes.len().max(1) as f64).max(1.0);
+    out["qos"] = snapshots::qos_json(volume, &map);
     out["allocated_bytes_all_replicas"] = json!(all_replicas);
     out["allocated_bytes"] = json!((all_replicas as f64 / replicas_answered).round() as u64);
     out["allocated_nodes_missing"] = json!(missing);
@@ -410,6 +472,8 @@ struct CreateVolume {
     size_bytes: u64,
     #[serde(default = "default_block_size")]
     block_size: u32,
+    #[serde(default)]
+    qos: crate::cluster::map::QosLimits,
 }
 
 async fn create_volume(
@@ -425,6 +489,7 @@ async fn create_volume(
             pool: request.pool,
             size: request.size_bytes,
             block_size: request.block_size,
+            qos: request.qos,
         },
     )
     .await?;
@@ -441,6 +506,9 @@ async fn create_volume(
 #[serde(deny_unknown_fields)]
 struct ResizeVolume {
     size_bytes: u64,
+    /// Shrinking discards the tail; refused unless set.
+    #[serde(default)]
+    allow_shrink: bool,
 }
 
 async fn resize_volume(
@@ -449,11 +517,27 @@ async fn resize_volume(
     bytes: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let request: ResizeVolume = body(&bytes)?;
+    let current = {
+        let map = state.map.read().await?;
+        map.volumes
+            .get(&name)
+            .map(|v| v.size)
+            .ok_or_else(|| ApiError::from(crate::cluster::MapError::VolumeNotFound(name.clone())))?
+    };
+    if request.allow_shrink && request.size_bytes < current && request.size_bytes > 0 {
+        // The tail goes first (snapshots keep their versions of it), so a
+        // later grow reads zeroes there, never old data.
+        state
+            .volumes
+            .discard(&name, request.size_bytes, current - request.size_bytes)
+            .await?;
+    }
     apply(
         &state,
         Command::ResizeVolume {
             name: name.clone(),
             size: request.size_bytes,
+            allow_shrink: request.allow_shrink,
         },
     )
     .await?;
@@ -466,10 +550,28 @@ async fn resize_volume(
     ))
 }
 
+/// Frees every object of the volume, then removes it from the map. The
+/// refusals the map would give come first, so a refused delete loses
+/// nothing; a delete interrupted while freeing can simply be repeated.
 async fn delete_volume(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let refused = {
+        let mut probe = state.map.read().await?;
+        probe
+            .apply(&Command::DeleteVolume { name: name.clone() })
+            .is_err()
+    };
+    if refused {
+        // Through the map all the same, so that the refusal is audited.
+        apply(&state, Command::DeleteVolume { name }).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    state
+        .volumes
+        .walk(&name, crate::volume::client::Walk::Purge, 0, u64::MAX)
+        .await?;
     apply(&state, Command::DeleteVolume { name }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -608,6 +710,41 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "gauge",
         "Last log index applied by this node's replica.",
         &per_group(&|g| g.applied),
+    );
+    let qos = state.volumes.qos_stats();
+    let _ = writeln!(
+        out,
+        "# HELP hpchain_volume_qos_throttled_seconds_total Time I/O to the volume waited for its QoS limits on this node.\n# TYPE hpchain_volume_qos_throttled_seconds_total counter"
+    );
+    for (volume, _, nanos, _) in &qos {
+        let _ = writeln!(
+            out,
+            "hpchain_volume_qos_throttled_seconds_total{{volume=\"{volume}\",{node}}} {:.6}",
+            *nanos as f64 / 1e9
+        );
+    }
+    metric_family(
+        &mut out,
+        "hpchain_volume_qos_throttled_ops_total",
+        "counter",
+        "I/Os to the volume that waited for its QoS limits on this node.",
+        &qos.iter()
+            .map(|(volume, _, _, ops)| (format!("volume=\"{volume}\",{node}"), *ops))
+            .collect::<Vec<_>>(),
+    );
+    metric_family(
+        &mut out,
+        "hpchain_volume_qos_iops_limit",
+        "gauge",
+        "The total IOPS limit in effect for the volume (0: none).",
+        &qos.iter()
+            .map(|(volume, limits, _, _)| {
+                (
+                    format!("volume=\"{volume}\",{node}"),
+                    limits.total_iops.rate,
+                )
+            })
+            .collect::<Vec<_>>(),
     );
     state.extra_metrics.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -8,6 +8,11 @@ use hpchain_placement::{ClusterMap, MapSpec, Rule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::volume::qos::QosLimits;
+
+/// Most snapshots one volume may hold.
+pub const MAX_SNAPSHOTS: usize = 4096;
+
 /// Names of the placement hierarchy's types, leaf first.
 pub const PLACEMENT_TYPES: [&str; 5] = ["disk", "host", "rack", "zone", "root"];
 /// The root every node's host hangs under.
@@ -74,6 +79,9 @@ pub struct Pool {
     pub pg_num: u32,
     pub failure_domain: FailureDomain,
     pub object_size: u64,
+    /// QoS for volumes of the pool that set no limit of their own.
+    #[serde(default)]
+    pub qos_default: QosLimits,
 }
 
 /// A thin volume.
@@ -88,6 +96,70 @@ pub struct Volume {
     /// Exported over iSCSI by every node's portal when set.
     #[serde(default)]
     pub iscsi: Option<IscsiExport>,
+    /// The newest snapshot id ever given (ids are never reused); every
+    /// write carries it so that objects preserve versions older snapshots
+    /// need.
+    #[serde(default)]
+    pub snap_seq: u64,
+    /// Live snapshots, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<Snapshot>,
+    /// For a clone: the snapshot its unwritten objects read through to.
+    #[serde(default)]
+    pub parent: Option<ParentRef>,
+    #[serde(default)]
+    pub qos: QosLimits,
+}
+
+impl Volume {
+    pub fn snapshot(&self, name: &str) -> Option<&Snapshot> {
+        self.snapshots.iter().find(|s| s.name == name)
+    }
+
+    /// The nearest live snapshot ids below and above `id` (0 and
+    /// `u64::MAX` for none): what trimming after its removal needs.
+    pub fn live_neighbours(&self, id: u64) -> (u64, u64) {
+        let lower = self
+            .snapshots
+            .iter()
+            .map(|s| s.id)
+            .filter(|&s| s < id)
+            .max()
+            .unwrap_or(0);
+        let upper = self
+            .snapshots
+            .iter()
+            .map(|s| s.id)
+            .filter(|&s| s > id)
+            .min()
+            .unwrap_or(u64::MAX);
+        (lower, upper)
+    }
+}
+
+/// A point-in-time, read-only image of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: u64,
+    pub name: String,
+    /// The volume's size when it was taken.
+    pub size: u64,
+    pub created_epoch: u64,
+    /// Refuses removal while set.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// Where a clone's unwritten objects read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub volume: String,
+    pub volume_id: u64,
+    pub snapshot: String,
+    pub snapshot_id: u64,
+    /// Bytes of the clone that still read through (the snapshot's size,
+    /// lowered when the clone shrinks).
+    pub overlap: u64,
 }
 
 /// A CHAP user name and secret.
@@ -150,10 +222,15 @@ pub enum Command {
         pool: String,
         size: u64,
         block_size: u32,
+        #[serde(default)]
+        qos: QosLimits,
     },
     ResizeVolume {
         name: String,
         size: u64,
+        /// Shrinking discards the tail; refused unless set.
+        #[serde(default)]
+        allow_shrink: bool,
     },
     DeleteVolume {
         name: String,
@@ -165,6 +242,44 @@ pub enum Command {
     },
     UnexportVolume {
         name: String,
+    },
+    CreateSnapshot {
+        volume: String,
+        name: String,
+    },
+    DeleteSnapshot {
+        volume: String,
+        name: String,
+    },
+    ProtectSnapshot {
+        volume: String,
+        name: String,
+        protected: bool,
+    },
+    /// Recorded once a rollback's data is in place: the volume takes the
+    /// snapshot's size.
+    RollbackVolume {
+        volume: String,
+        snapshot: String,
+    },
+    CloneVolume {
+        name: String,
+        parent: String,
+        snapshot: String,
+        #[serde(default)]
+        qos: QosLimits,
+    },
+    /// Recorded once every shared object is copied: the link is cut.
+    FlattenVolume {
+        name: String,
+    },
+    SetVolumeQos {
+        name: String,
+        qos: QosLimits,
+    },
+    SetPoolQos {
+        name: String,
+        qos: QosLimits,
     },
 }
 
@@ -189,6 +304,31 @@ impl Command {
             Command::DeleteVolume { name } => ("volume.delete", format!("volume/{name}")),
             Command::ExportVolume { name, .. } => ("volume.export", format!("volume/{name}")),
             Command::UnexportVolume { name } => ("volume.unexport", format!("volume/{name}")),
+            Command::CreateSnapshot { volume, name } => {
+                ("snapshot.create", format!("volume/{volume}@{name}"))
+            }
+            Command::DeleteSnapshot { volume, name } => {
+                ("snapshot.delete", format!("volume/{volume}@{name}"))
+            }
+            Command::ProtectSnapshot {
+                volume,
+                name,
+                protected,
+            } => (
+                if *protected {
+                    "snapshot.protect"
+                } else {
+                    "snapshot.unprotect"
+                },
+                format!("volume/{volume}@{name}"),
+            ),
+            Command::RollbackVolume { volume, snapshot } => {
+                ("volume.rollback", format!("volume/{volume}@{snapshot}"))
+            }
+            Command::CloneVolume { name, .. } => ("volume.clone", format!("volume/{name}")),
+            Command::FlattenVolume { name } => ("volume.flatten", format!("volume/{name}")),
+            Command::SetVolumeQos { name, .. } => ("volume.qos", format!("volume/{name}")),
+            Command::SetPoolQos { name, .. } => ("pool.qos", format!("pool/{name}")),
         }
     }
 }
@@ -216,7 +356,7 @@ pub enum MapError {
     },
     #[error("volume {volume:?}: block size {block_size} is not supported; use 512 or 4096")]
     BadBlockSize { volume: String, block_size: u32 },
-    #[error("volume {volume:?}: new size {new} is smaller than the current {current} bytes; volumes only grow, since shrinking would discard data")]
+    #[error("volume {volume:?}: new size {new} is smaller than the current {current} bytes; shrinking discards the tail, so pass --allow-shrink (API: \"allow_shrink\": true) if that is what you want")]
     Shrink {
         volume: String,
         current: u64,
@@ -238,6 +378,26 @@ pub enum MapError {
     NotExported(String),
     #[error("volume {volume:?}: iSCSI export refused: {reason}")]
     BadExport { volume: String, reason: String },
+    #[error("snapshot {volume}@{snapshot} already exists; pick another name")]
+    SnapshotExists { volume: String, snapshot: String },
+    #[error("snapshot {volume}@{snapshot} does not exist; list snapshots with `hpchain snap ls {volume}`")]
+    SnapshotNotFound { volume: String, snapshot: String },
+    #[error("snapshot {volume}@{snapshot} is protected; unprotect it first with `hpchain snap unprotect {volume}@{snapshot}`")]
+    SnapshotProtected { volume: String, snapshot: String },
+    #[error("snapshot {volume}@{snapshot} has clones ({children}); flatten or delete them first (`hpchain volume flatten NAME`)")]
+    SnapshotHasClones {
+        volume: String,
+        snapshot: String,
+        children: String,
+    },
+    #[error("volume {volume:?} already has {count} snapshots, the most one volume may hold; remove some with `hpchain snap rm`")]
+    TooManySnapshots { volume: String, count: usize },
+    #[error("volume {volume:?} still has {count} snapshot(s); remove them first (`hpchain snap ls {volume}`, `hpchain snap rm {volume}@NAME`)")]
+    VolumeHasSnapshots { volume: String, count: usize },
+    #[error("volume {0:?} is not a clone; only clones can be flattened")]
+    NotAClone(String),
+    #[error("volume {volume:?}: QoS refused: {reason}")]
+    BadQos { volume: String, reason: String },
 }
 
 impl MapError {
@@ -260,6 +420,14 @@ impl MapError {
             MapError::VolumeExported(_) => "volume.exported",
             MapError::NotExported(_) => "volume.not_exported",
             MapError::BadExport { .. } => "volume.bad_export",
+            MapError::SnapshotExists { .. } => "snapshot.exists",
+            MapError::SnapshotNotFound { .. } => "snapshot.not_found",
+            MapError::SnapshotProtected { .. } => "snapshot.protected",
+            MapError::SnapshotHasClones { .. } => "snapshot.has_clones",
+            MapError::TooManySnapshots { .. } => "snapshot.too_many",
+            MapError::VolumeHasSnapshots { .. } => "volume.has_snapshots",
+            MapError::NotAClone(_) => "volume.not_a_clone",
+            MapError::BadQos { .. } => "qos.invalid",
         }
     }
 }
@@ -324,6 +492,7 @@ impl ClusterMapState {
                     pg_num,
                     failure_domain,
                     object_size,
+                    qos_default: QosLimits::default(),
                 };
                 self.pools.insert(name, pool);
             }
@@ -335,6 +504,7 @@ impl ClusterMapState {
                 pool,
                 size,
                 block_size,
+                qos,
             } => {
                 self.next_volume_id += 1;
                 let volume = Volume {
@@ -345,11 +515,19 @@ impl ClusterMapState {
                     block_size,
                     created_epoch: self.epoch + 1,
                     iscsi: None,
+                    snap_seq: 0,
+                    snapshots: Vec::new(),
+                    parent: None,
+                    qos,
                 };
                 self.volumes.insert(name, volume);
             }
-            Command::ResizeVolume { name, size } => {
-                self.volumes.get_mut(&name).expect("validated").size = size;
+            Command::ResizeVolume { name, size, .. } => {
+                let volume = self.volumes.get_mut(&name).expect("validated");
+                volume.size = size;
+                if let Some(parent) = volume.parent.as_mut() {
+                    parent.overlap = parent.overlap.min(size);
+                }
             }
             Command::DeleteVolume { name } => {
                 self.volumes.remove(&name);
@@ -359,6 +537,81 @@ impl ClusterMapState {
             }
             Command::UnexportVolume { name } => {
                 self.volumes.get_mut(&name).expect("validated").iscsi = None;
+            }
+            Command::CreateSnapshot { volume, name } => {
+                let created_epoch = self.epoch + 1;
+                let v = self.volumes.get_mut(&volume).expect("validated");
+                v.snap_seq += 1;
+                let snapshot = Snapshot {
+                    id: v.snap_seq,
+                    name,
+                    size: v.size,
+                    created_epoch,
+                    protected: false,
+                };
+                v.snapshots.push(snapshot);
+            }
+            Command::DeleteSnapshot { volume, name } => {
+                let v = self.volumes.get_mut(&volume).expect("validated");
+                v.snapshots.retain(|s| s.name != name);
+            }
+            Command::ProtectSnapshot {
+                volume,
+                name,
+                protected,
+            } => {
+                let v = self.volumes.get_mut(&volume).expect("validated");
+                if let Some(s) = v.snapshots.iter_mut().find(|s| s.name == name) {
+                    s.protected = protected;
+                }
+            }
+            Command::RollbackVolume { volume, snapshot } => {
+                let v = self.volumes.get_mut(&volume).expect("validated");
+                let size = v.snapshot(&snapshot).expect("validated").size;
+                v.size = size;
+                if let Some(parent) = v.parent.as_mut() {
+                    parent.overlap = parent.overlap.min(size);
+                }
+            }
+            Command::CloneVolume {
+                name,
+                parent,
+                snapshot,
+                qos,
+            } => {
+                let source = &self.volumes[&parent];
+                let snap = source.snapshot(&snapshot).expect("validated");
+                let parent_ref = ParentRef {
+                    volume: parent.clone(),
+                    volume_id: source.id,
+                    snapshot: snapshot.clone(),
+                    snapshot_id: snap.id,
+                    overlap: snap.size,
+                };
+                let volume = Volume {
+                    id: self.next_volume_id + 1,
+                    name: name.clone(),
+                    pool: source.pool.clone(),
+                    size: snap.size,
+                    block_size: source.block_size,
+                    created_epoch: self.epoch + 1,
+                    iscsi: None,
+                    snap_seq: 0,
+                    snapshots: Vec::new(),
+                    parent: Some(parent_ref),
+                    qos,
+                };
+                self.next_volume_id += 1;
+                self.volumes.insert(name, volume);
+            }
+            Command::FlattenVolume { name } => {
+                self.volumes.get_mut(&name).expect("validated").parent = None;
+            }
+            Command::SetVolumeQos { name, qos } => {
+                self.volumes.get_mut(&name).expect("validated").qos = qos;
+            }
+            Command::SetPoolQos { name, qos } => {
+                self.pools.get_mut(&name).expect("validated").qos_default = qos;
             }
         }
         self.epoch += 1;
@@ -448,6 +701,7 @@ impl ClusterMapState {
                 pool,
                 size,
                 block_size,
+                qos,
             } => {
                 check_name(name)?;
                 if self.volumes.contains_key(name) {
@@ -456,15 +710,20 @@ impl ClusterMapState {
                 if !self.pools.contains_key(pool) {
                     return Err(MapError::PoolNotFound(pool.clone()));
                 }
+                check_qos(name, qos)?;
                 check_size(name, *size, *block_size)
             }
-            Command::ResizeVolume { name, size } => {
+            Command::ResizeVolume {
+                name,
+                size,
+                allow_shrink,
+            } => {
                 let volume = self
                     .volumes
                     .get(name)
                     .ok_or_else(|| MapError::VolumeNotFound(name.clone()))?;
                 check_size(name, *size, volume.block_size)?;
-                if *size < volume.size {
+                if *size < volume.size && !allow_shrink {
                     return Err(MapError::Shrink {
                         volume: name.clone(),
                         current: volume.size,
@@ -474,12 +733,15 @@ impl ClusterMapState {
                 Ok(())
             }
             Command::DeleteVolume { name } => {
-                let volume = self
-                    .volumes
-                    .get(name)
-                    .ok_or_else(|| MapError::VolumeNotFound(name.clone()))?;
+                let volume = self.volume(name)?;
                 if volume.iscsi.is_some() {
                     return Err(MapError::VolumeExported(name.clone()));
+                }
+                if !volume.snapshots.is_empty() {
+                    return Err(MapError::VolumeHasSnapshots {
+                        volume: name.clone(),
+                        count: volume.snapshots.len(),
+                    });
                 }
                 Ok(())
             }
@@ -499,7 +761,120 @@ impl ClusterMapState {
                 }
                 Ok(())
             }
+            Command::CreateSnapshot { volume, name } => {
+                check_name(name)?;
+                let v = self.volume(volume)?;
+                if v.snapshot(name).is_some() {
+                    return Err(MapError::SnapshotExists {
+                        volume: volume.clone(),
+                        snapshot: name.clone(),
+                    });
+                }
+                if v.snapshots.len() >= MAX_SNAPSHOTS {
+                    return Err(MapError::TooManySnapshots {
+                        volume: volume.clone(),
+                        count: v.snapshots.len(),
+                    });
+                }
+                Ok(())
+            }
+            Command::DeleteSnapshot { volume, name } => {
+                let snapshot = self.snapshot(volume, name)?;
+                if snapshot.protected {
+                    return Err(MapError::SnapshotProtected {
+                        volume: volume.clone(),
+                        snapshot: name.clone(),
+                    });
+                }
+                self.check_no_clones(volume, name)
+            }
+            Command::ProtectSnapshot {
+                volume,
+                name,
+                protected,
+            } => {
+                self.snapshot(volume, name)?;
+                if !protected {
+                    self.check_no_clones(volume, name)?;
+                }
+                Ok(())
+            }
+            Command::RollbackVolume { volume, snapshot } => {
+                self.snapshot(volume, snapshot).map(|_| ())
+            }
+            Command::CloneVolume {
+                name,
+                parent,
+                snapshot,
+                qos,
+            } => {
+                check_name(name)?;
+                if self.volumes.contains_key(name) {
+                    return Err(MapError::VolumeExists(name.clone()));
+                }
+                check_qos(name, qos)?;
+                self.snapshot(parent, snapshot).map(|_| ())
+            }
+            Command::FlattenVolume { name } => {
+                if self.volume(name)?.parent.is_none() {
+                    return Err(MapError::NotAClone(name.clone()));
+                }
+                Ok(())
+            }
+            Command::SetVolumeQos { name, qos } => {
+                self.volume(name)?;
+                check_qos(name, qos)
+            }
+            Command::SetPoolQos { name, qos } => {
+                if !self.pools.contains_key(name) {
+                    return Err(MapError::PoolNotFound(name.clone()));
+                }
+                check_qos(name, qos)
+            }
         }
+    }
+
+    fn volume(&self, name: &str) -> Result<&Volume, MapError> {
+        self.volumes
+            .get(name)
+            .ok_or_else(|| MapError::VolumeNotFound(name.to_string()))
+    }
+
+    fn snapshot(&self, volume: &str, name: &str) -> Result<&Snapshot, MapError> {
+        self.volume(volume)?
+            .snapshot(name)
+            .ok_or_else(|| MapError::SnapshotNotFound {
+                volume: volume.to_string(),
+                snapshot: name.to_string(),
+            })
+    }
+
+    /// The clones whose parent is `volume@snapshot`.
+    pub fn children(&self, volume: &str, snapshot: &str) -> Vec<&Volume> {
+        self.volumes
+            .values()
+            .filter(|v| {
+                v.parent
+                    .as_ref()
+                    .is_some_and(|p| p.volume == volume && p.snapshot == snapshot)
+            })
+            .collect()
+    }
+
+    fn check_no_clones(&self, volume: &str, snapshot: &str) -> Result<(), MapError> {
+        let children = self.children(volume, snapshot);
+        if children.is_empty() {
+            return Ok(());
+        }
+        Err(MapError::SnapshotHasClones {
+            volume: volume.to_string(),
+            snapshot: snapshot.to_string(),
+            children: children
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
     }
 
     /// The placement map for this cluster map: every node's disks under
@@ -591,6 +966,13 @@ fn check_export(volume: &str, export: &IscsiExport) -> Result<(), MapError> {
     Ok(())
 }
 
+fn check_qos(volume: &str, qos: &QosLimits) -> Result<(), MapError> {
+    qos.validate().map_err(|e| MapError::BadQos {
+        volume: volume.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 fn check_size(volume: &str, size: u64, block_size: u32) -> Result<(), MapError> {
     if block_size != 512 && block_size != 4096 {
         return Err(MapError::BadBlockSize {
@@ -652,6 +1034,7 @@ mod tests {
             pool: "rbd".into(),
             size,
             block_size: 512,
+            qos: QosLimits::default(),
         }
     }
 
@@ -672,6 +1055,7 @@ mod tests {
                     pool: "nope".into(),
                     size: 4096,
                     block_size: 512,
+                    qos: QosLimits::default(),
                 },
                 "pool.not_found",
             ),
@@ -679,6 +1063,7 @@ mod tests {
                 Command::ResizeVolume {
                     name: "demo".into(),
                     size: 1 << 20,
+                    allow_shrink: false,
                 },
                 "volume.shrink",
             ),
@@ -693,6 +1078,7 @@ mod tests {
         map.apply(&Command::ResizeVolume {
             name: "demo".into(),
             size: 2 << 30,
+            allow_shrink: false,
         })
         .unwrap();
         assert_eq!((map.epoch, map.volumes["demo"].size), (3, 2 << 30));

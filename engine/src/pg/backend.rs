@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::command::{ObjectId, ObjectOp};
+use super::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
+use super::versions::{ObjectMeta, Version};
 use crate::replication::GroupId;
 
 /// Why a backend failed; the text names the object and the disk.
@@ -17,7 +18,8 @@ use crate::replication::GroupId;
 #[error("{0}")]
 pub struct BackendError(pub String);
 
-/// The object store of one disk, as PGs see it.
+/// The object store of one disk, as PGs see it. Snapshot versions follow
+/// the rules of [`super::versions`].
 pub trait PgBackend: Send + Sync {
     /// The last index applied for `pg` (0 for a new PG).
     fn applied_index(&self, pg: GroupId) -> Result<u64, BackendError>;
@@ -25,8 +27,21 @@ pub trait PgBackend: Send + Sync {
     fn apply(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), BackendError>;
     /// Records `index` as applied with no effect.
     fn apply_noop(&self, pg: GroupId, index: u64) -> Result<(), BackendError>;
-    /// `len` bytes of `object` from `offset`; unwritten bytes are zero.
-    fn read(&self, object: &ObjectId, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
+    /// `len` bytes of `object` from `offset`, of the head (`snapshot`
+    /// `None`) or as snapshot `snapshot` saw it; unwritten bytes are zero.
+    /// `None` when that version does not exist.
+    fn read(
+        &self,
+        object: &ObjectId,
+        snapshot: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, BackendError>;
+    /// The object has never existed (no head and no versions): a clone's
+    /// object in that state still reads its parent.
+    fn is_pristine(&self, object: &ObjectId) -> Result<bool, BackendError>;
+    /// The object's versions and the bytes each holds.
+    fn stat(&self, object: &ObjectId) -> Result<ObjectStat, BackendError>;
     /// Bytes that hold data for `volume` (for thin provisioning reports).
     fn allocated_bytes(&self, volume: u64) -> Result<u64, BackendError>;
     /// Makes every applied operation and applied index durable (before the
@@ -36,12 +51,58 @@ pub trait PgBackend: Send + Sync {
     }
 }
 
-/// A backend in memory, for tests of the replication and volume layers
-/// (the disk-backed object store has its own crash and fault tests).
+/// One object of the in-memory backend.
+#[derive(Default)]
+struct MemoryObject {
+    head: Option<Vec<u8>>,
+    meta: ObjectMeta,
+    clones: BTreeMap<u64, Vec<u8>>,
+}
+
+impl MemoryObject {
+    fn pristine(&self) -> bool {
+        self.head.is_none() && self.meta.is_trivial()
+    }
+
+    fn copy_up(&mut self, copy_up: &CopyUp) {
+        if let CopyUp::Data(base) = copy_up {
+            if self.pristine() {
+                self.head = Some(base.clone());
+                self.meta.head = true;
+            }
+        }
+    }
+
+    /// Keeps the head for older snapshots before a change with `seq`.
+    fn preserve(&mut self, seq: u64) {
+        let preserve = self.meta.must_preserve(seq);
+        if preserve {
+            let head = self.head.clone().unwrap_or_default();
+            self.clones.insert(seq, head);
+        }
+        self.meta.advance(seq, preserve);
+    }
+
+    fn set_head(&mut self, head: Option<Vec<u8>>) {
+        self.meta.head = head.is_some();
+        self.head = head;
+    }
+}
+
+/// A backend in memory: the model the disk store is tested against, and
+/// the backend of the replication and volume layers' tests.
 #[derive(Default)]
 pub struct MemoryBackend {
-    objects: Mutex<BTreeMap<ObjectId, Vec<u8>>>,
+    objects: Mutex<BTreeMap<ObjectId, MemoryObject>>,
     applied: Mutex<HashMap<GroupId, u64>>,
+}
+
+fn nonzero_block_bytes(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(4096)
+        .filter(|b| b.iter().any(|&x| x != 0))
+        .count() as u64
+        * 4096
 }
 
 impl PgBackend for MemoryBackend {
@@ -52,36 +113,69 @@ impl PgBackend for MemoryBackend {
     fn apply(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), BackendError> {
         let mut objects = self.objects.lock().expect("lock");
         for op in ops {
+            let o = objects.entry(*op.object()).or_default();
+            o.copy_up(op.copy_up());
             match op {
                 ObjectOp::Write {
-                    object,
-                    offset,
-                    data,
+                    offset, data, seq, ..
                 } => {
-                    let bytes = objects.entry(*object).or_default();
+                    o.preserve(*seq);
+                    let mut bytes = o.head.take().unwrap_or_default();
                     let end = *offset as usize + data.len();
                     if bytes.len() < end {
                         bytes.resize(end, 0);
                     }
                     bytes[*offset as usize..end].copy_from_slice(data);
+                    o.set_head(Some(bytes));
                 }
                 ObjectOp::Discard {
-                    object,
-                    offset,
-                    len,
+                    offset, len, seq, ..
                 } => {
-                    if let Some(bytes) = objects.get_mut(object) {
+                    if o.head.is_some() {
+                        o.preserve(*seq);
+                        let bytes = o.head.as_mut().expect("checked");
                         let start = (*offset as usize).min(bytes.len());
                         let end = (*offset + *len).min(bytes.len() as u64) as usize;
                         bytes[start..end].fill(0);
-                        if bytes.iter().all(|&b| b == 0) {
-                            objects.remove(object);
+                    }
+                }
+                ObjectOp::Delete { seq, .. } => {
+                    if o.head.is_some() {
+                        o.preserve(*seq);
+                        o.set_head(None);
+                    }
+                }
+                ObjectOp::Rollback { snapshot, seq, .. } => {
+                    match o.meta.version_at(Some(*snapshot)) {
+                        Version::Head => {}
+                        Version::Clone(c) => {
+                            let bytes = o.clones.get(&c).cloned().unwrap_or_default();
+                            o.preserve(*seq);
+                            o.set_head(Some(bytes));
+                        }
+                        Version::Absent => {
+                            if o.head.is_some() {
+                                o.preserve(*seq);
+                                o.set_head(None);
+                            }
                         }
                     }
                 }
-                ObjectOp::Delete { object } => {
-                    objects.remove(object);
+                ObjectOp::Trim {
+                    removed,
+                    lower,
+                    upper,
+                    ..
+                } => {
+                    for seq in o.meta.unneeded_after_removal(*removed, *lower, *upper) {
+                        o.clones.remove(&seq);
+                        o.meta.clones.retain(|c| c.seq != seq);
+                    }
                 }
+                ObjectOp::Purge { .. } => *o = MemoryObject::default(),
+            }
+            if o.pristine() {
+                objects.remove(op.object());
             }
         }
         self.applied.lock().expect("lock").insert(pg, index);
@@ -93,15 +187,52 @@ impl PgBackend for MemoryBackend {
         Ok(())
     }
 
-    fn read(&self, object: &ObjectId, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+    fn read(
+        &self,
+        object: &ObjectId,
+        snapshot: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
         let objects = self.objects.lock().expect("lock");
+        let Some(o) = objects.get(object) else {
+            return Ok(None);
+        };
+        let bytes = match o.meta.version_at(snapshot) {
+            Version::Head => o.head.as_deref().unwrap_or_default(),
+            Version::Clone(c) => o.clones.get(&c).map(Vec::as_slice).unwrap_or_default(),
+            Version::Absent => return Ok(None),
+        };
         let mut out = vec![0u8; len as usize];
-        if let Some(bytes) = objects.get(object) {
-            let start = (offset as usize).min(bytes.len());
-            let end = ((offset + len) as usize).min(bytes.len());
-            out[..end - start].copy_from_slice(&bytes[start..end]);
-        }
-        Ok(out)
+        let start = (offset as usize).min(bytes.len());
+        let end = ((offset + len) as usize).min(bytes.len());
+        out[..end - start].copy_from_slice(&bytes[start..end]);
+        Ok(Some(out))
+    }
+
+    fn is_pristine(&self, object: &ObjectId) -> Result<bool, BackendError> {
+        let objects = self.objects.lock().expect("lock");
+        Ok(objects.get(object).is_none_or(MemoryObject::pristine))
+    }
+
+    fn stat(&self, object: &ObjectId) -> Result<ObjectStat, BackendError> {
+        let objects = self.objects.lock().expect("lock");
+        let Some(o) = objects.get(object) else {
+            return Ok(ObjectStat::default());
+        };
+        Ok(ObjectStat {
+            stamp: o.meta.stamp,
+            head_bytes: o.head.as_deref().map(nonzero_block_bytes),
+            clones: o
+                .meta
+                .clones
+                .iter()
+                .map(|c| {
+                    let bytes = o.clones.get(&c.seq).map(|b| nonzero_block_bytes(b));
+                    (c.seq, c.from, bytes.unwrap_or(0))
+                })
+                .collect(),
+        })
     }
 
     fn allocated_bytes(&self, volume: u64) -> Result<u64, BackendError> {
@@ -109,7 +240,10 @@ impl PgBackend for MemoryBackend {
         Ok(objects
             .iter()
             .filter(|(id, _)| id.volume == volume)
-            .map(|(_, bytes)| bytes.len() as u64)
+            .map(|(_, o)| {
+                o.head.as_ref().map_or(0, |h| h.len() as u64)
+                    + o.clones.values().map(|c| c.len() as u64).sum::<u64>()
+            })
             .sum())
     }
 }

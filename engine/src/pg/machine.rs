@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::backend::PgBackend;
-use super::command::{decode, ReadQuery};
+use super::command::{decode, encode_read_answer, CopyUp, Query, ANSWER_COPY_UP_NEEDED};
 use crate::replication::{GroupId, StateMachine};
 
 /// The state machine of one PG replica.
@@ -40,6 +40,21 @@ impl StateMachine for PgMachine {
                 return Err(format!("PG {:x}: entry {index}: {e}", self.group));
             }
         };
+        // A clone's first change to an object needs the parent's bytes,
+        // which only the sender can fetch: refuse the whole entry (the same
+        // way on every replica, since they all hold the same state).
+        for op in &ops {
+            if *op.copy_up() == CopyUp::Required {
+                let pristine = self
+                    .backend
+                    .is_pristine(op.object())
+                    .map_err(|e| format!("PG {:x}: entry {index}: {e}", self.group))?;
+                if pristine {
+                    self.apply_noop(index);
+                    return Ok(ANSWER_COPY_UP_NEEDED.to_vec());
+                }
+            }
+        }
         self.backend
             .apply(self.group, index, &ops)
             .map_err(|e| format!("PG {:x}: entry {index}: {e}", self.group))?;
@@ -58,9 +73,16 @@ impl StateMachine for PgMachine {
     }
 
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {
-        let query = ReadQuery::decode(query).map_err(|e| e.to_string())?;
-        self.backend
-            .read(&query.object, query.offset, u64::from(query.len))
-            .map_err(|e| e.to_string())
+        match Query::decode(query).map_err(|e| e.to_string())? {
+            Query::Read(q) => self
+                .backend
+                .read(&q.object, q.snapshot, q.offset, u64::from(q.len))
+                .map(encode_read_answer)
+                .map_err(|e| e.to_string()),
+            Query::Stat(object) => {
+                let stat = self.backend.stat(&object).map_err(|e| e.to_string())?;
+                serde_json::to_vec(&stat).map_err(|e| e.to_string())
+            }
+        }
     }
 }

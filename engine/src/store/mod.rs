@@ -1,21 +1,28 @@
 //! The object store of one disk: object data in files, metadata (a crc32c
-//! per 4 KiB block, each PG's applied index) in the disk's RocksDB.
+//! per 4 KiB block, snapshot versions, each PG's applied index) in the
+//! disk's RocksDB.
 //!
 //! Layout under the disk's directory:
 //!
 //! | path / key | content |
 //! |---|---|
-//! | `objects/<volume:016x>/<object:016x>` | the object's bytes at their offsets; holes read as zero |
+//! | `objects/<volume:016x>/<object:016x>` | the head version's bytes at their offsets; holes read as zero |
+//! | `objects/<volume:016x>/<object:016x>@<seq:016x>` | a clone version kept for snapshots (see [`crate::pg::versions`]) |
 //! | `meta/` | RocksDB |
 //! | key `'a' pg:u64be` | version `1`, applied index u64le |
-//! | key `'c' volume:u64be object:u64be block:u64be` | version `1`, crc32c u32le of that 4 KiB block |
+//! | key `'c' volume:u64be object:u64be block:u64be` | version `1`, crc32c u32le of that 4 KiB block of the head |
+//! | key `'s' volume:u64be object:u64be seq:u64be block:u64be` | the same for clone version `seq` |
+//! | key `'o' volume:u64be object:u64be` | the object's record ([`ObjectMeta`]); absent while it has no versions and no snapshot has touched it |
 //!
 //! A block with no crc key is all zero (never written, or discarded). Every
 //! read checks every block it touches: a mismatch is
 //! [`StoreError::Corrupt`], never silent data. Writes make the data
 //! durable (fdatasync) before the metadata that describes it, and replaying
 //! an entry is harmless, so a crash at any point is repaired by replaying
-//! the PG's Raft log from the applied index.
+//! the PG's Raft log from the applied index. Preserving a head for a
+//! snapshot is the one step a replay must not repeat (it would copy a head
+//! that later operations already changed), so the clone and the record
+//! saying it exists are made durable (synced) before the head changes.
 //!
 //! This module owns files and metadata of one disk; it never decides what
 //! to write (the PG state machine does) and never talks to other nodes.
@@ -28,7 +35,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::pg::backend::{BackendError, PgBackend};
-use crate::pg::command::{ObjectId, ObjectOp};
+use crate::pg::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
+use crate::pg::versions::{ObjectMeta, Version};
 use crate::replication::GroupId;
 
 /// Checksum granularity.
@@ -84,13 +92,65 @@ fn applied_key(pg: GroupId) -> [u8; 9] {
     k
 }
 
-fn crc_key(object: &ObjectId, block: u64) -> [u8; 25] {
-    let mut k = [0u8; 25];
-    k[0] = b'c';
+/// Which version of an object a file and its crc keys belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loc {
+    Head,
+    Clone(u64),
+}
+
+/// A crc key: 25 bytes for the head, 33 for a clone version.
+struct BlockKey {
+    bytes: [u8; 33],
+    len: usize,
+}
+
+impl AsRef<[u8]> for BlockKey {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+fn crc_key_at(object: &ObjectId, loc: Loc, block: u64) -> BlockKey {
+    let mut bytes = [0u8; 33];
+    bytes[1..9].copy_from_slice(&object.volume.to_be_bytes());
+    bytes[9..17].copy_from_slice(&object.object_no.to_be_bytes());
+    let len = match loc {
+        Loc::Head => {
+            bytes[0] = b'c';
+            bytes[17..25].copy_from_slice(&block.to_be_bytes());
+            25
+        }
+        Loc::Clone(seq) => {
+            bytes[0] = b's';
+            bytes[17..25].copy_from_slice(&seq.to_be_bytes());
+            bytes[25..33].copy_from_slice(&block.to_be_bytes());
+            33
+        }
+    };
+    BlockKey { bytes, len }
+}
+
+fn crc_key(object: &ObjectId, block: u64) -> BlockKey {
+    crc_key_at(object, Loc::Head, block)
+}
+
+fn meta_key(object: &ObjectId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'o';
     k[1..9].copy_from_slice(&object.volume.to_be_bytes());
     k[9..17].copy_from_slice(&object.object_no.to_be_bytes());
-    k[17..].copy_from_slice(&block.to_be_bytes());
     k
+}
+
+/// A block number and its stored crc value.
+type RecordedBlock = (u64, Box<[u8]>);
+
+/// The record of an object as one entry's operations change it.
+struct Working {
+    meta: ObjectMeta,
+    /// A record is stored (so a trivial one must be deleted).
+    recorded: bool,
 }
 
 fn versioned(body: &[u8]) -> Vec<u8> {
@@ -134,12 +194,20 @@ impl DiskStore {
         }
     }
 
-    /// Where an object's bytes live.
+    /// Where an object's head bytes live.
     pub fn object_path(&self, object: &ObjectId) -> PathBuf {
-        self.root
+        self.version_path(object, Loc::Head)
+    }
+
+    fn version_path(&self, object: &ObjectId, loc: Loc) -> PathBuf {
+        let dir = self
+            .root
             .join("objects")
-            .join(format!("{:016x}", object.volume))
-            .join(format!("{:016x}", object.object_no))
+            .join(format!("{:016x}", object.volume));
+        match loc {
+            Loc::Head => dir.join(format!("{:016x}", object.object_no)),
+            Loc::Clone(seq) => dir.join(format!("{:016x}@{seq:016x}", object.object_no)),
+        }
     }
 
     fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -150,8 +218,8 @@ impl DiskStore {
         }
     }
 
-    fn open_for_write(&self, object: &ObjectId) -> Result<File, StoreError> {
-        let path = self.object_path(object);
+    fn open_for_write(&self, object: &ObjectId, loc: Loc) -> Result<File, StoreError> {
+        let path = self.version_path(object, loc);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
         }
@@ -162,6 +230,14 @@ impl DiskStore {
             .truncate(false)
             .open(&path)
             .map_err(Self::io("open", &path))
+    }
+
+    fn remove_file(path: &Path) -> Result<(), StoreError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io("remove", path)(e)),
+        }
     }
 
     /// The 4 KiB block `block` of `file`, zero past the end of the file.
@@ -184,8 +260,8 @@ impl DiskStore {
         Ok(buffer)
     }
 
-    /// Records the crc of every block in `[start, end)` as the file now
-    /// holds it; an all-zero block gets no crc (it reads as a hole).
+    /// Records the crc of every head block in `[start, end)` as the file
+    /// now holds it; an all-zero block gets no crc (it reads as a hole).
     fn stage_crcs(
         &self,
         batch: &mut WriteBatch,
@@ -207,6 +283,70 @@ impl DiskStore {
             }
         }
         Ok(())
+    }
+
+    /// Every (block, stored crc value) of a version, in block order.
+    fn recorded_blocks(
+        &self,
+        object: &ObjectId,
+        loc: Loc,
+    ) -> Result<Vec<RecordedBlock>, StoreError> {
+        let first = crc_key_at(object, loc, 0);
+        let prefix_len = first.len - 8;
+        let mut out = Vec::new();
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            first.as_ref(),
+            rocksdb::Direction::Forward,
+        ));
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.meta_error(e))?;
+            if key.len() != first.len || key[..prefix_len] != first.as_ref()[..prefix_len] {
+                break;
+            }
+            let block = u64::from_be_bytes(key[prefix_len..].try_into().expect("8 bytes"));
+            out.push((block, value));
+        }
+        Ok(out)
+    }
+
+    fn delete_crcs(batch: &mut WriteBatch, object: &ObjectId, loc: Loc) {
+        batch.delete_range(
+            crc_key_at(object, loc, 0),
+            crc_key_at(object, loc, u64::MAX),
+        );
+        batch.delete(crc_key_at(object, loc, u64::MAX));
+    }
+
+    /// Copies version `from` of `object` into `to` (a fresh file): its
+    /// recorded blocks byte for byte with their recorded crcs, so that a
+    /// block corrupt in the source stays detectable in the copy.
+    fn copy_version(
+        &self,
+        batch: &mut WriteBatch,
+        object: &ObjectId,
+        from: Loc,
+        to: Loc,
+    ) -> Result<File, StoreError> {
+        let source_path = self.version_path(object, from);
+        let target_path = self.version_path(object, to);
+        Self::remove_file(&target_path)?;
+        Self::delete_crcs(batch, object, to);
+        let target = self.open_for_write(object, to)?;
+        let source = match File::open(&source_path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Self::io("open", &source_path)(e)),
+        };
+        if let Some(source) = source {
+            for (block, crc) in self.recorded_blocks(object, from)? {
+                let bytes = Self::read_block(&source, &source_path, block)?;
+                target
+                    .write_all_at(&bytes, block * BLOCK_BYTES)
+                    .map_err(Self::io("write", &target_path))?;
+                batch.put(crc_key_at(object, to, block), crc);
+            }
+        }
+        Ok(target)
     }
 
     fn punch_hole(file: &File, path: &Path, offset: u64, len: u64) -> Result<(), StoreError> {
@@ -242,59 +382,216 @@ impl DiskStore {
         })
     }
 
+    /// The object's record, or what an unrecorded object implies.
+    fn load_meta(&self, object: &ObjectId) -> Result<Working, StoreError> {
+        match self
+            .db
+            .get(meta_key(object))
+            .map_err(|e| self.meta_error(e))?
+        {
+            Some(bytes) => Ok(Working {
+                meta: ObjectMeta::decode(&bytes).map_err(|reason| StoreError::Meta {
+                    path: self.root.clone(),
+                    reason: format!(
+                        "record of object {:x}.{:x}: {reason}",
+                        object.volume, object.object_no
+                    ),
+                })?,
+                recorded: true,
+            }),
+            None => Ok(Working {
+                meta: ObjectMeta::unrecorded(self.object_path(object).exists()),
+                recorded: false,
+            }),
+        }
+    }
+
+    fn stage_meta(batch: &mut WriteBatch, object: &ObjectId, working: &mut Working) {
+        if working.meta.is_trivial() {
+            if working.recorded {
+                batch.delete(meta_key(object));
+                working.recorded = false;
+            }
+        } else {
+            batch.put(meta_key(object), working.meta.encode());
+            working.recorded = true;
+        }
+    }
+
+    /// Writes what the entry changed so far (data synced first), so that
+    /// a copy taken next sees it in the database too.
+    fn flush_pending(
+        &self,
+        batch: &mut WriteBatch,
+        touched: &HashMap<ObjectId, File>,
+    ) -> Result<(), StoreError> {
+        for (object, file) in touched {
+            file.sync_data()
+                .map_err(Self::io("sync", &self.object_path(object)))?;
+        }
+        let pending = std::mem::take(batch);
+        self.db.write(pending).map_err(|e| self.meta_error(e))
+    }
+
+    /// Before a change with `seq`: keeps the head as clone `seq` if an
+    /// older snapshot still sees it, durably, then advances the stamp.
+    fn preserve(
+        &self,
+        batch: &mut WriteBatch,
+        touched: &HashMap<ObjectId, File>,
+        object: &ObjectId,
+        working: &mut Working,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        if !working.meta.must_preserve(seq) {
+            working.meta.advance(seq, false);
+            return Ok(());
+        }
+        self.flush_pending(batch, touched)?;
+        let mut copy = WriteBatch::default();
+        let clone = self.copy_version(&mut copy, object, Loc::Head, Loc::Clone(seq))?;
+        clone.sync_data().map_err(Self::io(
+            "sync",
+            &self.version_path(object, Loc::Clone(seq)),
+        ))?;
+        working.meta.advance(seq, true);
+        Self::stage_meta(&mut copy, object, working);
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(copy, &options)
+            .map_err(|e| self.meta_error(e))
+    }
+
+    fn remove_head(
+        &self,
+        batch: &mut WriteBatch,
+        touched: &mut HashMap<ObjectId, File>,
+        object: &ObjectId,
+        working: &mut Working,
+    ) -> Result<(), StoreError> {
+        touched.remove(object);
+        Self::remove_file(&self.object_path(object))?;
+        Self::delete_crcs(batch, object, Loc::Head);
+        working.meta.head = false;
+        Ok(())
+    }
+
+    /// The head file of `object`, opened once per entry.
+    fn head_file<'a>(
+        &self,
+        touched: &'a mut HashMap<ObjectId, File>,
+        object: &ObjectId,
+    ) -> Result<&'a File, StoreError> {
+        match touched.entry(*object) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                Ok(e.insert(self.open_for_write(object, Loc::Head)?))
+            }
+        }
+    }
+
     fn apply_ops(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let mut touched: HashMap<ObjectId, File> = HashMap::new();
+        let mut records: HashMap<ObjectId, Working> = HashMap::new();
         for op in ops {
+            let object = *op.object();
+            let working = match records.entry(object) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.load_meta(&object)?),
+            };
+            if let CopyUp::Data(base) = op.copy_up() {
+                if !working.meta.head && working.meta.is_trivial() {
+                    let file = self.open_for_write(&object, Loc::Head)?;
+                    let path = self.object_path(&object);
+                    file.write_all_at(base, 0)
+                        .map_err(Self::io("write", &path))?;
+                    self.stage_crcs(&mut batch, &object, &file, 0, base.len() as u64)?;
+                    touched.insert(object, file);
+                    working.meta.head = true;
+                }
+            }
             match op {
                 ObjectOp::Write {
-                    object,
-                    offset,
-                    data,
+                    offset, data, seq, ..
                 } => {
-                    if !touched.contains_key(object) {
-                        touched.insert(*object, self.open_for_write(object)?);
-                    }
-                    let file = &touched[object];
-                    let path = self.object_path(object);
+                    self.preserve(&mut batch, &touched, &object, working, *seq)?;
+                    let file = self.head_file(&mut touched, &object)?;
+                    let path = self.object_path(&object);
                     file.write_all_at(data, *offset)
                         .map_err(Self::io("write", &path))?;
                     self.stage_crcs(
                         &mut batch,
-                        object,
+                        &object,
                         file,
                         *offset,
                         *offset + data.len() as u64,
                     )?;
+                    working.meta.head = true;
                 }
                 ObjectOp::Discard {
-                    object,
-                    offset,
-                    len,
+                    offset, len, seq, ..
                 } => {
-                    let path = self.object_path(object);
-                    if !path.exists() {
+                    if !working.meta.head {
                         continue;
                     }
-                    if !touched.contains_key(object) {
-                        touched.insert(*object, self.open_for_write(object)?);
-                    }
-                    let file = &touched[object];
+                    self.preserve(&mut batch, &touched, &object, working, *seq)?;
+                    let file = self.head_file(&mut touched, &object)?;
+                    let path = self.object_path(&object);
                     Self::punch_hole(file, &path, *offset, *len)?;
-                    self.stage_crcs(&mut batch, object, file, *offset, *offset + *len)?;
+                    self.stage_crcs(&mut batch, &object, file, *offset, *offset + *len)?;
                 }
-                ObjectOp::Delete { object } => {
-                    touched.remove(object);
-                    let path = self.object_path(object);
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Self::io("remove", &path)(e)),
+                ObjectOp::Delete { seq, .. } => {
+                    if working.meta.head {
+                        self.preserve(&mut batch, &touched, &object, working, *seq)?;
+                        self.remove_head(&mut batch, &mut touched, &object, working)?;
                     }
-                    batch.delete_range(crc_key(object, 0), crc_key(object, u64::MAX));
-                    batch.delete(crc_key(object, u64::MAX));
+                }
+                ObjectOp::Rollback { snapshot, seq, .. } => {
+                    match working.meta.version_at(Some(*snapshot)) {
+                        Version::Head => {}
+                        Version::Clone(c) => {
+                            self.preserve(&mut batch, &touched, &object, working, *seq)?;
+                            touched.remove(&object);
+                            let file =
+                                self.copy_version(&mut batch, &object, Loc::Clone(c), Loc::Head)?;
+                            touched.insert(object, file);
+                            working.meta.head = true;
+                        }
+                        Version::Absent => {
+                            if working.meta.head {
+                                self.preserve(&mut batch, &touched, &object, working, *seq)?;
+                                self.remove_head(&mut batch, &mut touched, &object, working)?;
+                            }
+                        }
+                    }
+                }
+                ObjectOp::Trim {
+                    removed,
+                    lower,
+                    upper,
+                    ..
+                } => {
+                    for seq in working
+                        .meta
+                        .unneeded_after_removal(*removed, *lower, *upper)
+                    {
+                        Self::remove_file(&self.version_path(&object, Loc::Clone(seq)))?;
+                        Self::delete_crcs(&mut batch, &object, Loc::Clone(seq));
+                        working.meta.clones.retain(|c| c.seq != seq);
+                    }
+                }
+                ObjectOp::Purge { .. } => {
+                    for c in std::mem::take(&mut working.meta.clones) {
+                        Self::remove_file(&self.version_path(&object, Loc::Clone(c.seq)))?;
+                        Self::delete_crcs(&mut batch, &object, Loc::Clone(c.seq));
+                    }
+                    self.remove_head(&mut batch, &mut touched, &object, working)?;
+                    working.meta = ObjectMeta::unrecorded(false);
                 }
             }
+            Self::stage_meta(&mut batch, &object, working);
         }
         // Data first, then the metadata that vouches for it.
         for (object, file) in &touched {
@@ -305,10 +602,15 @@ impl DiskStore {
         self.db.write(batch).map_err(|e| self.meta_error(e))
     }
 
-    fn recorded_crc(&self, object: &ObjectId, block: u64) -> Result<Option<u32>, StoreError> {
+    fn recorded_crc(
+        &self,
+        object: &ObjectId,
+        loc: Loc,
+        block: u64,
+    ) -> Result<Option<u32>, StoreError> {
         match self
             .db
-            .get(crc_key(object, block))
+            .get(crc_key_at(object, loc, block))
             .map_err(|e| self.meta_error(e))?
         {
             None => Ok(None),
@@ -325,24 +627,39 @@ impl DiskStore {
         }
     }
 
-    /// Reads and checks `len` bytes of `object` at `offset`.
+    /// Reads and checks `len` bytes of the head of `object` at `offset`
+    /// (zeroes if it does not exist).
     pub fn read_object(
         &self,
         object: &ObjectId,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        let mut out = vec![0u8; len as usize];
-        let path = self.object_path(object);
+        Ok(self
+            .read_version(object, Loc::Head, offset, len)?
+            .unwrap_or_else(|| vec![0u8; len as usize]))
+    }
+
+    /// Reads and checks `len` bytes of a version; `None` if its file does
+    /// not exist.
+    fn read_version(
+        &self,
+        object: &ObjectId,
+        loc: Loc,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.version_path(object, loc);
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Self::io("open", &path)(e)),
         };
+        let mut out = vec![0u8; len as usize];
         for block in offset / BLOCK_BYTES..(offset + len).div_ceil(BLOCK_BYTES) {
             let bytes = Self::read_block(&file, &path, block)?;
             let actual = crc32c::crc32c(&bytes);
-            let expected = match self.recorded_crc(object, block)? {
+            let expected = match self.recorded_crc(object, loc, block)? {
                 Some(crc) => crc,
                 // No crc: the block must read as zeroes.
                 None if bytes.iter().all(|&b| b == 0) => continue,
@@ -364,10 +681,11 @@ impl DiskStore {
                 &bytes[(from - block_start) as usize..(to - block_start) as usize],
             );
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
-    /// Bytes of disk space the volume's objects occupy on this disk.
+    /// Bytes of disk space the volume's objects (every version) occupy on
+    /// this disk.
     pub fn volume_allocated_bytes(&self, volume: u64) -> Result<u64, StoreError> {
         let dir = self.root.join("objects").join(format!("{volume:016x}"));
         let entries = match std::fs::read_dir(&dir) {
@@ -410,8 +728,54 @@ impl PgBackend for DiskStore {
         Ok(self.apply_ops(pg, index, &[])?)
     }
 
-    fn read(&self, object: &ObjectId, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
-        Ok(self.read_object(object, offset, len)?)
+    fn read(
+        &self,
+        object: &ObjectId,
+        snapshot: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        let record = self
+            .db
+            .get(meta_key(object))
+            .map_err(|e| self.meta_error(e))?;
+        // The common case, a head read of an object no snapshot has
+        // touched, costs one lookup and one open, as before snapshots.
+        let loc = match (record, snapshot) {
+            (None, None) => Loc::Head,
+            _ => match self.load_meta(object)?.meta.version_at(snapshot) {
+                Version::Head => Loc::Head,
+                Version::Clone(seq) => Loc::Clone(seq),
+                Version::Absent => return Ok(None),
+            },
+        };
+        Ok(self.read_version(object, loc, offset, len)?)
+    }
+
+    fn is_pristine(&self, object: &ObjectId) -> Result<bool, BackendError> {
+        let working = self.load_meta(object)?;
+        Ok(!working.meta.head && working.meta.is_trivial())
+    }
+
+    fn stat(&self, object: &ObjectId) -> Result<ObjectStat, BackendError> {
+        let meta = self.load_meta(object)?.meta;
+        let bytes = |loc| -> Result<u64, StoreError> {
+            Ok(self.recorded_blocks(object, loc)?.len() as u64 * BLOCK_BYTES)
+        };
+        let head_bytes = if meta.head {
+            Some(bytes(Loc::Head)?)
+        } else {
+            None
+        };
+        let mut clones = Vec::with_capacity(meta.clones.len());
+        for c in &meta.clones {
+            clones.push((c.seq, c.from, bytes(Loc::Clone(c.seq))?));
+        }
+        Ok(ObjectStat {
+            stamp: meta.stamp,
+            head_bytes,
+            clones,
+        })
     }
 
     fn allocated_bytes(&self, volume: u64) -> Result<u64, BackendError> {

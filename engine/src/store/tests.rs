@@ -25,52 +25,185 @@ fn object(n: u64) -> ObjectId {
     }
 }
 
+fn write(object: ObjectId, offset: u64, data: Vec<u8>, seq: u64) -> ObjectOp {
+    ObjectOp::Write {
+        object,
+        offset,
+        data,
+        seq,
+        copy_up: CopyUp::None,
+    }
+}
+
+fn discard(object: ObjectId, offset: u64, len: u64, seq: u64) -> ObjectOp {
+    ObjectOp::Discard {
+        object,
+        offset,
+        len,
+        seq,
+        copy_up: CopyUp::None,
+    }
+}
+
+/// Random writes, discards, deletes, snapshots, rollbacks, snapshot
+/// removals (trims), clone copy-ups and purges, applied to the disk store
+/// and to the in-memory model; after each, the head and every live
+/// snapshot read the same from both, and so do the objects' versions.
 #[test]
-fn random_operations_match_the_model_across_reopens() {
+fn random_operations_with_snapshots_match_the_model_across_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = DiskStore::open(dir.path()).unwrap();
     // The in-memory backend is the model: simple enough to be obviously right.
     let model = MemoryBackend::default();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for index in 1..=400u64 {
+    let mut seq = 0u64;
+    let mut live: Vec<u64> = Vec::new();
+    let mut index = 0u64;
+    let mut apply = |store: &DiskStore, ops: &[ObjectOp]| {
+        index += 1;
+        store.apply(7, index, ops).unwrap();
+        model.apply(7, index, ops).unwrap();
+        index
+    };
+    for step in 1..=600u64 {
         let o = object(rng.below(4));
         let offset = rng.below(64 << 10);
-        let op = match rng.below(10) {
-            0..=5 => {
+        let ops = match rng.below(20) {
+            0..=7 => {
                 let len = 1 + rng.below(12_000) as usize;
                 let byte = (rng.next() as u8) | 1;
-                ObjectOp::Write {
+                vec![write(o, offset, vec![byte; len], seq)]
+            }
+            8..=10 => vec![discard(o, offset, 1 + rng.below(20_000), seq)],
+            11 => vec![ObjectOp::Delete { object: o, seq }],
+            12 | 13 => {
+                seq += 1;
+                live.push(seq);
+                continue;
+            }
+            14 if !live.is_empty() => {
+                let snapshot = live[rng.below(live.len() as u64) as usize];
+                (0..4)
+                    .map(|n| ObjectOp::Rollback {
+                        object: object(n),
+                        snapshot,
+                        seq,
+                    })
+                    .collect()
+            }
+            15 if !live.is_empty() => {
+                let removed = live.remove(rng.below(live.len() as u64) as usize);
+                let lower = live.iter().copied().filter(|&s| s < removed).max();
+                let upper = live.iter().copied().filter(|&s| s > removed).min();
+                (0..4)
+                    .map(|n| ObjectOp::Trim {
+                        object: object(n),
+                        removed,
+                        lower: lower.unwrap_or(0),
+                        upper: upper.unwrap_or(u64::MAX),
+                    })
+                    .collect()
+            }
+            16 => {
+                let base = vec![(rng.next() as u8) | 1; 1 + rng.below(9000) as usize];
+                vec![ObjectOp::Write {
                     object: o,
                     offset,
-                    data: vec![byte; len],
-                }
+                    data: vec![0xcc; 100],
+                    seq,
+                    copy_up: CopyUp::Data(base),
+                }]
             }
-            6..=8 => ObjectOp::Discard {
-                object: o,
-                offset,
-                len: 1 + rng.below(20_000),
-            },
-            _ => ObjectOp::Delete { object: o },
+            17 if rng.below(4) == 0 => vec![ObjectOp::Purge { object: o }],
+            _ => vec![write(o, offset, vec![0x11; 4096], seq)],
         };
-        store.apply(7, index, std::slice::from_ref(&op)).unwrap();
-        model.apply(7, index, std::slice::from_ref(&op)).unwrap();
-        if index % 100 == 0 {
+        let at = apply(&store, &ops);
+        if step % 150 == 0 {
             drop(store);
             store = DiskStore::open(dir.path()).unwrap();
             assert_eq!(
                 store.applied_index(7).unwrap(),
-                index,
+                at,
                 "applied index survives a reopen"
             );
         }
-        let probe = object(rng.below(4));
-        let (offset, len) = (rng.below(70 << 10), 1 + rng.below(16 << 10));
-        assert_eq!(
-            store.read(&probe, offset, len).unwrap(),
-            model.read(&probe, offset, len).unwrap(),
-            "after op {index}: {probe:?} [{offset}, +{len})"
-        );
+        for n in 0..4 {
+            let probe = object(n);
+            assert_eq!(
+                store.is_pristine(&probe).unwrap(),
+                model.is_pristine(&probe).unwrap(),
+                "step {step}: {probe:?} pristine"
+            );
+            assert_eq!(
+                store.stat(&probe).unwrap(),
+                model.stat(&probe).unwrap(),
+                "step {step}: {probe:?} versions"
+            );
+            let (offset, len) = (rng.below(70 << 10), 1 + rng.below(16 << 10));
+            for snapshot in std::iter::once(None).chain(live.iter().map(|&s| Some(s))) {
+                assert_eq!(
+                    store.read(&probe, snapshot, offset, len).unwrap(),
+                    model.read(&probe, snapshot, offset, len).unwrap(),
+                    "step {step}: {probe:?} at {snapshot:?} [{offset}, +{len})"
+                );
+            }
+        }
     }
+    assert!(seq > 20, "the run took {seq} snapshots");
+}
+
+/// Replaying an entry whose copy-on-write already happened (a crash after
+/// the synced copy, before the applied index) must not copy the head again:
+/// the snapshot keeps what it saw.
+#[test]
+fn a_replayed_entry_does_not_copy_the_head_a_second_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let o = object(1);
+    store
+        .apply(1, 1, &[write(o, 0, vec![0xaa; 8192], 0)])
+        .unwrap();
+    // Snapshot 1 taken; then one entry with two writes to the object.
+    let entry = [
+        write(o, 0, vec![0xbb; 4096], 1),
+        write(o, 4096, vec![0xcc; 4096], 1),
+    ];
+    store.apply(1, 2, &entry).unwrap();
+    store.apply(1, 2, &entry).unwrap();
+    assert_eq!(
+        store.read(&o, Some(1), 0, 8192).unwrap(),
+        Some(vec![0xaa; 8192])
+    );
+    let stat = store.stat(&o).unwrap();
+    assert_eq!(stat.clones, vec![(1, 0, 8192)]);
+    let mut head = vec![0xbb; 4096];
+    head.extend_from_slice(&[0xcc; 4096]);
+    assert_eq!(store.read(&o, None, 0, 8192).unwrap(), Some(head));
+}
+
+/// A corrupt block stays detectable after a copy-on-write carries it into
+/// a snapshot's version.
+#[test]
+fn corruption_copied_into_a_snapshot_version_is_still_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let o = object(3);
+    store
+        .apply(1, 1, &[write(o, 0, vec![0x5a; 8192], 0)])
+        .unwrap();
+    let path = store.object_path(&o);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    store
+        .apply(1, 2, &[write(o, 4096, vec![1; 4096], 1)])
+        .unwrap();
+    let message = store.read(&o, Some(1), 0, 100).unwrap_err().0;
+    assert!(message.contains("block 0"), "{message}");
+    assert_eq!(
+        store.read(&o, Some(1), 4096, 4096).unwrap(),
+        Some(vec![0x5a; 4096])
+    );
 }
 
 #[test]
@@ -79,15 +212,7 @@ fn a_flipped_byte_on_disk_is_reported_as_corrupt_with_its_block() {
     let store = DiskStore::open(dir.path()).unwrap();
     let o = object(1);
     store
-        .apply(
-            1,
-            1,
-            &[ObjectOp::Write {
-                object: o,
-                offset: 0,
-                data: vec![0x5a; 3 * 4096],
-            }],
-        )
+        .apply(1, 1, &[write(o, 0, vec![0x5a; 3 * 4096], 0)])
         .unwrap();
     let path = store.object_path(&o);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -110,15 +235,7 @@ fn a_flipped_byte_on_disk_is_reported_as_corrupt_with_its_block() {
     );
     // Rewriting the block (a repair) makes it readable again.
     store
-        .apply(
-            1,
-            2,
-            &[ObjectOp::Write {
-                object: o,
-                offset: 4096,
-                data: vec![0x5a; 4096],
-            }],
-        )
+        .apply(1, 2, &[write(o, 4096, vec![0x5a; 4096], 0)])
         .unwrap();
     assert_eq!(
         store.read_object(&o, 0, 3 * 4096).unwrap(),
@@ -131,17 +248,7 @@ fn data_written_behind_the_stores_back_into_a_hole_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskStore::open(dir.path()).unwrap();
     let o = object(2);
-    store
-        .apply(
-            1,
-            1,
-            &[ObjectOp::Write {
-                object: o,
-                offset: 0,
-                data: vec![1; 10],
-            }],
-        )
-        .unwrap();
+    store.apply(1, 1, &[write(o, 0, vec![1; 10], 0)]).unwrap();
     let path = store.object_path(&o);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all_at(&[7; 4], 3 * 4096).unwrap(); // block 3 never written by the store
@@ -164,11 +271,7 @@ fn one_mib_written_in_a_ten_gib_space_allocates_about_one_mib_and_discard_return
             .apply(
                 3,
                 index,
-                &[ObjectOp::Write {
-                    object: o,
-                    offset: (i % 4) * (1 << 20),
-                    data: vec![0xee; 64 << 10],
-                }],
+                &[write(o, (i % 4) * (1 << 20), vec![0xee; 64 << 10], 0)],
             )
             .unwrap();
     }
@@ -180,17 +283,7 @@ fn one_mib_written_in_a_ten_gib_space_allocates_about_one_mib_and_discard_return
     for i in 0..16u64 {
         index += 1;
         let o = object(i * 160);
-        store
-            .apply(
-                3,
-                index,
-                &[ObjectOp::Discard {
-                    object: o,
-                    offset: 0,
-                    len: 4 << 20,
-                }],
-            )
-            .unwrap();
+        store.apply(3, index, &[discard(o, 0, 4 << 20, 0)]).unwrap();
     }
     let after = store.volume_allocated_bytes(9).unwrap();
     assert!(after <= 64 << 10, "discard left {after} bytes allocated");

@@ -1,17 +1,24 @@
 //! The volume client: byte-range I/O on a volume, routed to PG leaders.
 
 use hpchain_placement::{pg_of, place, ClusterMap, PgId};
+use serde::Serialize;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-use crate::cluster::map::{Pool, Volume};
+use super::qos::{IoKind, QosLimiter, QosLimits};
+use crate::cluster::map::{ParentRef, Pool};
 use crate::cluster::ClusterMapState;
 use crate::net::proto::placement_group_client::PlacementGroupClient;
 use crate::net::proto::{PgReply, PgRequest};
 use crate::net::server::pg_reply;
-use crate::pg::command::{encode, ObjectId, ObjectOp, ReadQuery};
+use crate::pg::command::{
+    decode_read_answer, encode, CopyUp, ObjectId, ObjectOp, ObjectStat, Query, ReadQuery,
+    ANSWER_COPY_UP_NEEDED,
+};
 use crate::pg::{disk_of_peer, group_id};
 use crate::replication::{GroupId, NodeId, RaftNodeHandle};
 
@@ -19,6 +26,8 @@ use crate::replication::{GroupId, NodeId, RaftNodeHandle};
 const PIECE_DEADLINE: Duration = Duration::from_secs(30);
 const PIECE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Objects a walk (rollback, trim, purge, flatten) works on at once.
+const WALK_PARALLEL: usize = 16;
 /// Largest single read or write the client accepts.
 pub const IO_MAX_BYTES: u64 = 64 << 20;
 
@@ -27,6 +36,8 @@ pub const IO_MAX_BYTES: u64 = 64 << 20;
 pub enum VolumeError {
     #[error("volume {0:?} does not exist; list volumes with `hpchain volume ls`")]
     NotFound(String),
+    #[error("snapshot {volume}@{snapshot} does not exist; list snapshots with `hpchain snap ls {volume}`")]
+    SnapshotNotFound { volume: String, snapshot: String },
     #[error("volume {volume:?}: bytes {offset}..{end} are past its end ({size} bytes); stay inside the volume or grow it")]
     OutOfRange {
         volume: String,
@@ -49,6 +60,7 @@ impl VolumeError {
     pub fn code(&self) -> &'static str {
         match self {
             VolumeError::NotFound(_) => "volume.not_found",
+            VolumeError::SnapshotNotFound { .. } => "snapshot.not_found",
             VolumeError::OutOfRange { .. } => "volume.out_of_range",
             VolumeError::TooLarge { .. } => "volume.io_too_large",
             VolumeError::Unavailable { .. } => "volume.unavailable",
@@ -66,6 +78,80 @@ enum Io {
     Read(Vec<u8>),
 }
 
+/// What I/O needs of a volume, taken from the map without copying its
+/// snapshot list (a volume may have thousands).
+#[derive(Debug, Clone)]
+struct VolumeIo {
+    id: u64,
+    name: String,
+    size: u64,
+    snap_seq: u64,
+    parent: Option<ParentRef>,
+    qos: QosLimits,
+    pool: Pool,
+}
+
+impl VolumeIo {
+    /// The object size, and whether object `object_no` still reads
+    /// through to the parent snapshot.
+    fn reads_through(&self, object_no: u64) -> bool {
+        self.parent
+            .as_ref()
+            .is_some_and(|p| object_no * self.pool.object_size < p.overlap)
+    }
+
+    fn failed(&self, reason: impl ToString) -> VolumeError {
+        VolumeError::Failed {
+            volume: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A pass over every object of a volume (or a range of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Put each object back as snapshot `snapshot` saw it.
+    Rollback { snapshot: u64 },
+    /// Drop versions no live snapshot reads after `removed` went.
+    Trim {
+        removed: u64,
+        lower: u64,
+        upper: u64,
+    },
+    /// Remove every version (the volume is being deleted).
+    Purge,
+    /// Copy what still reads through to the parent into the clone.
+    Flatten,
+}
+
+/// How far a walk got: objects `[0, next)` are done, of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WalkProgress {
+    pub next_object: u64,
+    pub total_objects: u64,
+}
+
+/// Allocated bytes of a volume and of each of its snapshots, counted once
+/// per version (not per replica). "Exclusive" bytes are held for that
+/// volume head or snapshot alone; "shared" bytes are also read by another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SpaceUsage {
+    pub allocated_bytes: u64,
+    pub exclusive_bytes: u64,
+    pub shared_bytes: u64,
+    pub snapshots: Vec<SnapshotUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotUsage {
+    pub name: String,
+    pub id: u64,
+    pub allocated_bytes: u64,
+    pub exclusive_bytes: u64,
+    pub shared_bytes: u64,
+}
+
 /// Byte-range I/O on volumes, from any node.
 #[derive(Clone)]
 pub struct VolumeClient {
@@ -75,6 +161,7 @@ pub struct VolumeClient {
     placement: Arc<Mutex<Option<PlacementAtEpoch>>>,
     leaders: Arc<Mutex<HashMap<GroupId, NodeId>>>,
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+    limiters: Arc<Mutex<HashMap<u64, (String, QosLimiter)>>>,
 }
 
 impl VolumeClient {
@@ -90,10 +177,11 @@ impl VolumeClient {
             placement: Arc::new(Mutex::new(None)),
             leaders: Arc::new(Mutex::new(HashMap::new())),
             channels: Arc::new(Mutex::new(HashMap::new())),
+            limiters: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    fn lookup(&self, name: &str, offset: u64, len: u64) -> Result<(Volume, Pool), VolumeError> {
+    fn view(&self, name: &str) -> Result<VolumeIo, VolumeError> {
         let map = self.map.read().expect("map lock");
         let volume = map
             .volumes
@@ -103,22 +191,95 @@ impl VolumeClient {
             .pools
             .get(&volume.pool)
             .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        Ok(VolumeIo {
+            id: volume.id,
+            name: volume.name.clone(),
+            size: volume.size,
+            snap_seq: volume.snap_seq,
+            parent: volume.parent.clone(),
+            qos: volume.qos,
+            pool: pool.clone(),
+        })
+    }
+
+    /// The volume, checked for a request of `len` bytes at `offset` within
+    /// `size` (the volume's or a snapshot's).
+    fn checked(
+        &self,
+        view: &VolumeIo,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), VolumeError> {
         if len > IO_MAX_BYTES {
             return Err(VolumeError::TooLarge {
-                volume: name.to_string(),
+                volume: view.name.clone(),
                 len,
             });
         }
         let end = offset.saturating_add(len);
-        if end > volume.size {
+        if end > size {
             return Err(VolumeError::OutOfRange {
-                volume: name.to_string(),
+                volume: view.name.clone(),
                 offset,
                 end,
-                size: volume.size,
+                size,
             });
         }
-        Ok((volume.clone(), pool.clone()))
+        Ok(())
+    }
+
+    /// The snapshot's id and size.
+    fn snapshot_of(&self, volume: &str, snapshot: &str) -> Result<(u64, u64), VolumeError> {
+        let map = self.map.read().expect("map lock");
+        let v = map
+            .volumes
+            .get(volume)
+            .ok_or_else(|| VolumeError::NotFound(volume.to_string()))?;
+        v.snapshot(snapshot)
+            .map(|s| (s.id, s.size))
+            .ok_or_else(|| VolumeError::SnapshotNotFound {
+                volume: volume.to_string(),
+                snapshot: snapshot.to_string(),
+            })
+    }
+
+    /// Waits for the volume's QoS allowance (if it has limits).
+    async fn admit(&self, view: &VolumeIo, kind: IoKind, bytes: u64) {
+        let limits = view.qos.or_default(&view.pool.qos_default);
+        let limiter = {
+            let mut limiters = self.limiters.lock().expect("limiters lock");
+            if limits.is_unlimited() && !limiters.contains_key(&view.id) {
+                return;
+            }
+            let (_, limiter) = limiters
+                .entry(view.id)
+                .or_insert_with(|| (view.name.clone(), QosLimiter::new(limits)));
+            if limiter.limits() != limits {
+                limiter.update(limits);
+            }
+            limiter.clone()
+        };
+        limiter.admit(kind, bytes).await;
+    }
+
+    /// (volume name, limits, throttled nanoseconds, throttled operations)
+    /// of every volume this node has throttled or limits.
+    pub fn qos_stats(&self) -> Vec<(String, QosLimits, u64, u64)> {
+        let limiters = self.limiters.lock().expect("limiters lock");
+        let mut out: Vec<_> = limiters
+            .values()
+            .map(|(name, l)| {
+                (
+                    name.clone(),
+                    l.limits(),
+                    l.throttled_nanos(),
+                    l.throttled_ops(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The pieces of `[offset, offset + len)`: (object no, offset in object, length).
@@ -138,103 +299,362 @@ impl VolumeClient {
     /// Writes `data` at `offset`; returns once every piece is committed on
     /// a majority of its PG's replicas.
     pub async fn write(&self, volume: &str, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
-        let (vol, pool) = self.lookup(volume, offset, data.len() as u64)?;
+        let view = self.view(volume)?;
+        self.checked(&view, view.size, offset, data.len() as u64)?;
+        self.admit(&view, IoKind::Write, data.len() as u64).await;
+        let view = Arc::new(view);
         let mut tasks = tokio::task::JoinSet::new();
-        for (object_no, within, take) in Self::pieces(&pool, offset, data.len() as u64) {
-            let start = (object_no * pool.object_size + within - offset) as usize;
-            let op = ObjectOp::Write {
-                object: ObjectId {
-                    volume: vol.id,
-                    object_no,
-                },
-                offset: within,
-                data: data[start..start + take as usize].to_vec(),
-            };
+        for (object_no, within, take) in Self::pieces(&view.pool, offset, data.len() as u64) {
+            let start = (object_no * view.pool.object_size + within - offset) as usize;
+            let piece = data[start..start + take as usize].to_vec();
             let this = self.clone();
-            let (vol, pool) = (vol.clone(), pool.clone());
+            let view = view.clone();
             tasks.spawn(async move {
-                this.call(&vol, &pool, object_no, Io::Write(encode(&[op])))
-                    .await
+                this.change(&view, object_no, |copy_up| ObjectOp::Write {
+                    object: ObjectId {
+                        volume: view.id,
+                        object_no,
+                    },
+                    offset: within,
+                    data: piece.clone(),
+                    seq: view.snap_seq,
+                    copy_up,
+                })
+                .await
             });
         }
         while let Some(done) = tasks.join_next().await {
-            done.map_err(|e| VolumeError::Failed {
-                volume: volume.to_string(),
-                reason: e.to_string(),
-            })??;
+            done.map_err(|e| view.failed(e))??;
         }
         Ok(())
+    }
+
+    /// Sends a change to one object. A clone's object that has never
+    /// existed first needs the parent's bytes: the PG says so, and the
+    /// change goes again with them.
+    async fn change(
+        &self,
+        view: &VolumeIo,
+        object_no: u64,
+        op: impl Fn(CopyUp) -> ObjectOp,
+    ) -> Result<(), VolumeError> {
+        let first = if view.reads_through(object_no) {
+            CopyUp::Required
+        } else {
+            CopyUp::None
+        };
+        let answer = self
+            .call(view, object_no, Io::Write(encode(&[op(first)])))
+            .await?;
+        if answer != ANSWER_COPY_UP_NEEDED {
+            return Ok(());
+        }
+        let base = self.parent_object(view, object_no).await?;
+        self.call(
+            view,
+            object_no,
+            Io::Write(encode(&[op(CopyUp::Data(base))])),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The bytes of object `object_no` that a clone reads through to its
+    /// parent snapshot (up to the overlap).
+    async fn parent_object(&self, view: &VolumeIo, object_no: u64) -> Result<Vec<u8>, VolumeError> {
+        let Some(parent) = view.parent.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let start = object_no * view.pool.object_size;
+        let len = view
+            .pool
+            .object_size
+            .min(parent.overlap.saturating_sub(start));
+        let parent_view = self.view(&parent.volume)?;
+        self.read_piece(
+            Arc::new(parent_view),
+            Some(parent.snapshot_id),
+            object_no,
+            0,
+            len,
+        )
+        .await
     }
 
     /// Discards (zeroes and releases) `len` bytes at `offset`.
     pub async fn discard(&self, volume: &str, offset: u64, len: u64) -> Result<(), VolumeError> {
-        let (vol, pool) = self.lookup(volume, offset, len.min(IO_MAX_BYTES))?;
-        let end = offset + len;
-        if end > vol.size {
+        let view = self.view(volume)?;
+        self.checked(&view, view.size, offset, len.min(IO_MAX_BYTES))?;
+        let end = offset.saturating_add(len);
+        if end > view.size {
             return Err(VolumeError::OutOfRange {
                 volume: volume.to_string(),
                 offset,
                 end,
-                size: vol.size,
+                size: view.size,
             });
         }
-        for (object_no, within, take) in Self::pieces(&pool, offset, len) {
+        self.admit(&view, IoKind::Write, 0).await;
+        for (object_no, within, take) in Self::pieces(&view.pool, offset, len) {
             let object = ObjectId {
-                volume: vol.id,
+                volume: view.id,
                 object_no,
             };
-            let op = if take == pool.object_size {
-                ObjectOp::Delete { object }
-            } else {
-                ObjectOp::Discard {
-                    object,
-                    offset: within,
-                    len: take,
+            let seq = view.snap_seq;
+            // A clone's object that reads through must become zeroes, not
+            // vanish (which would expose the parent's bytes again).
+            let whole = take == view.pool.object_size && !view.reads_through(object_no);
+            self.change(&view, object_no, |copy_up| {
+                if whole {
+                    ObjectOp::Delete { object, seq }
+                } else {
+                    ObjectOp::Discard {
+                        object,
+                        offset: within,
+                        len: take,
+                        seq,
+                        copy_up,
+                    }
                 }
-            };
-            self.call(&vol, &pool, object_no, Io::Write(encode(&[op])))
-                .await?;
+            })
+            .await?;
         }
         Ok(())
     }
 
-    /// Reads `len` bytes at `offset`, linearizably (each piece from its
-    /// PG's leader after a ReadIndex round).
+    /// Reads `len` bytes at `offset` of the volume, linearizably (each
+    /// piece from its PG's leader after a ReadIndex round).
     pub async fn read(&self, volume: &str, offset: u64, len: u64) -> Result<Vec<u8>, VolumeError> {
-        let (vol, pool) = self.lookup(volume, offset, len)?;
+        self.read_at(volume, None, offset, len).await
+    }
+
+    /// Reads `len` bytes at `offset` of the volume or, with `snapshot`, of
+    /// that snapshot of it.
+    pub async fn read_at(
+        &self,
+        volume: &str,
+        snapshot: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, VolumeError> {
+        let view = self.view(volume)?;
+        let (snap, size) = match snapshot {
+            Some(name) => {
+                let (id, size) = self.snapshot_of(volume, name)?;
+                (Some(id), size)
+            }
+            None => (None, view.size),
+        };
+        self.checked(&view, size, offset, len)?;
+        self.admit(&view, IoKind::Read, len).await;
+        let view = Arc::new(view);
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (object_no, within, take)) in
-            Self::pieces(&pool, offset, len).into_iter().enumerate()
-        {
-            let query = ReadQuery {
-                object: ObjectId {
-                    volume: vol.id,
-                    object_no,
-                },
-                offset: within,
-                len: take as u32,
-            };
+        for (object_no, within, take) in Self::pieces(&view.pool, offset, len) {
             let this = self.clone();
-            let (vol, pool) = (vol.clone(), pool.clone());
-            let start = object_no * pool.object_size + within - offset;
+            let view = view.clone();
+            let start = object_no * view.pool.object_size + within - offset;
             tasks.spawn(async move {
-                let data = this
-                    .call(&vol, &pool, object_no, Io::Read(query.encode()))
-                    .await?;
-                Ok::<_, VolumeError>((i, start, data))
+                let data = this.read_piece(view, snap, object_no, within, take).await?;
+                Ok::<_, VolumeError>((start, data))
             });
         }
         let mut out = vec![0u8; len as usize];
         while let Some(done) = tasks.join_next().await {
-            let (_, start, data) = done.map_err(|e| VolumeError::Failed {
-                volume: volume.to_string(),
-                reason: e.to_string(),
-            })??;
+            let (start, data) = done.map_err(|e| view.failed(e))??;
             out[start as usize..start as usize + data.len()].copy_from_slice(&data);
         }
         Ok(out)
     }
 
+    /// `take` bytes of one object at `within`, as `snapshot` (or the head)
+    /// sees it; a clone's object that does not exist there reads its
+    /// parent snapshot's bytes, at any depth.
+    fn read_piece(
+        &self,
+        view: Arc<VolumeIo>,
+        snapshot: Option<u64>,
+        object_no: u64,
+        within: u64,
+        take: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, VolumeError>> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let query = Query::Read(ReadQuery {
+                object: ObjectId {
+                    volume: view.id,
+                    object_no,
+                },
+                offset: within,
+                len: take as u32,
+                snapshot,
+            });
+            let answer = this
+                .call(&view, object_no, Io::Read(query.encode()))
+                .await?;
+            if let Some(data) = decode_read_answer(answer).map_err(|e| view.failed(e))? {
+                return Ok(data);
+            }
+            let mut out = vec![0u8; take as usize];
+            let Some(parent) = view.parent.as_ref() else {
+                return Ok(out);
+            };
+            let start = object_no * view.pool.object_size + within;
+            let shared = parent.overlap.saturating_sub(start).min(take);
+            if shared > 0 {
+                let parent_view = Arc::new(this.view(&parent.volume)?);
+                let data = this
+                    .read_piece(
+                        parent_view,
+                        Some(parent.snapshot_id),
+                        object_no,
+                        within,
+                        shared,
+                    )
+                    .await?;
+                out[..data.len()].copy_from_slice(&data);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Objects a walk over the volume covers: every object of the volume
+    /// or of any of its snapshots.
+    pub fn object_count(&self, volume: &str) -> Result<u64, VolumeError> {
+        let map = self.map.read().expect("map lock");
+        let v = map
+            .volumes
+            .get(volume)
+            .ok_or_else(|| VolumeError::NotFound(volume.to_string()))?;
+        let object_size = map
+            .pools
+            .get(&v.pool)
+            .map(|p| p.object_size)
+            .ok_or_else(|| VolumeError::NotFound(volume.to_string()))?;
+        let largest = v.snapshots.iter().map(|s| s.size).fold(v.size, u64::max);
+        Ok(largest.div_ceil(object_size))
+    }
+
+    /// Runs `walk` on objects `[from, from + count)` of the volume (clamped
+    /// to its objects), a few at a time; safe to repeat after a crash.
+    pub async fn walk(
+        &self,
+        volume: &str,
+        walk: Walk,
+        from: u64,
+        count: u64,
+    ) -> Result<WalkProgress, VolumeError> {
+        let view = Arc::new(self.view(volume)?);
+        let total = self.object_count(volume)?;
+        let end = from.saturating_add(count).min(total);
+        let mut tasks = tokio::task::JoinSet::new();
+        for object_no in from..end {
+            if tasks.len() >= WALK_PARALLEL {
+                if let Some(done) = tasks.join_next().await {
+                    done.map_err(|e| view.failed(e))??;
+                }
+            }
+            let this = self.clone();
+            let view = view.clone();
+            tasks.spawn(async move { this.walk_object(&view, walk, object_no).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| view.failed(e))??;
+        }
+        Ok(WalkProgress {
+            next_object: end.max(from.min(total)),
+            total_objects: total,
+        })
+    }
+
+    async fn walk_object(
+        &self,
+        view: &VolumeIo,
+        walk: Walk,
+        object_no: u64,
+    ) -> Result<(), VolumeError> {
+        let object = ObjectId {
+            volume: view.id,
+            object_no,
+        };
+        let op = match walk {
+            Walk::Rollback { snapshot } => ObjectOp::Rollback {
+                object,
+                snapshot,
+                seq: view.snap_seq,
+            },
+            Walk::Trim {
+                removed,
+                lower,
+                upper,
+            } => ObjectOp::Trim {
+                object,
+                removed,
+                lower,
+                upper,
+            },
+            Walk::Purge => ObjectOp::Purge { object },
+            Walk::Flatten => {
+                if !view.reads_through(object_no) {
+                    return Ok(());
+                }
+                // Done already (an earlier flatten, or a write)? Skip it.
+                let stat = self.stat(view, object_no).await?;
+                if stat.head_bytes.is_some() || !stat.clones.is_empty() {
+                    return Ok(());
+                }
+                let base = self.parent_object(view, object_no).await?;
+                ObjectOp::Write {
+                    object,
+                    offset: 0,
+                    data: Vec::new(),
+                    seq: view.snap_seq,
+                    copy_up: CopyUp::Data(base),
+                }
+            }
+        };
+        self.call(view, object_no, Io::Write(encode(&[op])))
+            .await
+            .map(|_| ())
+    }
+
+    async fn stat(&self, view: &VolumeIo, object_no: u64) -> Result<ObjectStat, VolumeError> {
+        let query = Query::Stat(ObjectId {
+            volume: view.id,
+            object_no,
+        });
+        let answer = self.call(view, object_no, Io::Read(query.encode())).await?;
+        serde_json::from_slice(&answer).map_err(|e| view.failed(e))
+    }
+
+    /// Allocated, exclusive and shared bytes of the volume and of each
+    /// snapshot, from every object's versions.
+    pub async fn usage(&self, volume: &str) -> Result<SpaceUsage, VolumeError> {
+        let view = Arc::new(self.view(volume)?);
+        let snapshots: Vec<(u64, String)> = {
+            let map = self.map.read().expect("map lock");
+            map.volumes
+                .get(volume)
+                .map(|v| v.snapshots.iter().map(|s| (s.id, s.name.clone())).collect())
+                .unwrap_or_default()
+        };
+        let total = self.object_count(volume)?;
+        let mut stats = Vec::with_capacity(total as usize);
+        let mut tasks = tokio::task::JoinSet::new();
+        for object_no in 0..total {
+            if tasks.len() >= WALK_PARALLEL {
+                if let Some(done) = tasks.join_next().await {
+                    stats.push(done.map_err(|e| view.failed(e))??);
+                }
+            }
+            let this = self.clone();
+            let view = view.clone();
+            tasks.spawn(async move { this.stat(&view, object_no).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            stats.push(done.map_err(|e| view.failed(e))??);
+        }
+        Ok(space_usage(&stats, &snapshots))
+    }
     /// Bytes the volume's objects occupy on each node's disks (every
     /// replica counted), asking all nodes at once; a node that does not
     /// answer within a second is left out of the map returned.
@@ -362,11 +782,11 @@ impl VolumeClient {
 
     async fn call(
         &self,
-        volume: &Volume,
-        pool: &Pool,
+        volume: &VolumeIo,
         object_no: u64,
         io: Io,
     ) -> Result<Vec<u8>, VolumeError> {
+        let pool = &volume.pool;
         let index = pg_of(volume.id, object_no, pool.pg_num);
         let group = group_id(pool.id, index);
         let deadline = Instant::now() + PIECE_DEADLINE;
@@ -429,4 +849,59 @@ impl VolumeClient {
             group,
         })
     }
+}
+
+/// Adds up object stats into a volume's and its snapshots' usage.
+fn space_usage(stats: &[ObjectStat], snapshots: &[(u64, String)]) -> SpaceUsage {
+    use crate::pg::versions::{CloneVersion, ObjectMeta, Version};
+    let mut usage = SpaceUsage {
+        snapshots: snapshots
+            .iter()
+            .map(|(id, name)| SnapshotUsage {
+                name: name.clone(),
+                id: *id,
+                ..SnapshotUsage::default()
+            })
+            .collect(),
+        ..SpaceUsage::default()
+    };
+    for stat in stats {
+        let meta = ObjectMeta {
+            stamp: stat.stamp,
+            head: stat.head_bytes.is_some(),
+            clones: stat
+                .clones
+                .iter()
+                .map(|&(seq, from, _)| CloneVersion { seq, from })
+                .collect(),
+        };
+        let bytes_of = |v: Version| match v {
+            Version::Head => stat.head_bytes.unwrap_or(0),
+            Version::Clone(seq) => stat.clones.iter().find(|c| c.0 == seq).map_or(0, |c| c.2),
+            Version::Absent => 0,
+        };
+        let seen: Vec<Version> = snapshots
+            .iter()
+            .map(|(id, _)| meta.version_at(Some(*id)))
+            .collect();
+        let readers = |v: Version| seen.iter().filter(|&&s| s == v).count();
+        let head = bytes_of(Version::Head);
+        usage.allocated_bytes += head;
+        if readers(Version::Head) == 0 {
+            usage.exclusive_bytes += head;
+        } else {
+            usage.shared_bytes += head;
+        }
+        for (snap, &v) in usage.snapshots.iter_mut().zip(&seen) {
+            let bytes = bytes_of(v);
+            snap.allocated_bytes += bytes;
+            let alone = v != Version::Head && readers(v) == 1;
+            if alone {
+                snap.exclusive_bytes += bytes;
+            } else {
+                snap.shared_bytes += bytes;
+            }
+        }
+    }
+    usage
 }

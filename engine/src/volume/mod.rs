@@ -5,5 +5,6 @@
 
 pub mod bench;
 pub mod client;
+pub mod qos;
 
 pub use client::{VolumeClient, VolumeError, IO_MAX_BYTES};

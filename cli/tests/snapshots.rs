@@ -1,0 +1,269 @@
+//! End to end on a real `hpchain dev` cluster: snapshots, rollback, clones
+//! at three levels, flatten, removal rules and QoS, through the CLI, with
+//! a node killed -9 in the middle of the snapshot sequence.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{cli, failed, http_put, json, ok, start, wait_for, DevCluster, HPCHAIN};
+
+const MIB: usize = 1 << 20;
+
+/// `len` bytes that differ per `seed` and per offset.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+/// Writes `data` at `offset` of `volume` through the data API.
+fn write_at(cluster: &DevCluster, volume: &str, offset: usize, data: &[u8]) {
+    let path = format!("/v1/volumes/{volume}/data?offset={offset}");
+    let (status, body) = http_put(cluster, &path, data);
+    assert_eq!(
+        status,
+        204,
+        "write of {} bytes to {path}: {body}",
+        data.len()
+    );
+}
+
+/// The whole volume or snapshot (`VOL@SNAP`), through `volume export`.
+fn export(cluster: &DevCluster, spec: &str) -> Vec<u8> {
+    let file = cluster
+        .dir
+        .path()
+        .join(format!("{}.img", spec.replace('@', "-")));
+    ok(cli(
+        cluster,
+        &["volume", "export", spec, file.to_str().unwrap()],
+    ));
+    std::fs::read(&file).unwrap()
+}
+
+fn restart_node(cluster: &mut DevCluster, n: usize) {
+    let config = cluster.data.join(format!("node{n}.toml"));
+    let log = std::fs::File::create(cluster.data.join(format!("node{n}-restarted.log"))).unwrap();
+    let child = Command::new(HPCHAIN)
+        .args(["node", "--config"])
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    cluster.restarted.push(child);
+}
+
+/// Volume `sv` (16 MiB over four 4 MiB objects): pattern A over three
+/// objects, snapshot, pattern B over the same bytes; the snapshot reads A
+/// and the volume B; rollback makes the volume A again. Node 3 is killed
+/// after the snapshot and comes back before the rollback.
+fn snapshot_sequence(cluster: &mut DevCluster) -> Vec<u8> {
+    ok(cli(
+        cluster,
+        &["volume", "create", "sv", "--pool", "rbd", "--size", "16M"],
+    ));
+    let size = 16 * MIB;
+    let mut a = vec![0u8; size];
+    // Across objects 0-2, with partial objects at both ends.
+    let (start, len) = (MIB + 512, 9 * MIB);
+    a[start..start + len].copy_from_slice(&pattern(len, 1));
+    write_at(cluster, "sv", start, &a[start..start + len]);
+    ok(cli(cluster, &["snap", "create", "sv@s1"]));
+
+    unsafe {
+        libc::kill(cluster.node_pids[2], libc::SIGKILL);
+    }
+    let mut b = a.clone();
+    let (b_start, b_len) = (2 * MIB, 6 * MIB + 4096);
+    b[b_start..b_start + b_len].copy_from_slice(&pattern(b_len, 2));
+    write_at(cluster, "sv", b_start, &b[b_start..b_start + b_len]);
+    assert!(
+        export(cluster, "sv@s1") == a,
+        "the snapshot reads pattern A"
+    );
+    assert!(export(cluster, "sv") == b, "the volume reads pattern B");
+
+    restart_node(cluster, 3);
+    ok(cli(cluster, &["snap", "create", "sv@s2"]));
+    let rollback = cli(cluster, &["snap", "rollback", "sv@s1"]);
+    let progress = String::from_utf8_lossy(&rollback.stderr).to_string();
+    ok(rollback);
+    assert!(progress.contains("(100%)"), "rollback progress: {progress}");
+    assert!(
+        export(cluster, "sv") == a,
+        "after rollback the volume reads A"
+    );
+    assert!(export(cluster, "sv@s2") == b, "s2 still reads B");
+    assert!(export(cluster, "sv@s1") == a, "s1 still reads A");
+    a
+}
+
+#[test]
+fn snapshots_clones_flatten_and_qos_on_a_three_node_cluster() {
+    let mut cluster = start(2, 3);
+    let a = snapshot_sequence(&mut cluster);
+
+    // Refusals name the object and the fix, and change nothing.
+    let e = failed(cli(&cluster, &["snap", "create", "sv@s1"]));
+    assert!(e.contains("sv@s1 already exists"), "{e}");
+    let e = failed(cli(&cluster, &["volume", "rm", "sv"]));
+    assert!(e.contains("snapshot") && e.contains("snap rm"), "{e}");
+    let e = failed(cli(&cluster, &["snap", "rm", "sv@nope"]));
+    assert!(e.contains("does not exist"), "{e}");
+    ok(cli(&cluster, &["snap", "protect", "sv@s1"]));
+    let e = failed(cli(&cluster, &["snap", "rm", "sv@s1"]));
+    assert!(e.contains("protected") && e.contains("unprotect"), "{e}");
+    let e = failed(cli(&cluster, &["volume", "resize", "sv", "--size", "8M"]));
+    assert!(e.contains("--allow-shrink"), "{e}");
+
+    // Clone of a clone of a clone; each level writes its own bytes.
+    ok(cli(&cluster, &["volume", "clone", "sv@s1", "c1"]));
+    let mut c1 = a.clone();
+    let c1_part = pattern(MIB, 11);
+    c1[5 * MIB..6 * MIB].copy_from_slice(&c1_part);
+    write_at(&cluster, "c1", 5 * MIB, &c1_part);
+    ok(cli(&cluster, &["snap", "create", "c1@t1"]));
+    ok(cli(&cluster, &["volume", "clone", "c1@t1", "c2"]));
+    let mut c2 = c1.clone();
+    let c2_part = pattern(4096, 22);
+    c2[8191..8191 + 4096].copy_from_slice(&c2_part);
+    write_at(&cluster, "c2", 8191, &c2_part);
+    ok(cli(&cluster, &["snap", "create", "c2@u1"]));
+    ok(cli(&cluster, &["volume", "clone", "c2@u1", "c3"]));
+    let mut c3 = c2.clone();
+    let c3_part = pattern(3 * MIB, 33);
+    c3[12 * MIB..15 * MIB].copy_from_slice(&c3_part);
+    write_at(&cluster, "c3", 12 * MIB, &c3_part);
+    // A write to c1 after its snapshot does not reach c2 or c3.
+    write_at(&cluster, "c1", 0, &pattern(4096, 44));
+    c1[..4096].copy_from_slice(&pattern(4096, 44));
+    assert!(export(&cluster, "c1") == c1, "c1 reads its own bytes");
+    assert!(
+        export(&cluster, "c2") == c2,
+        "c2 reads through c1@t1 and sv@s1"
+    );
+    assert!(
+        export(&cluster, "c3") == c3,
+        "c3 reads through three levels"
+    );
+    let children = ok(cli(&cluster, &["volume", "children", "c1@t1"]));
+    assert_eq!(children.trim(), "c2");
+    let e = failed(cli(&cluster, &["snap", "rm", "c2@u1"]));
+    assert!(e.contains("clones (c3)") && e.contains("flatten"), "{e}");
+
+    // Flatten the chain from the bottom, then delete every parent.
+    let flatten = cli(&cluster, &["volume", "flatten", "c3"]);
+    let progress = String::from_utf8_lossy(&flatten.stderr).to_string();
+    ok(flatten);
+    assert!(progress.contains("objects (100%)"), "{progress}");
+    let info = json(cli(&cluster, &["--json", "volume", "info", "c3"]));
+    assert!(info["parent"].is_null(), "c3 is no longer a clone: {info}");
+    ok(cli(&cluster, &["snap", "rm", "c2@u1"]));
+    ok(cli(&cluster, &["volume", "rm", "c2"]));
+    ok(cli(&cluster, &["snap", "rm", "c1@t1"]));
+    ok(cli(&cluster, &["volume", "rm", "c1"]));
+    ok(cli(&cluster, &["snap", "unprotect", "sv@s1"]));
+    ok(cli(&cluster, &["snap", "rm", "sv@s1"]));
+    ok(cli(&cluster, &["snap", "rm", "sv@s2"]));
+    ok(cli(&cluster, &["volume", "rm", "sv"]));
+    assert!(
+        export(&cluster, "c3") == c3,
+        "c3 unchanged after its parents are gone"
+    );
+
+    qos(&cluster);
+}
+
+fn bench(cluster: &DevCluster, volume: &str, seconds: u64) -> std::process::Child {
+    Command::new(HPCHAIN)
+        .args(["--api", &cluster.api(1), "--token-file"])
+        .arg(&cluster.token_file)
+        .args([
+            "--json",
+            "volume",
+            "bench",
+            volume,
+            "--pattern",
+            "randread",
+            "--queue-depth",
+            "32",
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn iops(child: std::process::Child) -> f64 {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "bench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["iops"].as_f64().unwrap()
+}
+
+/// A volume limited to 200 IOPS serves 200 +/- 10% under a load that could
+/// do far more, while an unlimited volume beside it keeps most of its
+/// rate; a live change of the limit takes effect within a second.
+fn qos(cluster: &DevCluster) {
+    for v in ["limited", "free"] {
+        ok(cli(
+            cluster,
+            &["volume", "create", v, "--pool", "rbd", "--size", "64M"],
+        ));
+        write_at(cluster, v, 0, &pattern(8 * MIB, 7));
+    }
+    let alone = iops(bench(cluster, "free", 4));
+    assert!(alone > 1000.0, "the unlimited load reaches {alone} IOPS");
+    ok(cli(cluster, &["volume", "qos", "limited", "--iops", "200"]));
+    let shown = ok(cli(cluster, &["volume", "info", "limited"]));
+    assert!(shown.contains("total_iops 200/s"), "{shown}");
+    let limited = bench(cluster, "limited", 5);
+    let beside = bench(cluster, "free", 5);
+    let (limited, beside) = (iops(limited), iops(beside));
+    eprintln!("qos: unlimited alone {alone:.0} IOPS; limited to 200: {limited:.0}, unlimited beside it {beside:.0}");
+    assert!(
+        (180.0..=220.0).contains(&limited),
+        "limited to 200 IOPS, served {limited}"
+    );
+    assert!(
+        beside > alone * 0.6,
+        "the unlimited volume kept {beside} of {alone} IOPS"
+    );
+
+    // 100 IOPS for 1 s, then 2,000 for 2 s: ~4,100 I/Os if the change
+    // applies at once, at most ~2,200 if it took a second or more.
+    ok(cli(cluster, &["volume", "qos", "limited", "--iops", "100"]));
+    let started = Instant::now();
+    let run = bench(cluster, "limited", 3);
+    std::thread::sleep(Duration::from_millis(1000));
+    ok(cli(
+        cluster,
+        &["volume", "qos", "limited", "--iops", "2000"],
+    ));
+    let changed_after = started.elapsed();
+    let done = iops(run) * 3.0;
+    eprintln!("qos: {done:.0} I/Os in 3 s, limit raised from 100 to 2000 after {changed_after:?}");
+    assert!(
+        done > 2600.0,
+        "{done:.0} I/Os in 3 s with the limit raised after {changed_after:?}"
+    );
+    let metrics = support::http_get(&format!("{}/metrics", cluster.api(1)));
+    let throttled = wait_for("throttle metrics", Duration::from_secs(5), || {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("hpchain_volume_qos_throttled_seconds_total{volume=\"limited\"")
+            })
+            .map(str::to_string)
+    });
+    let seconds: f64 = throttled.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(seconds > 1.0, "{throttled}");
+}
