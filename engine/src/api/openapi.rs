@@ -130,6 +130,125 @@ fn chain_schemas() -> Value {
     })
 }
 
+fn snapshot_parameters() -> Value {
+    json!([
+        {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Volume name"},
+        {"name": "snap", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Snapshot name"}
+    ])
+}
+
+fn steps_parameters(with_snapshot: bool) -> Value {
+    let mut parameters = if with_snapshot {
+        snapshot_parameters()
+    } else {
+        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}])
+    };
+    let list = parameters.as_array_mut().expect("array");
+    list.push(json!({"name": "from_object", "in": "query", "required": false, "schema": {"type": "integer", "default": 0}, "description": "First object of this step"}));
+    list.push(json!({"name": "objects", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "Objects in this step; all of them when absent"}));
+    parameters
+}
+
+/// Snapshots, clones, flatten, QoS and space.
+fn snapshot_paths() -> Value {
+    let no_content = json!({"description": "Done"});
+    let usage_parameter = json!({"name": "usage", "in": "query", "required": false, "schema": {"type": "boolean"}, "description": "Also count exclusive and shared bytes (reads every object's versions)"});
+    let mut show_parameters = snapshot_parameters();
+    show_parameters
+        .as_array_mut()
+        .expect("array")
+        .push(usage_parameter.clone());
+    json!({
+        "/v1/volumes/{name}/snapshots": {
+            "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, usage_parameter],
+            "get": {"summary": "A volume's snapshots, oldest first", "responses": with_errors(json!({"200": json_list("Snapshot")}))},
+            "post": {"summary": "Take a crash-consistent snapshot (one map commit, instant whatever the size)", "requestBody": request("CreateSnapshot"), "responses": with_errors(json!({"201": json_body("Snapshot")}))}
+        },
+        "/v1/volumes/{name}/snapshots/{snap}": {
+            "parameters": show_parameters,
+            "get": {"summary": "Show a snapshot", "responses": with_errors(json!({"200": json_body("Snapshot")}))},
+            "delete": {"summary": "Remove a snapshot and free what only it held; 409 while protected or with clones", "responses": with_errors(json!({"204": no_content}))}
+        },
+        "/v1/volumes/{name}/snapshots/{snap}/protect": {
+            "parameters": snapshot_parameters(),
+            "post": {"summary": "Refuse removal of the snapshot until unprotected", "responses": with_errors(json!({"200": json_body("Snapshot")}))}
+        },
+        "/v1/volumes/{name}/snapshots/{snap}/unprotect": {
+            "parameters": snapshot_parameters(),
+            "post": {"summary": "Allow removal again; 409 while it has clones", "responses": with_errors(json!({"200": json_body("Snapshot")}))}
+        },
+        "/v1/volumes/{name}/snapshots/{snap}/rollback": {
+            "parameters": steps_parameters(true),
+            "post": {"summary": "Put the volume back as the snapshot saw it, in steps; the map records it (and the snapshot's size) when done", "responses": with_errors(json!({"200": json_body("Progress")}))}
+        },
+        "/v1/volumes/{name}/snapshots/{snap}/clone": {
+            "parameters": snapshot_parameters(),
+            "post": {"summary": "Create a writable clone of the snapshot, instantly", "requestBody": request("CloneVolume"), "responses": with_errors(json!({"201": json_body("Volume")}))}
+        },
+        "/v1/volumes/{name}/snapshots/{snap}/children": {
+            "parameters": snapshot_parameters(),
+            "get": {"summary": "The clones of the snapshot", "responses": with_errors(json!({"200": json_list("Volume")}))}
+        },
+        "/v1/volumes/{name}/snapshots/{snap}/data": {
+            "parameters": [
+                {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "snap", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "offset", "in": "query", "required": true, "schema": {"type": "integer"}},
+                {"name": "length", "in": "query", "required": true, "schema": {"type": "integer"}, "description": "At most 64 MiB"}
+            ],
+            "get": {"summary": "Read bytes of the snapshot", "responses": with_errors(json!({"200": {"description": "The bytes", "content": {"application/octet-stream": {}}}}))}
+        },
+        "/v1/volumes/{name}/flatten": {
+            "parameters": steps_parameters(false),
+            "post": {"summary": "Copy what a clone still shares with its parent, in steps (resumable); the link is cut when done", "responses": with_errors(json!({"200": json_body("Progress")}))}
+        },
+        "/v1/volumes/{name}/qos": {
+            "parameters": name_parameter("Volume"),
+            "get": {"summary": "The volume's QoS limits, its pool's default and the limits in effect", "responses": with_errors(json!({"200": json_body("QosView")}))},
+            "put": {"summary": "Replace the volume's QoS limits, live", "requestBody": request("QosLimits"), "responses": with_errors(json!({"200": json_body("QosView")}))}
+        },
+        "/v1/volumes/{name}/usage": {
+            "parameters": name_parameter("Volume"),
+            "get": {"summary": "Allocated, exclusive and shared bytes of the volume and each snapshot (once per version, not per replica)", "responses": with_errors(json!({"200": {"description": "SpaceUsage"}}))}
+        },
+        "/v1/pools/{name}/qos": {
+            "parameters": name_parameter("Pool"),
+            "put": {"summary": "Set the QoS default of the pool's volumes", "requestBody": request("QosLimits"), "responses": with_errors(json!({"200": {"description": "{pool, qos_default}"}}))}
+        }
+    })
+}
+
+fn snapshot_schemas() -> Value {
+    let limit = json!({"type": "object", "properties": {
+        "rate": {"type": "integer", "description": "Per second; 0 = no limit"},
+        "burst": {"type": "integer", "description": "Peak rate per second while the burst lasts; 0 = none"},
+        "burst_seconds": {"type": "integer", "description": "How long the peak may last; 0 = 1 s"}}});
+    json!({
+        "Snapshot": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "volume": {"type": "string"},
+            "size_bytes": {"type": "integer"}, "created_epoch": {"type": "integer"},
+            "protected": {"type": "boolean"},
+            "children": {"type": "array", "items": {"type": "string"}, "description": "Clones of this snapshot"},
+            "allocated_bytes": {"type": "integer", "description": "With ?usage=true"},
+            "exclusive_bytes": {"type": "integer", "description": "Held for this snapshot alone (with ?usage=true)"},
+            "shared_bytes": {"type": "integer", "description": "Also read by the volume or another snapshot (with ?usage=true)"}}},
+        "CreateSnapshot": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}}},
+        "CloneVolume": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"},
+            "qos": {"$ref": "#/components/schemas/QosLimits"}}},
+        "Progress": {"type": "object", "properties": {
+            "next_object": {"type": "integer"}, "total_objects": {"type": "integer"}, "done": {"type": "boolean"}}},
+        "QosLimits": {"type": "object", "additionalProperties": false, "properties": {
+            "total_iops": limit, "read_iops": limit, "write_iops": limit,
+            "total_bps": limit, "read_bps": limit, "write_bps": limit}},
+        "QosView": {"type": "object", "properties": {
+            "volume": {"$ref": "#/components/schemas/QosLimits"},
+            "pool_default": {"$ref": "#/components/schemas/QosLimits"},
+            "effective": {"$ref": "#/components/schemas/QosLimits"}}}
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
     let no_content = json!({"description": "Done"});
@@ -210,8 +329,8 @@ pub fn document() -> Value {
             "/v1/volumes/{name}": {
                 "parameters": name_parameter("Volume"),
                 "get": {"summary": "Show a volume", "responses": with_errors(json!({"200": json_body("Volume")}))},
-                "patch": {"summary": "Grow a volume", "requestBody": request("ResizeVolume"), "responses": with_errors(json!({"200": json_body("Volume")}))},
-                "delete": {"summary": "Delete a volume", "responses": with_errors(json!({"204": no_content}))}
+                "patch": {"summary": "Grow a volume, or shrink it with allow_shrink (the tail is discarded)", "requestBody": request("ResizeVolume"), "responses": with_errors(json!({"200": json_body("Volume")}))},
+                "delete": {"summary": "Delete a volume and free its objects; 409 while it has snapshots or is exported", "responses": with_errors(json!({"204": no_content}))}
             }
         },
         "components": {
@@ -238,7 +357,8 @@ pub fn document() -> Value {
                     "id": {"type": "integer"}, "name": {"type": "string"}, "size": {"type": "integer"},
                     "min_size": {"type": "integer"}, "pg_num": {"type": "integer"},
                     "failure_domain": {"type": "string", "enum": ["disk", "host", "rack", "zone"]},
-                    "object_size_bytes": {"type": "integer"}, "volumes": {"type": "integer"}}},
+                    "object_size_bytes": {"type": "integer"}, "volumes": {"type": "integer"},
+                    "qos_default": {"$ref": "#/components/schemas/QosLimits"}}},
                 "CreatePool": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"},
                     "size": {"type": "integer", "default": 3, "minimum": 1, "maximum": 16},
@@ -253,7 +373,10 @@ pub fn document() -> Value {
                     "allocated_bytes_all_replicas": {"type": "integer", "description": "Summed over every replica on the nodes that answered (GET /v1/volumes/{name} only)"},
                     "allocated_nodes_missing": {"type": "array", "items": {"type": "integer"}, "description": "Nodes that did not answer; allocated_bytes is then an estimate"},
                     "created_epoch": {"type": "integer"},
-                    "iscsi": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/IscsiExport"}]}}},
+                    "iscsi": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/IscsiExport"}]},
+                    "snapshots": {"type": "integer", "description": "How many snapshots it has"},
+                    "parent": {"type": "object", "nullable": true, "description": "For a clone: {volume, snapshot, overlap_bytes}"},
+                    "qos": {"description": "Its own limits (QosLimits); GET /v1/volumes/{name} shows {volume, pool_default, effective}"}}},
                 "IscsiExport": {"type": "object", "properties": {
                     "target": {"type": "string", "description": "iqn.2026-11.io.hpchain:<volume>"},
                     "lun": {"type": "integer"},
@@ -271,7 +394,8 @@ pub fn document() -> Value {
                 "CreateVolume": {"type": "object", "required": ["name", "pool", "size_bytes"], "additionalProperties": false, "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "pool": {"type": "string"},
                     "size_bytes": {"type": "integer", "description": "A multiple of block_size"},
-                    "block_size": {"type": "integer", "enum": [512, 4096], "default": 512}}},
+                    "block_size": {"type": "integer", "enum": [512, 4096], "default": 512},
+                    "qos": {"$ref": "#/components/schemas/QosLimits"}}},
                 "DiscardRange": {"type": "object", "required": ["offset_bytes", "length_bytes"], "additionalProperties": false, "properties": {
                     "offset_bytes": {"type": "integer"}, "length_bytes": {"type": "integer"}}},
                 "TraceEvent": {"type": "object", "required": ["batch_id", "stage", "actor", "place", "at_ms", "readings", "documents", "inputs"], "properties": {
@@ -284,7 +408,8 @@ pub fn document() -> Value {
                     "documents": {"type": "array", "items": {"type": "string", "description": "blake3 hex digest"}},
                     "inputs": {"type": "array", "items": {"type": "string"}, "description": "batches this one was made from"}}},
                 "ResizeVolume": {"type": "object", "required": ["size_bytes"], "additionalProperties": false, "properties": {
-                    "size_bytes": {"type": "integer", "description": "Not smaller than the current size"}}}
+                    "size_bytes": {"type": "integer", "description": "Not smaller than the current size unless allow_shrink"},
+                    "allow_shrink": {"type": "boolean", "default": false, "description": "Shrinking discards the tail"}}}
             }
         }
     });
@@ -292,6 +417,12 @@ pub fn document() -> Value {
         doc["paths"][path] = item.clone();
     }
     for (name, schema) in chain_schemas().as_object().expect("object") {
+        doc["components"]["schemas"][name] = schema.clone();
+    }
+    for (path, item) in snapshot_paths().as_object().expect("object") {
+        doc["paths"][path] = item.clone();
+    }
+    for (name, schema) in snapshot_schemas().as_object().expect("object") {
         doc["components"]["schemas"][name] = schema.clone();
     }
     doc
@@ -329,6 +460,18 @@ mod tests {
         ("/v1/audit", &["get"]),
         ("/v1/trace/{batch}/upstream", &["get"]),
         ("/v1/trace/{batch}/downstream", &["get"]),
+        ("/v1/volumes/{name}/snapshots", &["get", "post"]),
+        ("/v1/volumes/{name}/snapshots/{snap}", &["get", "delete"]),
+        ("/v1/volumes/{name}/snapshots/{snap}/protect", &["post"]),
+        ("/v1/volumes/{name}/snapshots/{snap}/unprotect", &["post"]),
+        ("/v1/volumes/{name}/snapshots/{snap}/rollback", &["post"]),
+        ("/v1/volumes/{name}/snapshots/{snap}/clone", &["post"]),
+        ("/v1/volumes/{name}/snapshots/{snap}/children", &["get"]),
+        ("/v1/volumes/{name}/snapshots/{snap}/data", &["get"]),
+        ("/v1/volumes/{name}/flatten", &["post"]),
+        ("/v1/volumes/{name}/qos", &["get", "put"]),
+        ("/v1/volumes/{name}/usage", &["get"]),
+        ("/v1/pools/{name}/qos", &["put"]),
     ];
 
     #[test]
@@ -342,7 +485,8 @@ mod tests {
                 .replace("{name}", ":name")
                 .replace("{batch}", ":batch")
                 .replace("{id}", ":id")
-                .replace("{tx}", ":tx");
+                .replace("{tx}", ":tx")
+                .replace("{snap}", ":snap");
             assert!(
                 source.contains(&format!("\"{axum_path}\"")),
                 "router lacks {path}"
@@ -360,6 +504,28 @@ mod tests {
             for m in *methods {
                 assert!(item.get(*m).is_some(), "{path} lacks {m}");
             }
+        }
+    }
+
+    /// The reverse: every path the router registers is in ROUTES.
+    #[test]
+    fn every_router_path_is_documented() {
+        let source = include_str!("mod.rs");
+        for piece in source.split(".route(").skip(1) {
+            let start = piece.find('"').unwrap() + 1;
+            let path = &piece[start..start + piece[start..].find('"').unwrap()];
+            let openapi_path = path
+                .split('/')
+                .map(|part| match part.strip_prefix(':') {
+                    Some(name) => format!("{{{name}}}"),
+                    None => part.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            assert!(
+                ROUTES.iter().any(|(p, _)| *p == openapi_path),
+                "router path {path} is not in ROUTES or the document"
+            );
         }
     }
 
