@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use hpchain_engine::api::metric_family;
-use hpchain_engine::cluster::map::{iscsi_target_name, IscsiExport};
+use hpchain_engine::cluster::map::{iscsi_snapshot_target_name, iscsi_target_name, IscsiExport};
 use hpchain_engine::cluster::ClusterMapState;
 use hpchain_engine::daemon::{Extension, NodeContext};
 use hpchain_engine::volume::{VolumeClient, VolumeError};
@@ -25,6 +25,8 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(300);
 /// attention without any notification.
 struct VolumeDevice {
     name: String,
+    /// Serves this snapshot of the volume (read-only) instead of the head.
+    snapshot: Option<String>,
     block_size: u32,
     object_size: u64,
     volumes: VolumeClient,
@@ -51,16 +53,26 @@ impl BlockDevice for VolumeDevice {
         self.map
             .read()
             .ok()
-            .and_then(|m| m.volumes.get(&self.name).map(|v| v.size))
+            .and_then(|m| {
+                let v = m.volumes.get(&self.name)?;
+                match &self.snapshot {
+                    None => Some(v.size),
+                    Some(s) => v.snapshot(s).map(|s| s.size),
+                }
+            })
             .unwrap_or(0)
     }
     async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, DeviceError> {
         self.volumes
-            .read(&self.name, offset, len as u64)
+            .read_at(&self.name, self.snapshot.as_deref(), offset, len as u64)
             .await
             .map_err(device_error)
     }
     async fn write(&self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
+        if self.snapshot.is_some() {
+            // The logical unit is write-protected; this is a second guard.
+            return Err(DeviceError::Io("a snapshot is read-only".into()));
+        }
         self.volumes
             .write(&self.name, offset, data)
             .await
@@ -71,6 +83,9 @@ impl BlockDevice for VolumeDevice {
         Ok(())
     }
     async fn discard(&self, offset: u64, len: u64) -> Result<(), DeviceError> {
+        if self.snapshot.is_some() {
+            return Err(DeviceError::Io("a snapshot is read-only".into()));
+        }
         self.volumes
             .discard(&self.name, offset, len)
             .await
@@ -89,14 +104,66 @@ fn chap(c: &Option<hpchain_engine::cluster::map::ChapCredentials>) -> Option<Cha
     })
 }
 
-fn export_config(volume: &str, export: &IscsiExport) -> ExportConfig {
+fn export_config(iqn: &str, export: &IscsiExport) -> ExportConfig {
     ExportConfig {
-        iqn: iscsi_target_name(volume),
+        iqn: iqn.to_string(),
         chap: chap(&export.chap),
         mutual_chap: chap(&export.mutual_chap),
         allowed_initiators: export.allowed_initiators.clone(),
         read_only: export.read_only,
     }
+}
+
+/// What one export serves: a volume's head or one of its snapshots.
+#[derive(Clone, PartialEq, Eq)]
+struct Served {
+    volume: String,
+    snapshot: Option<String>,
+    /// Volume id and snapshot id: a different object under the same
+    /// name must be exported anew.
+    ids: (u64, Option<u64>),
+    block_size: u32,
+    object_size: u64,
+    export: IscsiExport,
+}
+
+/// Every export in the map, by target name.
+fn wanted_exports(map: &ClusterMapState) -> HashMap<String, Served> {
+    let mut wanted = HashMap::new();
+    for v in map.volumes.values() {
+        let Some(object_size) = map.pools.get(&v.pool).map(|p| p.object_size) else {
+            continue;
+        };
+        if let Some(export) = &v.iscsi {
+            wanted.insert(
+                iscsi_target_name(&v.name),
+                Served {
+                    volume: v.name.clone(),
+                    snapshot: None,
+                    ids: (v.id, None),
+                    block_size: v.block_size,
+                    object_size,
+                    export: export.clone(),
+                },
+            );
+        }
+        for s in &v.snapshots {
+            if let Some(export) = &s.iscsi {
+                wanted.insert(
+                    iscsi_snapshot_target_name(&v.name, &s.name),
+                    Served {
+                        volume: v.name.clone(),
+                        snapshot: Some(s.name.clone()),
+                        ids: (v.id, Some(s.id)),
+                        block_size: v.block_size,
+                        object_size,
+                        export: export.clone(),
+                    },
+                );
+            }
+        }
+    }
+    wanted
 }
 
 /// Makes the portal serve exactly the exports in the map. Exports and
@@ -106,7 +173,7 @@ fn reconcile(
     portal: &Portal,
     context: &NodeContext,
     applied_epoch: &mut Option<u64>,
-    applied: &mut HashMap<String, (u64, IscsiExport)>,
+    applied: &mut HashMap<String, Served>,
 ) {
     let (wanted, mut portals) = {
         let Ok(map) = context.map.read() else {
@@ -116,63 +183,59 @@ fn reconcile(
             return;
         }
         *applied_epoch = Some(map.epoch);
-        let wanted: HashMap<String, (u64, u32, u64, IscsiExport)> = map
-            .volumes
-            .values()
-            .filter_map(|v| {
-                let export = v.iscsi.clone()?;
-                let object_size = map.pools.get(&v.pool).map(|p| p.object_size)?;
-                Some((v.name.clone(), (v.id, v.block_size, object_size, export)))
-            })
-            .collect();
         let portals: Vec<String> = map
             .nodes
             .values()
             .filter(|n| n.up && n.id != context.config.id)
             .map(|n| n.iscsi_addr.clone())
             .collect();
-        (wanted, portals)
+        (wanted_exports(&map), portals)
     };
     portals.insert(0, context.config.iscsi_addr.clone());
     portal.set_addresses(portals);
     // Gone, or a different volume under the same name: remove.
     let stale: Vec<String> = applied
         .iter()
-        .filter(|(name, (id, export))| match wanted.get(*name) {
+        .filter(|(iqn, served)| match wanted.get(*iqn) {
             None => true,
-            Some((wanted_id, _, _, wanted_export)) => {
-                wanted_id != id || wanted_export.read_only != export.read_only
-            }
+            Some(w) => w.ids != served.ids || w.export.read_only != served.export.read_only,
         })
-        .map(|(name, _)| name.clone())
+        .map(|(iqn, _)| iqn.clone())
         .collect();
-    for name in stale {
-        portal.remove_export(&iscsi_target_name(&name));
-        applied.remove(&name);
+    for iqn in stale {
+        portal.remove_export(&iqn);
+        applied.remove(&iqn);
     }
-    for (name, (id, block_size, object_size, export)) in wanted {
-        match applied.get(&name) {
-            Some((_, current)) if *current == export => {}
+    for (iqn, served) in wanted {
+        match applied.get(&iqn) {
+            Some(current) if current.export == served.export => {}
             Some(_) => {
-                if let Err(e) = portal.update_export(export_config(&name, &export)) {
-                    tracing::warn!(volume = %name, "iscsi export update failed: {e}");
+                if let Err(e) = portal.update_export(export_config(&iqn, &served.export)) {
+                    tracing::warn!(target = %iqn, "iscsi export update failed: {e}");
                     continue;
                 }
-                applied.insert(name, (id, export));
+                applied.insert(iqn, served);
             }
             None => {
                 let device = Arc::new(VolumeDevice {
-                    name: name.clone(),
-                    block_size,
-                    object_size,
+                    name: served.volume.clone(),
+                    snapshot: served.snapshot.clone(),
+                    block_size: served.block_size,
+                    object_size: served.object_size,
                     volumes: context.volumes.clone(),
                     map: context.map.clone(),
                 });
-                match portal.add_export(&name, export_config(&name, &export), device) {
+                // The WWN derives from this name: a snapshot's differs
+                // from its volume's.
+                let identity = match &served.snapshot {
+                    None => served.volume.clone(),
+                    Some(s) => format!("{}@{s}", served.volume),
+                };
+                match portal.add_export(&identity, export_config(&iqn, &served.export), device) {
                     Ok(()) => {
-                        applied.insert(name, (id, export));
+                        applied.insert(iqn, served);
                     }
-                    Err(e) => tracing::warn!(volume = %name, "iscsi export failed: {e}"),
+                    Err(e) => tracing::warn!(target = %iqn, "iscsi export failed: {e}"),
                 }
             }
         }

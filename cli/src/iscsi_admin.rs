@@ -1,5 +1,6 @@
-//! `hpchain volume export-iscsi|unexport-iscsi|iscsi`: iSCSI exports over
-//! the management API.
+//! `hpchain volume export-iscsi|unexport-iscsi|iscsi`: iSCSI exports of
+//! volumes, and of snapshots (`VOLUME@SNAPSHOT`, always read-only), over the
+//! management API.
 
 use serde_json::{json, Value};
 
@@ -15,12 +16,23 @@ pub struct ExportSpec {
     pub read_only: bool,
 }
 
+/// The API path of the export of a volume or of `VOLUME@SNAPSHOT`.
+fn export_path(spec: &str) -> Result<String, CallError> {
+    if spec.contains('@') {
+        let (volume, snapshot) = crate::snap::split_snapshot(spec)?;
+        Ok(format!("/v1/volumes/{volume}/snapshots/{snapshot}/iscsi"))
+    } else {
+        Ok(format!("/v1/volumes/{spec}/iscsi"))
+    }
+}
+
 fn print_export(export: &Value) {
     let target = export["target"].as_str().unwrap_or("-");
-    println!(
-        "volume {} exported as {target}, LUN 0",
-        export["volume"].as_str().unwrap_or("-")
-    );
+    let what = match export["snapshot"].as_str() {
+        Some(s) => format!("snapshot {}@{s}", export["volume"].as_str().unwrap_or("-")),
+        None => format!("volume {}", export["volume"].as_str().unwrap_or("-")),
+    };
+    println!("{what} exported as {target}, LUN 0");
     match export["chap_user"].as_str() {
         Some(user) => {
             let mutual = export["mutual_chap_user"]
@@ -68,7 +80,7 @@ pub fn export(
             body[key] = json!(value);
         }
     }
-    let export = api.put(&format!("/v1/volumes/{volume}/iscsi"), &body)?;
+    let export = api.put(&export_path(volume)?, &body)?;
     if json_output {
         println!("{}", serde_json::to_string_pretty(&export).expect("json"));
     } else {
@@ -78,14 +90,14 @@ pub fn export(
 }
 
 pub fn unexport(api: &ApiClient, volume: &str) -> Result<(), CallError> {
-    api.delete(&format!("/v1/volumes/{volume}/iscsi"))?;
-    println!("volume {volume} is no longer exported; its iSCSI sessions were dropped");
+    api.delete(&export_path(volume)?)?;
+    println!("{volume} is no longer exported; its iSCSI sessions were dropped");
     Ok(())
 }
 
 pub fn show(api: &ApiClient, volume: Option<&str>, json_output: bool) -> Result<(), CallError> {
     let exports = match volume {
-        Some(v) => Value::Array(vec![api.get(&format!("/v1/volumes/{v}/iscsi"))?]),
+        Some(v) => Value::Array(vec![api.get(&export_path(v)?)?]),
         None => api.get("/v1/iscsi")?,
     };
     if json_output {

@@ -374,8 +374,9 @@ enum VolumeCommand {
     Import { file: String, volume: String },
     /// Copy a whole volume or snapshot (VOLUME@SNAPSHOT) into a file, with progress.
     Export { volume: String, file: String },
-    /// Export a volume over iSCSI on every node's portal (or change the
-    /// export's CHAP and ACL settings).
+    /// Export a volume, or a snapshot (VOLUME@SNAPSHOT, read-only), over
+    /// iSCSI on every node's portal (or change the export's CHAP and ACL
+    /// settings).
     ExportIscsi {
         name: String,
         /// CHAP user initiators must log in as (with --chap-secret).

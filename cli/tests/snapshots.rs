@@ -4,6 +4,7 @@
 
 mod support;
 
+use hpchain_iscsi::initiator::Initiator;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{cli, failed, http_put, json, ok, start, wait_for, DevCluster, HPCHAIN};
@@ -100,10 +101,66 @@ fn snapshot_sequence(cluster: &mut DevCluster) -> Vec<u8> {
     a
 }
 
+/// A snapshot exported over iSCSI reads its bytes on every portal and
+/// refuses writes with DATA PROTECT; it cannot be removed while exported.
+fn snapshot_over_iscsi(cluster: &DevCluster, a: &[u8]) {
+    let out = ok(cli(cluster, &["volume", "export-iscsi", "sv@s1"]));
+    let target = "iqn.2026-11.io.hpchain:sv:s1";
+    assert!(out.contains(target) && out.contains("read-only"), "{out}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let portal = cluster.portal(2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut initiator = loop {
+            match Initiator::login(&portal, target, "iqn.2026-11.test:snap", None).await {
+                Ok(i) => break i,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("login to {target} via {portal}: {e}"),
+            }
+        };
+        let lba = (MIB / 512) as u64;
+        let back = initiator.read(lba, 2048, 512).await.unwrap();
+        assert!(
+            back == a[MIB..2 * MIB],
+            "the snapshot reads pattern A over iSCSI"
+        );
+        let refused = initiator.write(lba, &[0u8; 512], 512).await.unwrap_err();
+        assert!(refused.contains("(7,"), "DATA PROTECT: {refused}");
+        initiator.logout().await.unwrap();
+    });
+    let e = failed(cli(cluster, &["snap", "rm", "sv@s1"]));
+    assert!(
+        e.contains("exported") && e.contains("unexport-iscsi"),
+        "{e}"
+    );
+    ok(cli(cluster, &["volume", "unexport-iscsi", "sv@s1"]));
+}
+
 #[test]
 fn snapshots_clones_flatten_and_qos_on_a_three_node_cluster() {
     let mut cluster = start(2, 3);
     let a = snapshot_sequence(&mut cluster);
+    snapshot_over_iscsi(&cluster, &a);
+
+    // Space: s1 holds pattern A's 9 MiB (4 KiB blocks), counted once.
+    let snaps = json(cli(&cluster, &["--json", "snap", "ls", "sv", "--usage"]));
+    let s1 = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "s1")
+        .unwrap();
+    let held = s1["allocated_bytes"].as_u64().unwrap();
+    assert!(
+        (9 * MIB as u64..=9 * MIB as u64 + 8192).contains(&held),
+        "s1 holds {held} bytes: {s1}"
+    );
 
     // Refusals name the object and the fix, and change nothing.
     let e = failed(cli(&cluster, &["snap", "create", "sv@s1"]));

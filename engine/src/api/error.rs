@@ -50,7 +50,9 @@ impl From<MapError> for ApiError {
             | MapError::SnapshotHasClones { .. }
             | MapError::TooManySnapshots { .. }
             | MapError::VolumeHasSnapshots { .. }
-            | MapError::NotAClone(_) => StatusCode::CONFLICT,
+            | MapError::NotAClone(_)
+            | MapError::SnapshotExported { .. }
+            | MapError::SnapshotNotExported { .. } => StatusCode::CONFLICT,
             MapError::BadPool { .. }
             | MapError::BadSize { .. }
             | MapError::BadBlockSize { .. }

@@ -180,6 +180,12 @@ pub fn router(state: ApiState) -> Router {
             "/v1/volumes/:name/snapshots/:snap/data",
             get(snapshots::read_snapshot_data),
         )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/iscsi",
+            get(iscsi::show_snapshot_export)
+                .put(iscsi::export_snapshot)
+                .delete(iscsi::unexport_snapshot),
+        )
         .route("/v1/volumes/:name/flatten", post(snapshots::flatten_volume))
         .route(
             "/v1/volumes/:name/qos",

@@ -198,6 +198,14 @@ fn snapshot_paths() -> Value {
             ],
             "get": {"summary": "Read bytes of the snapshot", "responses": with_errors(json!({"200": {"description": "The bytes", "content": {"application/octet-stream": {}}}}))}
         },
+        "/v1/volumes/{name}/snapshots/{snap}/iscsi": {
+            "parameters": snapshot_parameters(),
+            "get": {"summary": "The snapshot's iSCSI export (target iqn.2026-11.io.hpchain:<volume>:<snapshot>, read-only)", "responses": with_errors(json!({"200": json_body("IscsiExport")}))},
+            "put": {"summary": "Export the snapshot read-only over iSCSI on every node's portal, or replace its CHAP and ACL settings",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExportRequest"}}}},
+                    "responses": with_errors(json!({"200": json_body("IscsiExport")}))},
+            "delete": {"summary": "Stop exporting the snapshot; its sessions are dropped", "responses": with_errors(json!({"204": {"description": "Done"}}))}
+        },
         "/v1/volumes/{name}/flatten": {
             "parameters": steps_parameters(false),
             "post": {"summary": "Copy what a clone still shares with its parent, in steps (resumable); the link is cut when done", "responses": with_errors(json!({"200": json_body("Progress")}))}
@@ -468,6 +476,10 @@ mod tests {
         ("/v1/volumes/{name}/snapshots/{snap}/clone", &["post"]),
         ("/v1/volumes/{name}/snapshots/{snap}/children", &["get"]),
         ("/v1/volumes/{name}/snapshots/{snap}/data", &["get"]),
+        (
+            "/v1/volumes/{name}/snapshots/{snap}/iscsi",
+            &["get", "put", "delete"],
+        ),
         ("/v1/volumes/{name}/flatten", &["post"]),
         ("/v1/volumes/{name}/qos", &["get", "put"]),
         ("/v1/volumes/{name}/usage", &["get"]),

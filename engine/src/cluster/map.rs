@@ -148,6 +148,9 @@ pub struct Snapshot {
     /// Refuses removal while set.
     #[serde(default)]
     pub protected: bool,
+    /// Exported read-only over iSCSI by every node's portal when set.
+    #[serde(default)]
+    pub iscsi: Option<IscsiExport>,
 }
 
 /// Where a clone's unwritten objects read from.
@@ -189,6 +192,11 @@ pub struct IscsiExport {
 /// The iSCSI target name of a volume.
 pub fn iscsi_target_name(volume: &str) -> String {
     format!("iqn.2026-11.io.hpchain:{volume}")
+}
+
+/// The iSCSI target name of a snapshot (`:` cannot occur in names).
+pub fn iscsi_snapshot_target_name(volume: &str, snapshot: &str) -> String {
+    format!("iqn.2026-11.io.hpchain:{volume}:{snapshot}")
 }
 
 /// A change to the cluster map, as proposed to group 0.
@@ -281,6 +289,16 @@ pub enum Command {
         name: String,
         qos: QosLimits,
     },
+    /// Exports a snapshot read-only over iSCSI (or replaces its settings).
+    ExportSnapshot {
+        volume: String,
+        snapshot: String,
+        export: IscsiExport,
+    },
+    UnexportSnapshot {
+        volume: String,
+        snapshot: String,
+    },
 }
 
 impl Command {
@@ -329,6 +347,12 @@ impl Command {
             Command::FlattenVolume { name } => ("volume.flatten", format!("volume/{name}")),
             Command::SetVolumeQos { name, .. } => ("volume.qos", format!("volume/{name}")),
             Command::SetPoolQos { name, .. } => ("pool.qos", format!("pool/{name}")),
+            Command::ExportSnapshot {
+                volume, snapshot, ..
+            } => ("snapshot.export", format!("volume/{volume}@{snapshot}")),
+            Command::UnexportSnapshot { volume, snapshot } => {
+                ("snapshot.unexport", format!("volume/{volume}@{snapshot}"))
+            }
         }
     }
 }
@@ -398,6 +422,10 @@ pub enum MapError {
     NotAClone(String),
     #[error("volume {volume:?}: QoS refused: {reason}")]
     BadQos { volume: String, reason: String },
+    #[error("snapshot {volume}@{snapshot} is exported over iSCSI; unexport it first with `hpchain snap unexport-iscsi {volume}@{snapshot}`")]
+    SnapshotExported { volume: String, snapshot: String },
+    #[error("snapshot {volume}@{snapshot} is not exported over iSCSI; export it with `hpchain snap export-iscsi {volume}@{snapshot}`")]
+    SnapshotNotExported { volume: String, snapshot: String },
 }
 
 impl MapError {
@@ -428,6 +456,8 @@ impl MapError {
             MapError::VolumeHasSnapshots { .. } => "volume.has_snapshots",
             MapError::NotAClone(_) => "volume.not_a_clone",
             MapError::BadQos { .. } => "qos.invalid",
+            MapError::SnapshotExported { .. } => "snapshot.exported",
+            MapError::SnapshotNotExported { .. } => "snapshot.not_exported",
         }
     }
 }
@@ -548,6 +578,7 @@ impl ClusterMapState {
                     size: v.size,
                     created_epoch,
                     protected: false,
+                    iscsi: None,
                 };
                 v.snapshots.push(snapshot);
             }
@@ -612,6 +643,17 @@ impl ClusterMapState {
             }
             Command::SetPoolQos { name, qos } => {
                 self.pools.get_mut(&name).expect("validated").qos_default = qos;
+            }
+            Command::ExportSnapshot {
+                volume,
+                snapshot,
+                mut export,
+            } => {
+                export.read_only = true;
+                self.snapshot_mut(&volume, &snapshot).iscsi = Some(export);
+            }
+            Command::UnexportSnapshot { volume, snapshot } => {
+                self.snapshot_mut(&volume, &snapshot).iscsi = None;
             }
         }
         self.epoch += 1;
@@ -786,6 +828,12 @@ impl ClusterMapState {
                         snapshot: name.clone(),
                     });
                 }
+                if snapshot.iscsi.is_some() {
+                    return Err(MapError::SnapshotExported {
+                        volume: volume.clone(),
+                        snapshot: name.clone(),
+                    });
+                }
                 self.check_no_clones(volume, name)
             }
             Command::ProtectSnapshot {
@@ -831,7 +879,31 @@ impl ClusterMapState {
                 }
                 check_qos(name, qos)
             }
+            Command::ExportSnapshot {
+                volume,
+                snapshot,
+                export,
+            } => {
+                self.snapshot(volume, snapshot)?;
+                check_export(&format!("{volume}@{snapshot}"), export)
+            }
+            Command::UnexportSnapshot { volume, snapshot } => {
+                if self.snapshot(volume, snapshot)?.iscsi.is_none() {
+                    return Err(MapError::SnapshotNotExported {
+                        volume: volume.clone(),
+                        snapshot: snapshot.clone(),
+                    });
+                }
+                Ok(())
+            }
         }
+    }
+
+    fn snapshot_mut(&mut self, volume: &str, name: &str) -> &mut Snapshot {
+        self.volumes
+            .get_mut(volume)
+            .and_then(|v| v.snapshots.iter_mut().find(|s| s.name == name))
+            .expect("validated")
     }
 
     fn volume(&self, name: &str) -> Result<&Volume, MapError> {
