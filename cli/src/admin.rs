@@ -140,9 +140,10 @@ pub fn volume_create(
     pool: &str,
     size: &str,
     block_size: u32,
+    qos: Value,
     json_output: bool,
 ) -> Result<(), CallError> {
-    let body = json!({"name": name, "pool": pool, "size_bytes": size_arg(size)?, "block_size": block_size});
+    let body = json!({"name": name, "pool": pool, "size_bytes": size_arg(size)?, "block_size": block_size, "qos": qos});
     let volume = api.post("/v1/volumes", &body)?;
     emit(json_output, &volume, |v| {
         println!(

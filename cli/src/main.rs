@@ -320,6 +320,8 @@ enum VolumeCommand {
         size: String,
         #[arg(long, default_value_t = 512)]
         block_size: u32,
+        #[command(flatten)]
+        limits: QosArgs,
     },
     /// List volumes.
     Ls,
@@ -489,7 +491,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 pool,
                 size,
                 block_size,
-            } => admin::volume_create(&api, &name, &pool, &size, block_size, json),
+                limits,
+            } => snap::qos_body(limits.into()).and_then(|qos| {
+                admin::volume_create(&api, &name, &pool, &size, block_size, qos, json)
+            }),
             VolumeCommand::Ls => admin::volume_ls(&api, json),
             VolumeCommand::Info { name } => admin::volume_info(&api, &name, json),
             VolumeCommand::Resize {

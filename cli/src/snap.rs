@@ -281,6 +281,11 @@ impl QosFlags {
     }
 }
 
+/// The QoS limits the flags give a new volume (none given: unlimited).
+pub fn qos_body(flags: QosFlags) -> Result<Value, CallError> {
+    flags.merged(&json!({}))
+}
+
 /// `RATE[:BURST[:SECONDS]]` with binary units (`50M` = 50 MiB).
 fn parse_limit(key: &str, text: &str) -> Result<Value, CallError> {
     let mut parts = text.split(':');

@@ -230,6 +230,22 @@ fn snapshots_clones_flatten_and_qos_on_a_three_node_cluster() {
         "c3 unchanged after its parents are gone"
     );
 
+    // Shrink discards the tail: grown back, it reads zeroes, while a
+    // snapshot taken before still has it.
+    ok(cli(&cluster, &["snap", "create", "c3@before-shrink"]));
+    ok(cli(
+        &cluster,
+        &["volume", "resize", "c3", "--size", "13M", "--allow-shrink"],
+    ));
+    ok(cli(&cluster, &["volume", "resize", "c3", "--size", "16M"]));
+    let mut shrunk = c3.clone();
+    shrunk[13 * MIB..].fill(0);
+    assert!(export(&cluster, "c3") == shrunk, "the tail reads zeroes");
+    assert!(
+        export(&cluster, "c3@before-shrink") == c3,
+        "the snapshot kept it"
+    );
+
     qos(&cluster);
 }
 
@@ -277,6 +293,34 @@ fn qos(cluster: &DevCluster) {
         ));
         write_at(cluster, v, 0, &pattern(8 * MIB, 7));
     }
+    // Limits set at creation, and refused when inconsistent.
+    ok(cli(
+        cluster,
+        &[
+            "volume",
+            "create",
+            "born-limited",
+            "--pool",
+            "rbd",
+            "--size",
+            "1G",
+            "--iops",
+            "300:600:5",
+            "--write-bps",
+            "20M",
+        ],
+    ));
+    let shown = json(cli(cluster, &["--json", "volume", "info", "born-limited"]));
+    assert_eq!(
+        shown["qos"]["effective"]["total_iops"]["burst"], 600,
+        "{shown}"
+    );
+    assert_eq!(shown["qos"]["effective"]["write_bps"]["rate"], 20 << 20);
+    let e = failed(cli(
+        cluster,
+        &["volume", "qos", "born-limited", "--iops", "300:100"],
+    ));
+    assert!(e.contains("total_iops") && e.contains("burst"), "{e}");
     let alone = iops(bench(cluster, "free", 4));
     assert!(alone > 1000.0, "the unlimited load reaches {alone} IOPS");
     ok(cli(cluster, &["volume", "qos", "limited", "--iops", "200"]));

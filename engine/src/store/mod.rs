@@ -28,11 +28,12 @@
 //! to write (the PG state machine does) and never talks to other nodes.
 
 use rocksdb::{WriteBatch, DB};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::pg::backend::{BackendError, PgBackend};
 use crate::pg::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
@@ -164,6 +165,10 @@ fn versioned(body: &[u8]) -> Vec<u8> {
 pub struct DiskStore {
     root: PathBuf,
     db: DB,
+    /// Objects that have a record (a superset while a batch is in
+    /// flight): every other object is unrecorded, so the common write and
+    /// read pay no database lookup for snapshots they never had.
+    recorded: Mutex<HashSet<ObjectId>>,
 }
 
 impl DiskStore {
@@ -181,9 +186,24 @@ impl DiskStore {
             path: root.to_path_buf(),
             reason: e.to_string(),
         })?;
+        let mut recorded = HashSet::new();
+        for item in db.prefix_iterator([b'o']) {
+            let (key, _) = item.map_err(|e| StoreError::Meta {
+                path: root.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            if key.len() != 17 || key[0] != b'o' {
+                break;
+            }
+            recorded.insert(ObjectId {
+                volume: u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")),
+                object_no: u64::from_be_bytes(key[9..17].try_into().expect("8 bytes")),
+            });
+        }
         Ok(DiskStore {
             root: root.to_path_buf(),
             db,
+            recorded: Mutex::new(recorded),
         })
     }
 
@@ -384,6 +404,17 @@ impl DiskStore {
 
     /// The object's record, or what an unrecorded object implies.
     fn load_meta(&self, object: &ObjectId) -> Result<Working, StoreError> {
+        if !self
+            .recorded
+            .lock()
+            .expect("recorded lock")
+            .contains(object)
+        {
+            return Ok(Working {
+                meta: ObjectMeta::unrecorded(self.object_path(object).exists()),
+                recorded: false,
+            });
+        }
         match self
             .db
             .get(meta_key(object))
@@ -406,13 +437,24 @@ impl DiskStore {
         }
     }
 
-    fn stage_meta(batch: &mut WriteBatch, object: &ObjectId, working: &mut Working) {
+    /// Stages the record; the in-memory set gains the object now and
+    /// loses it only once the deletion is written (so it never misses a
+    /// stored record).
+    fn stage_meta(
+        &self,
+        batch: &mut WriteBatch,
+        object: &ObjectId,
+        working: &mut Working,
+        unrecorded: &mut Vec<ObjectId>,
+    ) {
         if working.meta.is_trivial() {
             if working.recorded {
                 batch.delete(meta_key(object));
                 working.recorded = false;
+                unrecorded.push(*object);
             }
         } else {
+            self.recorded.lock().expect("recorded lock").insert(*object);
             batch.put(meta_key(object), working.meta.encode());
             working.recorded = true;
         }
@@ -455,7 +497,7 @@ impl DiskStore {
             &self.version_path(object, Loc::Clone(seq)),
         ))?;
         working.meta.advance(seq, true);
-        Self::stage_meta(&mut copy, object, working);
+        self.stage_meta(&mut copy, object, working, &mut Vec::new());
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(true);
         self.db
@@ -495,6 +537,7 @@ impl DiskStore {
         let mut batch = WriteBatch::default();
         let mut touched: HashMap<ObjectId, File> = HashMap::new();
         let mut records: HashMap<ObjectId, Working> = HashMap::new();
+        let mut unrecorded: Vec<ObjectId> = Vec::new();
         for op in ops {
             let object = *op.object();
             let working = match records.entry(object) {
@@ -591,7 +634,7 @@ impl DiskStore {
                     working.meta = ObjectMeta::unrecorded(false);
                 }
             }
-            Self::stage_meta(&mut batch, &object, working);
+            self.stage_meta(&mut batch, &object, working, &mut unrecorded);
         }
         // Data first, then the metadata that vouches for it.
         for (object, file) in &touched {
@@ -599,7 +642,14 @@ impl DiskStore {
                 .map_err(Self::io("sync", &self.object_path(object)))?;
         }
         batch.put(applied_key(pg), versioned(&index.to_le_bytes()));
-        self.db.write(batch).map_err(|e| self.meta_error(e))
+        self.db.write(batch).map_err(|e| self.meta_error(e))?;
+        if !unrecorded.is_empty() {
+            let mut recorded = self.recorded.lock().expect("recorded lock");
+            for object in unrecorded.iter().filter(|o| !records[*o].recorded) {
+                recorded.remove(object);
+            }
+        }
+        Ok(())
     }
 
     fn recorded_crc(
@@ -735,15 +785,11 @@ impl PgBackend for DiskStore {
         offset: u64,
         len: u64,
     ) -> Result<Option<Vec<u8>>, BackendError> {
-        let record = self
-            .db
-            .get(meta_key(object))
-            .map_err(|e| self.meta_error(e))?;
-        // The common case, a head read of an object no snapshot has
-        // touched, costs one lookup and one open, as before snapshots.
-        let loc = match (record, snapshot) {
-            (None, None) => Loc::Head,
-            _ => match self.load_meta(object)?.meta.version_at(snapshot) {
+        // The head's file exists exactly when the head does, so a head
+        // read needs no record: it costs what it did before snapshots.
+        let loc = match snapshot {
+            None => Loc::Head,
+            Some(_) => match self.load_meta(object)?.meta.version_at(snapshot) {
                 Version::Head => Loc::Head,
                 Version::Clone(seq) => Loc::Clone(seq),
                 Version::Absent => return Ok(None),
