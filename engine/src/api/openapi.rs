@@ -235,6 +235,7 @@ fn snapshot_schemas() -> Value {
         "Snapshot": {"type": "object", "properties": {
             "id": {"type": "integer"}, "name": {"type": "string"}, "volume": {"type": "string"},
             "size_bytes": {"type": "integer"}, "created_epoch": {"type": "integer"},
+            "created_ms": {"type": "integer", "description": "When it was taken, ms since the Unix epoch"},
             "protected": {"type": "boolean"},
             "children": {"type": "array", "items": {"type": "string"}, "description": "Clones of this snapshot"},
             "allocated_bytes": {"type": "integer", "description": "With ?usage=true"},

@@ -31,6 +31,7 @@ pub(super) fn snapshot_json(volume: &Volume, snapshot: &Snapshot, map: &ClusterM
         "volume": volume.name,
         "size_bytes": snapshot.size,
         "created_epoch": snapshot.created_epoch,
+        "created_ms": snapshot.created_ms,
         "protected": snapshot.protected,
         "children": children,
     })
@@ -105,6 +106,10 @@ pub(super) async fn create_snapshot(
         Command::CreateSnapshot {
             volume: volume.clone(),
             name: request.name.clone(),
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
         },
     )
     .await?;

@@ -145,6 +145,10 @@ pub struct Snapshot {
     /// The volume's size when it was taken.
     pub size: u64,
     pub created_epoch: u64,
+    /// Wall-clock time of the request, ms since the Unix epoch (0 if
+    /// unknown), carried in the command so every monitor records the same.
+    #[serde(default)]
+    pub created_ms: u64,
     /// Refuses removal while set.
     #[serde(default)]
     pub protected: bool,
@@ -254,6 +258,8 @@ pub enum Command {
     CreateSnapshot {
         volume: String,
         name: String,
+        #[serde(default)]
+        created_ms: u64,
     },
     DeleteSnapshot {
         volume: String,
@@ -322,7 +328,7 @@ impl Command {
             Command::DeleteVolume { name } => ("volume.delete", format!("volume/{name}")),
             Command::ExportVolume { name, .. } => ("volume.export", format!("volume/{name}")),
             Command::UnexportVolume { name } => ("volume.unexport", format!("volume/{name}")),
-            Command::CreateSnapshot { volume, name } => {
+            Command::CreateSnapshot { volume, name, .. } => {
                 ("snapshot.create", format!("volume/{volume}@{name}"))
             }
             Command::DeleteSnapshot { volume, name } => {
@@ -568,7 +574,11 @@ impl ClusterMapState {
             Command::UnexportVolume { name } => {
                 self.volumes.get_mut(&name).expect("validated").iscsi = None;
             }
-            Command::CreateSnapshot { volume, name } => {
+            Command::CreateSnapshot {
+                volume,
+                name,
+                created_ms,
+            } => {
                 let created_epoch = self.epoch + 1;
                 let v = self.volumes.get_mut(&volume).expect("validated");
                 v.snap_seq += 1;
@@ -577,6 +587,7 @@ impl ClusterMapState {
                     name,
                     size: v.size,
                     created_epoch,
+                    created_ms,
                     protected: false,
                     iscsi: None,
                 };
@@ -803,7 +814,7 @@ impl ClusterMapState {
                 }
                 Ok(())
             }
-            Command::CreateSnapshot { volume, name } => {
+            Command::CreateSnapshot { volume, name, .. } => {
                 check_name(name)?;
                 let v = self.volume(volume)?;
                 if v.snapshot(name).is_some() {

@@ -152,6 +152,8 @@ struct Working {
     meta: ObjectMeta,
     /// A record is stored (so a trivial one must be deleted).
     recorded: bool,
+    /// The record as stored: an unchanged record is not written again.
+    stored: Option<ObjectMeta>,
 }
 
 fn versioned(body: &[u8]) -> Vec<u8> {
@@ -413,6 +415,7 @@ impl DiskStore {
             return Ok(Working {
                 meta: ObjectMeta::unrecorded(self.object_path(object).exists()),
                 recorded: false,
+                stored: None,
             });
         }
         match self
@@ -420,19 +423,24 @@ impl DiskStore {
             .get(meta_key(object))
             .map_err(|e| self.meta_error(e))?
         {
-            Some(bytes) => Ok(Working {
-                meta: ObjectMeta::decode(&bytes).map_err(|reason| StoreError::Meta {
+            Some(bytes) => {
+                let meta = ObjectMeta::decode(&bytes).map_err(|reason| StoreError::Meta {
                     path: self.root.clone(),
                     reason: format!(
                         "record of object {:x}.{:x}: {reason}",
                         object.volume, object.object_no
                     ),
-                })?,
-                recorded: true,
-            }),
+                })?;
+                Ok(Working {
+                    stored: Some(meta.clone()),
+                    meta,
+                    recorded: true,
+                })
+            }
             None => Ok(Working {
                 meta: ObjectMeta::unrecorded(self.object_path(object).exists()),
                 recorded: false,
+                stored: None,
             }),
         }
     }
@@ -451,12 +459,14 @@ impl DiskStore {
             if working.recorded {
                 batch.delete(meta_key(object));
                 working.recorded = false;
+                working.stored = None;
                 unrecorded.push(*object);
             }
-        } else {
+        } else if working.stored.as_ref() != Some(&working.meta) {
             self.recorded.lock().expect("recorded lock").insert(*object);
             batch.put(meta_key(object), working.meta.encode());
             working.recorded = true;
+            working.stored = Some(working.meta.clone());
         }
     }
 
