@@ -128,6 +128,39 @@ pub fn pool_ls(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
     Ok(())
 }
 
+/// One pool with its capacity: usable bytes are the disks' bytes over the
+/// replica count; provisioned is what its thin volumes promise.
+pub fn pool_info(api: &ApiClient, name: &str, json_output: bool) -> Result<(), CallError> {
+    let pool = api.get(&format!("/v1/pools/{name}"))?;
+    emit(json_output, &pool, |p| {
+        let c = &p["capacity"];
+        let size = |v: &Value| format_size(v.as_u64().unwrap_or(0));
+        println!(
+            "pool {}: {} replicas (min {}), {} PGs, failure domain {}, objects of {}, {} volume(s)",
+            text(&p["name"]),
+            text(&p["size"]),
+            text(&p["min_size"]),
+            text(&p["pg_num"]),
+            text(&p["failure_domain"]),
+            size(&p["object_size_bytes"]),
+            text(&p["volumes"]),
+        );
+        println!(
+            "capacity: {} usable, {} available, {} provisioned (thin)",
+            size(&c["bytes"]),
+            size(&c["available_bytes"]),
+            size(&c["provisioned_bytes"]),
+        );
+        if c["nodes_missing"].as_array().is_some_and(|m| !m.is_empty()) {
+            println!(
+                "  nodes {} did not answer: their disks are not counted",
+                c["nodes_missing"]
+            );
+        }
+    });
+    Ok(())
+}
+
 pub fn pool_rm(api: &ApiClient, name: &str) -> Result<(), CallError> {
     api.delete(&format!("/v1/pools/{name}"))?;
     println!("pool {name} deleted");

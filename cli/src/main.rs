@@ -230,6 +230,8 @@ enum PoolCommand {
     },
     /// List pools.
     Ls,
+    /// Show a pool with its capacity (asks every node for its disks).
+    Info { name: String },
     /// Delete an empty pool.
     Rm { name: String },
     /// Show or set the QoS default of the pool's volumes (those that set no
@@ -482,6 +484,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 json,
             ),
             PoolCommand::Ls => admin::pool_ls(&api, json),
+            PoolCommand::Info { name } => admin::pool_info(&api, &name, json),
             PoolCommand::Qos { name, limits } => snap::pool_qos(&api, &name, limits.into(), json),
             PoolCommand::Rm { name } => admin::pool_rm(&api, &name),
         }),

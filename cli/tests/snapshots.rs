@@ -293,6 +293,19 @@ fn qos(cluster: &DevCluster) {
         ));
         write_at(cluster, v, 0, &pattern(8 * MIB, 7));
     }
+    // The pool's capacity: every node's disks over the replica count.
+    let pool = json(cli(cluster, &["--json", "pool", "info", "rbd"]));
+    let capacity = &pool["capacity"];
+    let usable = capacity["bytes"].as_u64().unwrap();
+    let available = capacity["available_bytes"].as_u64().unwrap();
+    assert!(
+        usable > 0 && available > 0 && available <= usable,
+        "{capacity}"
+    );
+    assert_eq!(capacity["raw_bytes"].as_u64().unwrap() / 3, usable);
+    assert!(capacity["provisioned_bytes"].as_u64().unwrap() >= 128 << 20);
+    assert_eq!(capacity["nodes_missing"], serde_json::json!([]));
+
     // Limits set at creation, and refused when inconsistent.
     ok(cli(
         cluster,

@@ -79,7 +79,7 @@ fn timestamp(ms: u64) -> prost_types::Timestamp {
     }
 }
 
-fn snapshot_of(value: &Value) -> Snapshot {
+pub(crate) fn snapshot_of(value: &Value) -> Snapshot {
     let volume = value["volume"].as_str().unwrap_or_default();
     let name = value["name"].as_str().unwrap_or_default();
     Snapshot {
@@ -89,6 +89,50 @@ fn snapshot_of(value: &Value) -> Snapshot {
         creation_time: Some(timestamp(value["created_ms"].as_u64().unwrap_or(0))),
         ready_to_use: true,
         group_snapshot_id: String::new(),
+    }
+}
+
+/// Every snapshot of every volume, as the API lists them.
+pub(crate) async fn every_snapshot(api: &Api) -> Result<Vec<Value>, Status> {
+    let volumes = api.get("/v1/volumes".into()).await.map_err(status_of)?;
+    let mut out = Vec::new();
+    for v in volumes.as_array().into_iter().flatten() {
+        if v["snapshots"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let name = v["name"].as_str().unwrap_or_default();
+        match api.get(format!("/v1/volumes/{name}/snapshots")).await {
+            Ok(list) => out.extend(list.as_array().cloned().unwrap_or_default()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(status_of(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Removes snapshot `id` (`volume@snapshot`); gone already counts as done.
+/// Volumes made from it are flattened first: in CSI they outlive it
+/// (resumable, so a retried call finishes the job).
+pub(crate) async fn delete_snapshot_id(api: &Api, id: &str) -> Result<(), Status> {
+    let Some((volume, snap)) = split_snapshot_id(id) else {
+        return Ok(());
+    };
+    let path = format!("/v1/volumes/{volume}/snapshots/{snap}");
+    let children = match api.get(format!("{path}/children")).await {
+        Ok(c) => c.as_array().cloned().unwrap_or_default(),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(status_of(e)),
+    };
+    for child in children {
+        let name = child["name"].as_str().unwrap_or_default();
+        api.post(format!("/v1/volumes/{name}/flatten"), json!({}))
+            .await
+            .map_err(status_of)?;
+    }
+    match api.delete(path).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(status_of(e)),
     }
 }
 
@@ -149,24 +193,7 @@ impl ControllerService {
     }
 
     async fn every_snapshot(&self) -> Result<Vec<Value>, Status> {
-        let volumes = self
-            .api
-            .get("/v1/volumes".into())
-            .await
-            .map_err(status_of)?;
-        let mut out = Vec::new();
-        for v in volumes.as_array().into_iter().flatten() {
-            if v["snapshots"].as_u64().unwrap_or(0) == 0 {
-                continue;
-            }
-            let name = v["name"].as_str().unwrap_or_default();
-            match self.api.get(format!("/v1/volumes/{name}/snapshots")).await {
-                Ok(list) => out.extend(list.as_array().cloned().unwrap_or_default()),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(status_of(e)),
-            }
-        }
-        Ok(out)
+        every_snapshot(&self.api).await
     }
 
     /// The initiators a volume is exported to (empty if not exported).
@@ -601,13 +628,34 @@ impl Controller for ControllerService {
         }))
     }
 
+    /// Free bytes of the pool: the free space of every node's disks over
+    /// the replica count (thin volumes may promise more).
     async fn get_capacity(
         &self,
-        _request: Request<GetCapacityRequest>,
+        request: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
-        Err(Status::unimplemented(
-            "GET_CAPACITY is not advertised: the management API does not report free space yet",
-        ))
+        let r = request.into_inner();
+        for c in &r.volume_capabilities {
+            if capability_problem(c).is_some() {
+                return Ok(Response::new(GetCapacityResponse::default()));
+            }
+        }
+        let pool = r
+            .parameters
+            .get("pool")
+            .cloned()
+            .unwrap_or_else(|| self.default_pool.clone());
+        let found = self
+            .api
+            .get(format!("/v1/pools/{pool}"))
+            .await
+            .map_err(status_of)?;
+        let capacity = &found["capacity"];
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: capacity["available_bytes"].as_i64().unwrap_or(0),
+            maximum_volume_size: None,
+            minimum_volume_size: Some(ROUND_BYTES as i64),
+        }))
     }
 
     async fn controller_get_capabilities(
@@ -628,6 +676,7 @@ impl Controller for ControllerService {
             Rpc::SingleNodeMultiWriter,
             Rpc::ModifyVolume,
             Rpc::GetSnapshot,
+            Rpc::GetCapacity,
         ];
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities: rpcs
@@ -687,29 +736,8 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let id = request.into_inner().snapshot_id;
         required(&id, "snapshot_id")?;
-        let Some((volume, snap)) = split_snapshot_id(&id) else {
-            return Ok(Response::new(DeleteSnapshotResponse {}));
-        };
-        let path = format!("/v1/volumes/{volume}/snapshots/{snap}");
-        let children = match self.api.get(format!("{path}/children")).await {
-            Ok(c) => c.as_array().cloned().unwrap_or_default(),
-            Err(e) if e.is_not_found() => return Ok(Response::new(DeleteSnapshotResponse {})),
-            Err(e) => return Err(status_of(e)),
-        };
-        // Volumes made from a snapshot outlive it in CSI: make them
-        // independent first (resumable, so a retried call finishes it).
-        for child in children {
-            let name = child["name"].as_str().unwrap_or_default();
-            self.api
-                .post(format!("/v1/volumes/{name}/flatten"), json!({}))
-                .await
-                .map_err(status_of)?;
-        }
-        match self.api.delete(path).await {
-            Ok(_) => Ok(Response::new(DeleteSnapshotResponse {})),
-            Err(e) if e.is_not_found() => Ok(Response::new(DeleteSnapshotResponse {})),
-            Err(e) => Err(status_of(e)),
-        }
+        delete_snapshot_id(&self.api, &id).await?;
+        Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(

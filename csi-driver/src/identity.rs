@@ -54,13 +54,18 @@ impl Identity for IdentityService {
             },
         ];
         if self.controller {
-            capabilities.push(PluginCapability {
-                r#type: Some(plugin_capability::Type::Service(
-                    plugin_capability::Service {
-                        r#type: service::Type::ControllerService as i32,
-                    },
-                )),
-            });
+            for kind in [
+                service::Type::ControllerService,
+                service::Type::GroupControllerService,
+            ] {
+                capabilities.push(PluginCapability {
+                    r#type: Some(plugin_capability::Type::Service(
+                        plugin_capability::Service {
+                            r#type: kind as i32,
+                        },
+                    )),
+                });
+            }
         }
         Ok(Response::new(GetPluginCapabilitiesResponse {
             capabilities,

@@ -7,6 +7,7 @@
 
 mod api;
 mod controller;
+mod group;
 mod identity;
 mod names;
 mod node;
@@ -143,6 +144,11 @@ async fn run(args: Args) -> Result<(), String> {
                 chap: chap.clone(),
                 max_volumes_per_node: args.max_volumes.max(0) as usize,
             },
+        ));
+    }
+    if controller_on {
+        router = router.add_service(csi::group_controller_server::GroupControllerServer::new(
+            group::GroupService { api: api.clone() },
         ));
     }
     if node_on {

@@ -201,8 +201,7 @@ fn csi_sanity_passes_against_a_dev_cluster() {
         failures.join("\n")
     );
     let passed = counts.get("passed").copied().unwrap_or(0);
-    // GroupController (5 specs) and GetCapacity (1) are not advertised.
-    let expected = if device_specs_run { 88 } else { 82 };
+    let expected = if device_specs_run { 95 } else { 89 };
     assert!(
         passed >= expected,
         "{passed} specs passed, expected at least {expected}: {counts:?}"

@@ -348,7 +348,27 @@ async fn show_pool(
         .pools
         .get(&name)
         .ok_or_else(|| ApiError::from(crate::cluster::MapError::PoolNotFound(name)))?;
-    Ok(Json(pool_json(pool, &map)))
+    let mut out = pool_json(pool, &map);
+    // Asked of every node: only `pool` show pays for it, not `ls`.
+    let (answers, missing) = state.volumes.disk_space_by_node().await;
+    let raw: u64 = answers.values().map(|s| s.0).sum();
+    let raw_available: u64 = answers.values().map(|s| s.1).sum();
+    let replicas = u64::from(pool.size.max(1));
+    let provisioned: u64 = map
+        .volumes
+        .values()
+        .filter(|v| v.pool == pool.name)
+        .map(|v| v.size)
+        .sum();
+    out["capacity"] = json!({
+        "raw_bytes": raw,
+        "raw_available_bytes": raw_available,
+        "bytes": raw / replicas,
+        "available_bytes": raw_available / replicas,
+        "provisioned_bytes": provisioned,
+        "nodes_missing": missing,
+    });
+    Ok(Json(out))
 }
 
 fn default_size() -> u32 {

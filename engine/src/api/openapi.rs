@@ -367,7 +367,8 @@ pub fn document() -> Value {
                     "min_size": {"type": "integer"}, "pg_num": {"type": "integer"},
                     "failure_domain": {"type": "string", "enum": ["disk", "host", "rack", "zone"]},
                     "object_size_bytes": {"type": "integer"}, "volumes": {"type": "integer"},
-                    "qos_default": {"$ref": "#/components/schemas/QosLimits"}}},
+                    "qos_default": {"$ref": "#/components/schemas/QosLimits"},
+                    "capacity": {"type": "object", "description": "GET /v1/pools/{name} only: raw_bytes and raw_available_bytes of every node's disks, bytes and available_bytes over the replica count, provisioned_bytes (sum of its volumes' sizes), nodes_missing (nodes that did not answer within a second)"}}},
                 "CreatePool": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"},
                     "size": {"type": "integer", "default": 3, "minimum": 1, "maximum": 16},

@@ -279,4 +279,25 @@ impl Space for SpaceService {
         .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(AllocatedReply { bytes }))
     }
+
+    async fn disks(
+        &self,
+        _request: Request<super::proto::DisksRequest>,
+    ) -> Result<Response<super::proto::DisksReply>, Status> {
+        let backends = self.backends.clone();
+        let disks = tokio::task::spawn_blocking(move || {
+            backends
+                .iter()
+                .filter_map(|b| b.space())
+                .map(|(path, total, available)| super::proto::DiskSpace {
+                    path,
+                    total_bytes: total,
+                    available_bytes: available,
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(super::proto::DisksReply { disks }))
+    }
 }

@@ -44,6 +44,11 @@ pub trait PgBackend: Send + Sync {
     fn stat(&self, object: &ObjectId) -> Result<ObjectStat, BackendError>;
     /// Bytes that hold data for `volume` (for thin provisioning reports).
     fn allocated_bytes(&self, volume: u64) -> Result<u64, BackendError>;
+    /// Where the backend keeps its data, its size and its free bytes
+    /// (`None` for a backend without a disk).
+    fn space(&self) -> Option<(String, u64, u64)> {
+        None
+    }
     /// Makes every applied operation and applied index durable (before the
     /// Raft log that could replay them is truncated).
     fn sync(&self) -> Result<(), BackendError> {

@@ -838,6 +838,21 @@ impl PgBackend for DiskStore {
         Ok(self.volume_allocated_bytes(volume)?)
     }
 
+    fn space(&self) -> Option<(String, u64, u64)> {
+        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: statvfs fills a struct we own from a valid C string.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return None;
+        }
+        let block = stat.f_frsize as u64;
+        Some((
+            self.root.display().to_string(),
+            stat.f_blocks as u64 * block,
+            stat.f_bavail as u64 * block,
+        ))
+    }
+
     fn sync(&self) -> Result<(), BackendError> {
         // Object data is already fdatasync'ed per entry; the metadata
         // batches were written without sync, so flush their WAL now.

@@ -694,6 +694,49 @@ impl VolumeClient {
         Ok((nodes, answers))
     }
 
+    /// (total, available) bytes of every disk of each node that answers
+    /// within a second, and the nodes that did not.
+    pub async fn disk_space_by_node(&self) -> (HashMap<NodeId, (u64, u64)>, Vec<NodeId>) {
+        let nodes: Vec<NodeId> = self
+            .map
+            .read()
+            .expect("map lock")
+            .nodes
+            .keys()
+            .copied()
+            .collect();
+        let mut asks = tokio::task::JoinSet::new();
+        for &node in &nodes {
+            let Some(channel) = self.channel(node) else {
+                continue;
+            };
+            asks.spawn(async move {
+                let mut client = crate::net::proto::space_client::SpaceClient::new(channel);
+                let request = crate::net::proto::DisksRequest {};
+                match tokio::time::timeout(Duration::from_secs(1), client.disks(request)).await {
+                    Ok(Ok(reply)) => {
+                        let disks = reply.into_inner().disks;
+                        let total = disks.iter().map(|d| d.total_bytes).sum();
+                        let available = disks.iter().map(|d| d.available_bytes).sum();
+                        Some((node, (total, available)))
+                    }
+                    _ => None,
+                }
+            });
+        }
+        let mut answers = HashMap::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(Some((node, space))) = done {
+                answers.insert(node, space);
+            }
+        }
+        let missing = nodes
+            .into_iter()
+            .filter(|n| !answers.contains_key(n))
+            .collect();
+        (answers, missing)
+    }
+
     fn placement(&self) -> Result<(Arc<ClusterMap>, Arc<ClusterMapState>), String> {
         let epoch = self.map.read().expect("map lock").epoch;
         let mut cache = self.placement.lock().expect("placement lock");
