@@ -18,24 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-5}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hpchain-target}"
-cargo build --release --locked -q -p hpchain
-HPCHAIN="$CARGO_TARGET_DIR/release/hpchain"
-
-WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/hpchain-snapbench.XXXXXX")
-BASE=29600
-DEV_PID=""
-cleanup() {
-  [ -n "$DEV_PID" ] && kill -TERM "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$HPCHAIN" dev --data-dir "$WORK/data" --base-port $BASE --iscsi-base-port $((BASE + 5)) > "$WORK/dev.out" 2>&1 &
-DEV_PID=$!
-for _ in $(seq 1 600); do grep -q "hpchain dev: ready" "$WORK/dev.out" && break; sleep 0.1; done
-grep -q "hpchain dev: ready" "$WORK/dev.out" || { cat "$WORK/dev.out"; exit 1; }
-export HPCHAIN_API="http://127.0.0.1:$BASE" HPCHAIN_TOKEN_FILE="$WORK/data/api-token"
+source benches/dev_cluster.sh snapbench 29600
 
 head -c $((256 << 20)) /dev/urandom > "$WORK/fill.bin"
 for v in v control; do
