@@ -277,6 +277,14 @@ impl<'a> Reader<'a> {
             other => Err(DecodeError(format!("unknown copy-up kind {other}"))),
         }
     }
+    /// A change's snapshot sequence and copy-up (version 1 had neither).
+    fn seq_and_copy_up(&mut self, v2: bool) -> Result<(u64, CopyUp), DecodeError> {
+        if v2 {
+            Ok((self.u64("seq")?, self.copy_up()?))
+        } else {
+            Ok((0, CopyUp::None))
+        }
+    }
     fn version(&mut self) -> Result<u8, DecodeError> {
         match self.u8("version")? {
             v @ (VERSION_1 | VERSION) => Ok(v),
@@ -308,11 +316,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<ObjectOp>, DecodeError> {
                 let object = r.object()?;
                 let offset = r.u64("offset")?;
                 let data = r.data("write")?;
-                let (seq, copy_up) = if v2 {
-                    (r.u64("seq")?, r.copy_up()?)
-                } else {
-                    (0, CopyUp::None)
-                };
+                let (seq, copy_up) = r.seq_and_copy_up(v2)?;
                 ObjectOp::Write {
                     object,
                     offset,
@@ -325,11 +329,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<ObjectOp>, DecodeError> {
                 let object = r.object()?;
                 let offset = r.u64("offset")?;
                 let len = r.u64("length")?;
-                let (seq, copy_up) = if v2 {
-                    (r.u64("seq")?, r.copy_up()?)
-                } else {
-                    (0, CopyUp::None)
-                };
+                let (seq, copy_up) = r.seq_and_copy_up(v2)?;
                 ObjectOp::Discard {
                     object,
                     offset,

@@ -546,20 +546,10 @@ impl VolumeClient {
         let view = Arc::new(self.view(volume)?);
         let total = self.object_count(volume)?;
         let end = from.saturating_add(count).min(total);
-        let mut tasks = tokio::task::JoinSet::new();
-        for object_no in from..end {
-            if tasks.len() >= WALK_PARALLEL {
-                if let Some(done) = tasks.join_next().await {
-                    done.map_err(|e| view.failed(e))??;
-                }
-            }
-            let this = self.clone();
-            let view = view.clone();
-            tasks.spawn(async move { this.walk_object(&view, walk, object_no).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.map_err(|e| view.failed(e))??;
-        }
+        self.per_object(&view, from..end, move |this, view, object_no| async move {
+            this.walk_object(&view, walk, object_no).await
+        })
+        .await?;
         Ok(WalkProgress {
             next_object: end.max(from.min(total)),
             total_objects: total,
@@ -638,22 +628,41 @@ impl VolumeClient {
                 .unwrap_or_default()
         };
         let total = self.object_count(volume)?;
-        let mut stats = Vec::with_capacity(total as usize);
+        let stats = self
+            .per_object(&view, 0..total, |this, view, object_no| async move {
+                this.stat(&view, object_no).await
+            })
+            .await?;
+        Ok(space_usage(&stats, &snapshots))
+    }
+
+    /// Runs `each` on every object of `objects`, [`WALK_PARALLEL`] at a
+    /// time; the results come in the order they finish.
+    async fn per_object<T, F, Fut>(
+        &self,
+        view: &Arc<VolumeIo>,
+        objects: std::ops::Range<u64>,
+        each: F,
+    ) -> Result<Vec<T>, VolumeError>
+    where
+        T: Send + 'static,
+        F: Fn(VolumeClient, Arc<VolumeIo>, u64) -> Fut,
+        Fut: Future<Output = Result<T, VolumeError>> + Send + 'static,
+    {
+        let mut out = Vec::with_capacity((objects.end - objects.start) as usize);
         let mut tasks = tokio::task::JoinSet::new();
-        for object_no in 0..total {
+        for object_no in objects {
             if tasks.len() >= WALK_PARALLEL {
                 if let Some(done) = tasks.join_next().await {
-                    stats.push(done.map_err(|e| view.failed(e))??);
+                    out.push(done.map_err(|e| view.failed(e))??);
                 }
             }
-            let this = self.clone();
-            let view = view.clone();
-            tasks.spawn(async move { this.stat(&view, object_no).await });
+            tasks.spawn(each(self.clone(), view.clone(), object_no));
         }
         while let Some(done) = tasks.join_next().await {
-            stats.push(done.map_err(|e| view.failed(e))??);
+            out.push(done.map_err(|e| view.failed(e))??);
         }
-        Ok(space_usage(&stats, &snapshots))
+        Ok(out)
     }
     /// Bytes the volume's objects occupy on each node's disks (every
     /// replica counted), asking all nodes at once; a node that does not
