@@ -56,6 +56,98 @@ pub fn root(items: &[Hash32]) -> Hash32 {
     level[0]
 }
 
+/// The same root as [`root`], built one item at a time in O(log n)
+/// memory: it keeps the roots of the perfect subtrees seen so far, and at
+/// the end folds them from the right, which is what promoting the odd node
+/// at each level amounts to.
+#[derive(Default)]
+pub struct MerkleBuilder {
+    /// (height, root) of perfect subtrees, tallest first.
+    stack: Vec<(u32, Hash32)>,
+    count: u64,
+}
+
+impl MerkleBuilder {
+    pub fn push(&mut self, item: &Hash32) {
+        let mut node = (0u32, leaf(item));
+        while let Some(&(height, top)) = self.stack.last() {
+            if height != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (height + 1, inner(&top, &node.1));
+        }
+        self.stack.push(node);
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn root(&self) -> Hash32 {
+        let mut nodes = self.stack.iter().rev().map(|(_, h)| *h);
+        let Some(mut acc) = nodes.next() else {
+            return empty_root();
+        };
+        for left in nodes {
+            acc = inner(&left, &acc);
+        }
+        acc
+    }
+}
+
+/// Bytes per leaf of a content digest.
+pub const CONTENT_BLOCK: usize = 4096;
+
+/// The content digest of an image (a snapshot, or a file exported from
+/// one): the Merkle root over the blake3 of each 4 KiB block, the last one
+/// possibly shorter. Feed it bytes in any chunking; the result is the same.
+#[derive(Default)]
+pub struct ContentDigest {
+    tree: MerkleBuilder,
+    partial: Vec<u8>,
+    bytes: u64,
+}
+
+impl ContentDigest {
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.bytes += data.len() as u64;
+        if !self.partial.is_empty() {
+            let take = (CONTENT_BLOCK - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() == CONTENT_BLOCK {
+                let block = std::mem::take(&mut self.partial);
+                self.push_block(&block);
+            }
+        }
+        let mut blocks = data.chunks_exact(CONTENT_BLOCK);
+        for block in &mut blocks {
+            self.push_block(block);
+        }
+        self.partial.extend_from_slice(blocks.remainder());
+    }
+
+    fn push_block(&mut self, block: &[u8]) {
+        self.tree
+            .push(&crate::crypto::hash_domain(b"HPCHAIN/CONTENT/4K", block));
+    }
+
+    /// (root, bytes hashed).
+    pub fn finish(mut self) -> (Hash32, u64) {
+        if !self.partial.is_empty() {
+            let block = std::mem::take(&mut self.partial);
+            self.push_block(&block);
+        }
+        (self.tree.root(), self.bytes)
+    }
+}
+
 /// Proof that the item at `index` is in a tree of `leaf_count` items.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MerkleProof {
@@ -124,6 +216,39 @@ impl MerkleProof {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_streaming_builder_gives_the_same_root_for_every_count() {
+        for n in 0..70u8 {
+            let items: Vec<Hash32> = (0..n).map(|i| crate::crypto::hash(&[i])).collect();
+            let mut builder = MerkleBuilder::default();
+            for item in &items {
+                builder.push(item);
+            }
+            assert_eq!(builder.root(), root(&items), "{n} items");
+        }
+    }
+
+    #[test]
+    fn a_content_digest_ignores_chunking_and_sees_every_byte() {
+        let data: Vec<u8> = (0..(3 * CONTENT_BLOCK + 1000))
+            .map(|i| (i * 7) as u8)
+            .collect();
+        let mut whole = ContentDigest::default();
+        whole.update(&data);
+        let (expected, bytes) = whole.finish();
+        assert_eq!(bytes, data.len() as u64);
+        let mut pieces = ContentDigest::default();
+        for chunk in data.chunks(777) {
+            pieces.update(chunk);
+        }
+        assert_eq!(pieces.finish().0, expected);
+        let mut changed = data.clone();
+        changed[2 * CONTENT_BLOCK + 5] ^= 1;
+        let mut other = ContentDigest::default();
+        other.update(&changed);
+        assert_ne!(other.finish().0, expected);
+    }
+
     use super::*;
     use crate::crypto::hash;
 

@@ -338,7 +338,38 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 
 /// Verifies a proof file offline: no API call, only the file and the
 /// trusted delegate keys.
-pub fn verify_proof(file: &Path, trust: &Trust, json_output: bool) -> Result<(), CallError> {
+/// The content digest of a local image file (as `ContentDigest` makes it
+/// for a snapshot), read in 4 MiB pieces.
+fn image_digest(image: &Path) -> Result<(hpchain_chain::Hash32, u64), CallError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(image).map_err(|e| {
+        fail(
+            "file.read",
+            format!("cannot open the image {}: {e}", image.display()),
+        )
+    })?;
+    let mut digest = hpchain_chain::merkle::ContentDigest::default();
+    let mut buffer = vec![0u8; 4 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(|e| {
+            fail(
+                "file.read",
+                format!("reading the image {}: {e}", image.display()),
+            )
+        })?;
+        if n == 0 {
+            return Ok(digest.finish());
+        }
+        digest.update(&buffer[..n]);
+    }
+}
+
+pub fn verify_proof(
+    file: &Path,
+    trust: &Trust,
+    image: Option<&Path>,
+    json_output: bool,
+) -> Result<(), CallError> {
     let content = std::fs::read_to_string(file).map_err(|e| {
         fail(
             "file.read",
@@ -431,6 +462,42 @@ pub fn verify_proof(file: &Path, trust: &Trust, json_output: bool) -> Result<(),
     }
     if !json_output {
         println!("proof OK: the block is final (more than two thirds of the delegates)");
+    }
+    if let Some(image) = image {
+        let hpchain_chain::Payload::Anchor(anchor) = &proof.tx.payload else {
+            return Err(fail(
+                "proof.not_an_anchor",
+                format!(
+                    "the proof is for a {} transaction, not a snapshot anchor; make the proof of the tx `hpchain snap anchor` printed",
+                    proof.tx.payload.kind()
+                ),
+            ));
+        };
+        let (digest, bytes) = image_digest(image)?;
+        if digest != anchor.digest || bytes != anchor.size_bytes {
+            return Err(fail(
+                "image.differs",
+                format!(
+                    "{} is NOT the anchored snapshot {}@{}: its digest is {} over {bytes} bytes, the chain holds {} over {} bytes",
+                    image.display(),
+                    anchor.volume_id,
+                    anchor.snapshot,
+                    digest.to_hex(),
+                    anchor.digest.to_hex(),
+                    anchor.size_bytes
+                ),
+            ));
+        }
+        if !json_output {
+            println!(
+                "image OK: {} is byte for byte the snapshot {}@{} anchored in block {} (digest {})",
+                image.display(),
+                anchor.volume_id,
+                anchor.snapshot,
+                verified.height,
+                digest.to_hex()
+            );
+        }
     }
     Ok(())
 }

@@ -202,6 +202,10 @@ enum ChainCommand {
         /// that the proof is for this chain.
         #[arg(long)]
         genesis: Option<PathBuf>,
+        /// For a snapshot anchor: also check that this image file (e.g.
+        /// from `hpchain volume export VOL@SNAP`) is the anchored snapshot.
+        #[arg(long)]
+        image: Option<PathBuf>,
     },
 }
 
@@ -262,6 +266,12 @@ enum SnapCommand {
     },
     /// Put the volume back as the snapshot saw it (with progress).
     Rollback {
+        spec: String,
+    },
+    /// Record the snapshot's content digest on the HP chain (reads it all),
+    /// so an image exported later can be proven identical
+    /// (`hpchain chain verify-proof --image`).
+    Anchor {
         spec: String,
     },
     /// Refuse removal of the snapshot until unprotected.
@@ -564,6 +574,7 @@ fn run(cli: Cli) -> Result<(), String> {
             SnapCommand::Rm { spec } => snap::rm(&api, &spec),
             SnapCommand::Rollback { spec } => snap::rollback(&api, &spec),
             SnapCommand::Protect { spec } => snap::protect(&api, &spec, true),
+            SnapCommand::Anchor { spec } => snap::anchor(&api, &spec, json),
             SnapCommand::Unprotect { spec } => snap::protect(&api, &spec, false),
         }),
         Top::Trace { command } => admin(match command {
@@ -607,13 +618,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 file,
                 delegates,
                 genesis,
+                image,
             } => {
                 let trust = match (delegates, genesis) {
                     (Some(keys), _) => chain::Trust::Keys(keys),
                     (None, Some(path)) => chain::Trust::Genesis(path),
                     (None, None) => unreachable!("clap requires --delegates or --genesis"),
                 };
-                chain::verify_proof(&file, &trust, json)
+                chain::verify_proof(&file, &trust, image.as_deref(), json)
             }
         }),
         Top::Audit {

@@ -178,6 +178,26 @@ fn stepped(api: &ApiClient, path: &str, what: &str) -> Result<(), CallError> {
     }
 }
 
+pub fn anchor(api: &ApiClient, spec: &str, json_output: bool) -> Result<(), CallError> {
+    let (volume, snapshot) = split_snapshot(spec)?;
+    let answer = api.post(
+        &format!("/v1/volumes/{volume}/snapshots/{snapshot}/anchor"),
+        &json!({}),
+    )?;
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&answer).expect("json"));
+    } else {
+        println!(
+            "snapshot {volume}@{snapshot}: digest {} over {}, anchored by tx {} (final after a few slots; `hpchain chain proof {}` then proves it)",
+            answer["digest"].as_str().unwrap_or("-"),
+            bytes(&answer["size_bytes"]),
+            answer["tx"].as_str().unwrap_or("-"),
+            answer["tx"].as_str().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
+
 pub fn rollback(api: &ApiClient, spec: &str) -> Result<(), CallError> {
     let (volume, snapshot) = split_snapshot(spec)?;
     stepped(

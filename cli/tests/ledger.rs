@@ -176,6 +176,8 @@ fn volume_operations_are_audited_and_their_proofs_verify_offline_until_tampered(
     assert_eq!(report["confirmed_by"], 3);
     assert_eq!(report["tx"], tx);
     // Keys of another chain are not trusted.
+    snapshot_anchor_proves_an_exported_image(&cluster, &genesis);
+
     let strangers = failed(offline(&[
         "chain",
         "verify-proof",
@@ -469,4 +471,86 @@ fn four_delegates_finalize_with_one_down_pause_with_two_and_resume_when_one_retu
         assert_eq!(on_1, on_3, "block {h} differs between nodes 1 and 3");
     }
     ok(cli_at(&cluster, 3, &["chain", "verify"]));
+}
+
+/// A snapshot's content digest, anchored on the chain, proves offline that
+/// an image exported from it is the snapshot, and catches one flipped byte.
+fn snapshot_anchor_proves_an_exported_image(cluster: &DevCluster, genesis: &std::path::Path) {
+    let dir = cluster.dir.path();
+    let source = dir.join("anchor-source.bin");
+    let data: Vec<u8> = (0..(6u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(&source, &data).unwrap();
+    ok(cli(
+        cluster,
+        &["volume", "create", "anch", "--pool", "rbd", "--size", "8M"],
+    ));
+    ok(cli(
+        cluster,
+        &["volume", "import", source.to_str().unwrap(), "anch"],
+    ));
+    ok(cli(cluster, &["snap", "create", "anch@a1"]));
+    // Changed after the snapshot: not part of what is anchored.
+    ok(cli(
+        cluster,
+        &["volume", "discard", "anch", "--length", "1M"],
+    ));
+    let anchored = json(cli(cluster, &["--json", "snap", "anchor", "anch@a1"]));
+    let tx = anchored["tx"].as_str().unwrap().to_string();
+    assert_eq!(anchored["size_bytes"], 8u64 << 20, "{anchored}");
+    let image = dir.join("anch-a1.img");
+    ok(cli(
+        cluster,
+        &["volume", "export", "anch@a1", image.to_str().unwrap()],
+    ));
+    let exported = std::fs::read(&image).unwrap();
+    assert!(
+        exported[..data.len()] == data[..],
+        "the snapshot holds the imported bytes"
+    );
+
+    let proof = dir.join("anchor.proof.json");
+    let proof = proof.to_str().unwrap();
+    let out = wait_for(
+        "the anchor tx to be final and provable",
+        FINAL_TIMEOUT,
+        || {
+            if !cli(cluster, &["chain", "proof", &tx, "-o", proof])
+                .status
+                .success()
+            {
+                return None;
+            }
+            let verified = offline(&[
+                "chain",
+                "verify-proof",
+                proof,
+                "--genesis",
+                genesis.to_str().unwrap(),
+                "--image",
+                image.to_str().unwrap(),
+            ]);
+            verified
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&verified.stdout).to_string())
+        },
+    );
+    assert!(out.contains("image OK") && out.contains("anch@a1"), "{out}");
+
+    let mut tampered = exported;
+    tampered[3 << 20] ^= 0x01;
+    let tampered_path = dir.join("anch-a1-tampered.img");
+    std::fs::write(&tampered_path, &tampered).unwrap();
+    let e = failed(offline(&[
+        "chain",
+        "verify-proof",
+        proof,
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--image",
+        tampered_path.to_str().unwrap(),
+    ]));
+    assert!(e.contains("is NOT the anchored snapshot anch@a1"), "{e}");
 }

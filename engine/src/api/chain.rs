@@ -17,7 +17,7 @@ use super::{body, ApiError, ApiState};
 pub const BLOCKS_LIMIT_MAX: u64 = 500;
 const BLOCKS_LIMIT_DEFAULT: u64 = 20;
 
-fn ledger(state: &ApiState) -> Result<&crate::ledger::LedgerNode, ApiError> {
+pub(super) fn ledger(state: &ApiState) -> Result<&crate::ledger::LedgerNode, ApiError> {
     state.ledger.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -186,6 +186,10 @@ pub fn router(state: ApiState) -> Router {
                 .put(iscsi::export_snapshot)
                 .delete(iscsi::unexport_snapshot),
         )
+        .route(
+            "/v1/volumes/:name/snapshots/:snap/anchor",
+            post(snapshots::anchor_snapshot),
+        )
         .route("/v1/volumes/:name/flatten", post(snapshots::flatten_volume))
         .route(
             "/v1/volumes/:name/qos",

@@ -206,6 +206,10 @@ fn snapshot_paths() -> Value {
                     "responses": with_errors(json!({"200": json_body("IscsiExport")}))},
             "delete": {"summary": "Stop exporting the snapshot; its sessions are dropped", "responses": with_errors(json!({"204": {"description": "Done"}}))}
         },
+        "/v1/volumes/{name}/snapshots/{snap}/anchor": {
+            "parameters": snapshot_parameters(),
+            "post": {"summary": "Record the snapshot's content digest (Merkle root over the blake3 of each 4 KiB block) on the HP chain as an anchor transaction; reads the whole snapshot", "responses": with_errors(json!({"202": {"description": "{tx, volume, snapshot, digest, size_bytes, seconds}; final after a few slots"}}))}
+        },
         "/v1/volumes/{name}/flatten": {
             "parameters": steps_parameters(false),
             "post": {"summary": "Copy what a clone still shares with its parent, in steps (resumable); the link is cut when done", "responses": with_errors(json!({"200": json_body("Progress")}))}
@@ -482,6 +486,7 @@ mod tests {
             "/v1/volumes/{name}/snapshots/{snap}/iscsi",
             &["get", "put", "delete"],
         ),
+        ("/v1/volumes/{name}/snapshots/{snap}/anchor", &["post"]),
         ("/v1/volumes/{name}/flatten", &["post"]),
         ("/v1/volumes/{name}/qos", &["get", "put"]),
         ("/v1/volumes/{name}/usage", &["get"]),

@@ -333,6 +333,56 @@ pub(super) async fn read_snapshot_data(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
+/// Reads the whole snapshot, computes its content digest (the Merkle root
+/// over the blake3 of each 4 KiB block, `hpchain_chain::merkle::
+/// ContentDigest`) and records it on the HP chain as an `anchor`
+/// transaction, so that an image exported later can be proven identical.
+pub(super) async fn anchor_snapshot(
+    State(state): State<ApiState>,
+    Path((volume, snapshot)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let ledger = super::chain::ledger(&state)?;
+    let size = {
+        let map = state.map.read().await?;
+        snapshot_of(&map, &volume, &snapshot)?.1.size
+    };
+    let started = std::time::Instant::now();
+    let mut digest = hpchain_chain::merkle::ContentDigest::default();
+    let chunk = 4u64 << 20;
+    let mut offset = 0;
+    while offset < size {
+        let len = chunk.min(size - offset);
+        let data = state
+            .volumes
+            .read_at(&volume, Some(&snapshot), offset, len)
+            .await?;
+        digest.update(&data);
+        offset += len;
+    }
+    let (root, bytes) = digest.finish();
+    let tx = ledger
+        .submit(hpchain_chain::Payload::Anchor(hpchain_chain::tx::Anchor {
+            volume_id: volume.clone(),
+            snapshot: snapshot.clone(),
+            digest: root,
+            size_bytes: bytes,
+        }))
+        .await
+        .map_err(|e| ApiError::bad_request("anchor.refused", e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "tx": tx.to_hex(),
+            "volume": volume,
+            "snapshot": snapshot,
+            "digest": root.to_hex(),
+            "size_bytes": bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+        })),
+    )
+        .into_response())
+}
+
 pub(super) async fn show_qos(
     State(state): State<ApiState>,
     Path(volume): Path<String>,
