@@ -23,6 +23,15 @@ READY_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 
 
+def _terminated(signum, frame):
+    # `timeout` (scripts/test-cinder.sh) sends SIGTERM: unwind like Ctrl-C,
+    # so that the fixtures stop hpchain dev and the Cinder services.
+    raise KeyboardInterrupt('SIGTERM')
+
+
+signal.signal(signal.SIGTERM, _terminated)
+
+
 def hpchain_binary():
     explicit = os.environ.get('HPCHAIN_BIN')
     if explicit:
@@ -72,6 +81,10 @@ class DevCluster(object):
              '--iscsi-base-port', str(self.iscsi_port)],
             stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
+        pidfile = os.environ.get('HPCHAIN_DEV_PIDFILE')
+        if pidfile:  # for the runner's last-resort cleanup
+            with open(pidfile, 'w') as f:
+                f.write(str(self.proc.pid))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             with open(self.log_path, 'rb') as f:
