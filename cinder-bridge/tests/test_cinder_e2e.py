@@ -211,6 +211,10 @@ def test_cinder_end_to_end(cinder, cluster, workdir):
     vtype = c.volume_types.create('hpchain-e2e-%s' % unique()[:6])
     vtype.set_keys({'volume_backend_name': 'hpchain'})
     c.qos_specs.associate(qos, vtype.id)
+    multi = c.volume_types.create('hpchain-e2e-multi-%s' % unique()[:6])
+    multi.set_keys({'volume_backend_name': 'hpchain',
+                    'multiattach': '<is> True'})
+    c.qos_specs.associate(qos, multi.id)
 
     # --- create: a thin 1 GiB volume in pool rbd with the QoS
     vol = c.volumes.create(1, name='e2e-a', volume_type=vtype.id)
@@ -241,7 +245,7 @@ def test_cinder_end_to_end(cinder, cluster, workdir):
 
     # --- volume from the snapshot: an independent copy
     from_snap = c.volumes.create(1, snapshot_id=snap.id, name='e2e-from-snap',
-                                 volume_type=vtype.id)
+                                 volume_type=multi.id)
     from_snap = cinder.wait(c.volumes, from_snap.id, 'available')
     got = api.get_volume(hp(from_snap))
     assert got['parent'] is None and got['size_bytes'] == GiB
@@ -320,6 +324,28 @@ def test_cinder_end_to_end(cinder, cluster, workdir):
     c.volumes.detach(vol, attachment)
     cinder.wait(c.volumes, vol.id, 'available')
     assert api.get_volume(hp(vol))['iscsi'] is None
+
+    # --- the attachments API (how Nova attaches today), with two hosts on
+    # the multiattach volume made from the snapshot
+    other = dict(connector, initiator=HOST_IQN + '-2', host='e2e-host-2')
+    att = c.attachments.create(from_snap.id, connector)
+    info = att['connection_info']  # create() answers a dict
+    assert info['target_iqn'] == 'iqn.2026-11.io.hpchain:' + hp(from_snap)
+    c.attachments.complete(att['id'])
+    cinder.wait(c.volumes, from_snap.id, 'in-use')
+    att2 = c.attachments.create(from_snap.id, other)
+    c.attachments.complete(att2['id'])
+    assert att2['connection_info']['auth_password'] == info['auth_password']
+    export = api.get_export(hp(from_snap))
+    assert export['allowed_initiators'] == [HOST_IQN, HOST_IQN + '-2']
+    assert export['chap_user'] == info['auth_username']
+    c.attachments.delete(att['id'])
+    export = api.get_export(hp(from_snap))
+    assert export['allowed_initiators'] == [HOST_IQN + '-2'], \
+        'the other host keeps its access'
+    c.attachments.delete(att2['id'])
+    cinder.wait(c.volumes, from_snap.id, 'available')
+    assert api.get_export(hp(from_snap)) is None
 
     # --- delete everything; hpchain frees it
     for v in (from_snap, clone):
