@@ -24,8 +24,8 @@ How Cinder's objects map onto hpchain (docs/cinder.md has the whole table):
 """
 
 import math
-import threading
 
+from oslo_concurrency import lockutils
 from oslo_log import log as logging
 from oslo_utils import units
 
@@ -143,8 +143,6 @@ class HPChainISCSIDriver(driver.VolumeDriver):
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(hpchain_opts)
         self.client = None
-        self._locks = {}
-        self._locks_guard = threading.Lock()
 
     @staticmethod
     def get_driver_options():
@@ -179,12 +177,13 @@ class HPChainISCSIDriver(driver.VolumeDriver):
     def _location(name):
         return {'provider_location': LOCATION_PREFIX + name}
 
-    def _lock(self, name):
+    @staticmethod
+    def _lock(name):
         # One cinder-volume process serves this backend (no active-active),
         # so a process-local lock per volume serialises read-modify-write
-        # of an export's allow list.
-        with self._locks_guard:
-            return self._locks.setdefault(name, threading.Lock())
+        # of an export's allow list. lockutils drops a lock nobody holds,
+        # so their number stays that of the attaches in flight.
+        return lockutils.lock('hpchain-export-%s' % name)
 
     def _walk_timeout(self, size_bytes):
         return self._conf('hpchain_api_timeout') + 60 * max(

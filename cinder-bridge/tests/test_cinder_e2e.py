@@ -67,6 +67,15 @@ class Cinder(object):
                 'hpchain_pool = rbd',
             ]),
         })
+        # Three services write one sqlite file; pysqlite waits only 5 s for
+        # a lock, which a loaded machine exceeds ("database is locked", an
+        # HTTP 500 from cinder-api). A second config file (read after
+        # setup.sh's) gives the same database a 60 s busy timeout.
+        extra = os.path.join(workdir, 'cinder-extra.conf')
+        with open(extra, 'w') as f:
+            f.write('[database]\nconnection = sqlite:///%s/cinder.sqlite'
+                    '?timeout=60\n' % self.run_dir)
+        self.env['EXTRA_CONFIG'] = extra
         self.setup_log = os.path.join(workdir, 'cinder-setup.out')
         with open(self.setup_log, 'wb') as out:
             r = subprocess.run(['timeout', str(SETUP_TIMEOUT_S),
