@@ -21,7 +21,6 @@ from cinder import exception
 from cinder.volume import configuration
 from cinder.volume import driver as cinder_driver
 
-from hpchain_cinder import client as hpclient
 from hpchain_cinder import driver as hpdriver
 
 from conftest import unique
@@ -520,8 +519,10 @@ def test_without_chap_the_acl_alone_guards_the_export(cluster):
 
 def test_connector_without_initiator_is_refused(cluster, drv):
     vol = create(drv)
-    with pytest.raises(exception.InvalidConnectorException):
-        drv.validate_connector({'host': 'h'})
+    with pytest.raises(exception.InvalidConnectorException) as e:
+        drv.initialize_connection(vol, {'host': 'h'})
+    assert 'initiatorname.iscsi' in str(e.value)
+    assert cluster.client.get_export(hp_name(vol)) is None
 
 
 # ----------------------------------------------------------------- manage
