@@ -276,12 +276,15 @@ class HPChainISCSIDriver(driver.VolumeDriver):
             volumes = self.client.list_volumes()
             provisioned = sum(v['size_bytes'] for v in volumes
                               if v.get('pool') == self._pool)
-            # The API reports no capacity (raw or free) for a pool yet, so
-            # none is invented: 'unknown' lets the scheduler place volumes
-            # here and says so honestly (docs/cinder.md, "Known gaps").
+            # Every node's disks over the replica count (GET /v1/pools/
+            # {name} asks each node); thin volumes may promise more, which
+            # max_over_subscription_ratio governs.
+            capacity = hp_pool.get('capacity') or {}
             pool.update({
-                'total_capacity_gb': 'unknown',
-                'free_capacity_gb': 'unknown',
+                'total_capacity_gb':
+                    round(capacity.get('bytes', 0) / units.Gi, 2),
+                'free_capacity_gb':
+                    round(capacity.get('available_bytes', 0) / units.Gi, 2),
                 'provisioned_capacity_gb': round(provisioned / units.Gi, 2),
                 'replicas': hp_pool.get('size'),
                 'backend_state': 'up',

@@ -230,6 +230,25 @@ fn snapshots_clones_flatten_and_qos_on_a_three_node_cluster() {
         "c3 unchanged after its parents are gone"
     );
 
+    // Flattening a clone of empty space copies nothing and allocates
+    // nothing (the parent's holes are holes in the clone too).
+    ok(cli(
+        &cluster,
+        &[
+            "volume", "create", "hollow", "--pool", "rbd", "--size", "64M",
+        ],
+    ));
+    ok(cli(&cluster, &["snap", "create", "hollow@h1"]));
+    ok(cli(
+        &cluster,
+        &["volume", "clone", "hollow@h1", "hollow-copy"],
+    ));
+    ok(cli(&cluster, &["volume", "flatten", "hollow-copy"]));
+    let flat = json(cli(&cluster, &["--json", "volume", "info", "hollow-copy"]));
+    assert!(flat["parent"].is_null(), "{flat}");
+    assert_eq!(flat["allocated_bytes_all_replicas"], 0, "{flat}");
+    ok(cli(&cluster, &["volume", "rm", "hollow-copy"]));
+
     // Shrink discards the tail: grown back, it reads zeroes, while a
     // snapshot taken before still has it.
     ok(cli(&cluster, &["snap", "create", "c3@before-shrink"]));

@@ -558,8 +558,13 @@ impl DiskStore {
                 if !working.meta.head && working.meta.is_trivial() {
                     let file = self.open_for_write(&object, Loc::Head)?;
                     let path = self.object_path(&object);
-                    file.write_all_at(base, 0)
-                        .map_err(Self::io("write", &path))?;
+                    // Only the blocks that hold data: the copy stays thin.
+                    for (i, block) in base.chunks(BLOCK_BYTES as usize).enumerate() {
+                        if block.iter().any(|&b| b != 0) {
+                            file.write_all_at(block, i as u64 * BLOCK_BYTES)
+                                .map_err(Self::io("write", &path))?;
+                        }
+                    }
                     self.stage_crcs(&mut batch, &object, &file, 0, base.len() as u64)?;
                     touched.insert(object, file);
                     working.meta.head = true;

@@ -566,6 +566,14 @@ impl VolumeClient {
             volume: view.id,
             object_no,
         };
+        // A linearizable read is far cheaper than a Raft write: objects
+        // that never existed (most of a thin volume) cost only the read.
+        if walk != Walk::Flatten {
+            let stat = self.stat(view, object_no).await?;
+            if stat.head_bytes.is_none() && stat.clones.is_empty() && stat.stamp == 0 {
+                return Ok(());
+            }
+        }
         let op = match walk {
             Walk::Rollback { snapshot } => ObjectOp::Rollback {
                 object,
@@ -593,6 +601,11 @@ impl VolumeClient {
                     return Ok(());
                 }
                 let base = self.parent_object(view, object_no).await?;
+                if base.iter().all(|&b| b == 0) {
+                    // Zeroes in the parent read as zeroes once the link is
+                    // cut, too: nothing to copy or allocate.
+                    return Ok(());
+                }
                 ObjectOp::Write {
                     object,
                     offset: 0,
