@@ -35,6 +35,17 @@ pub struct ControllerService {
     pub max_volumes_per_node: usize,
 }
 
+/// The initiators an export (or a volume's `iscsi` field) allows; none
+/// for `null`.
+fn initiators(export: &Value) -> Vec<String> {
+    export["allowed_initiators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
 fn round_up(bytes: u64) -> u64 {
     bytes.div_ceil(ROUND_BYTES) * ROUND_BYTES
 }
@@ -196,6 +207,16 @@ impl ControllerService {
         every_snapshot(&self.api).await
     }
 
+    /// An export allowing `nodes`, with the CHAP account if configured.
+    fn export_body(&self, nodes: &[String], read_only: bool) -> Value {
+        let mut body = json!({"allowed_initiators": nodes, "read_only": read_only});
+        if let Some((user, secret)) = &self.chap {
+            body["chap_user"] = json!(user);
+            body["chap_secret"] = json!(secret);
+        }
+        body
+    }
+
     /// The initiators a volume is exported to (empty if not exported).
     async fn published_to(&self, name: &str) -> Result<Option<Value>, Status> {
         match self.api.get(format!("/v1/volumes/{name}/iscsi")).await {
@@ -209,7 +230,6 @@ impl ControllerService {
     async fn create_from_source(
         &self,
         name: &str,
-        pool: &str,
         size: u64,
         qos: &Value,
         source: &VolumeContentSource,
@@ -280,7 +300,6 @@ impl ControllerService {
                 .await
                 .map_err(status_of)?;
         }
-        let _ = pool;
         Ok(())
     }
 }
@@ -338,10 +357,7 @@ impl Controller for ControllerService {
             }));
         }
         match &r.volume_content_source {
-            Some(source) => {
-                self.create_from_source(&name, &pool, size, &qos, source)
-                    .await?
-            }
+            Some(source) => self.create_from_source(&name, size, &qos, source).await?,
             None => {
                 self.api
                     .post(
@@ -374,7 +390,7 @@ impl Controller for ControllerService {
             return Ok(Response::new(DeleteVolumeResponse {}));
         }
         if let Some(export) = self.published_to(&id).await? {
-            let nodes = export["allowed_initiators"].as_array().map_or(0, Vec::len);
+            let nodes = initiators(&export).len();
             if nodes > 0 {
                 return Err(Status::failed_precondition(format!(
                     "volume {id:?} is still published to {nodes} node(s); unpublish it first"
@@ -420,13 +436,7 @@ impl Controller for ControllerService {
             )));
         }
         let current = self.published_to(&r.volume_id).await?;
-        let mut nodes: Vec<String> = current
-            .as_ref()
-            .and_then(|e| e["allowed_initiators"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        let mut nodes = current.as_ref().map(initiators).unwrap_or_default();
         let single = capability
             .access_mode
             .as_ref()
@@ -465,11 +475,7 @@ impl Controller for ControllerService {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter(|e| {
-                        e["allowed_initiators"]
-                            .as_array()
-                            .is_some_and(|a| a.iter().any(|n| n.as_str() == Some(&r.node_id)))
-                    })
+                    .filter(|e| initiators(e).contains(&r.node_id))
                     .count();
                 if attached >= self.max_volumes_per_node {
                     return Err(Status::resource_exhausted(format!(
@@ -480,11 +486,7 @@ impl Controller for ControllerService {
             }
             nodes.push(r.node_id.clone());
         }
-        let mut body = json!({"allowed_initiators": nodes, "read_only": read_only});
-        if let Some((user, secret)) = &self.chap {
-            body["chap_user"] = json!(user);
-            body["chap_secret"] = json!(secret);
-        }
+        let body = self.export_body(&nodes, read_only);
         let export = self
             .api
             .put(format!("/v1/volumes/{}/iscsi", r.volume_id), body)
@@ -520,26 +522,18 @@ impl Controller for ControllerService {
         let Some(export) = self.published_to(&r.volume_id).await? else {
             return Ok(Response::new(ControllerUnpublishVolumeResponse {}));
         };
-        let nodes: Vec<String> = export["allowed_initiators"]
-            .as_array()
+        let nodes: Vec<String> = initiators(&export)
             .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
             .filter(|n| !r.node_id.is_empty() && n != &r.node_id)
             .collect();
         let path = format!("/v1/volumes/{}/iscsi", r.volume_id);
         let result = if nodes.is_empty() {
             self.api.delete(path).await
         } else {
-            let mut body = json!({
-                "allowed_initiators": nodes,
-                "read_only": export["read_only"].as_bool().unwrap_or(false),
-            });
-            if let Some((user, secret)) = &self.chap {
-                body["chap_user"] = json!(user);
-                body["chap_secret"] = json!(secret);
-            }
-            self.api.put(path, body).await
+            let read_only = export["read_only"].as_bool().unwrap_or(false);
+            self.api
+                .put(path, self.export_body(&nodes, read_only))
+                .await
         };
         match result {
             Ok(_) => Ok(Response::new(ControllerUnpublishVolumeResponse {})),
@@ -602,18 +596,7 @@ impl Controller for ControllerService {
         let (page, next) = page(&all, &r.starting_token, r.max_entries)?;
         let mut entries = Vec::with_capacity(page.len());
         for v in &page {
-            let name = v["name"].as_str().unwrap_or_default();
-            let published: Vec<String> = if v["iscsi"].is_null() {
-                Vec::new()
-            } else {
-                v["iscsi"]["allowed_initiators"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect()
-            };
-            let _ = name;
+            let published = initiators(&v["iscsi"]);
             entries.push(list_volumes_response::Entry {
                 volume: Some(self.volume_of(v, None)),
                 status: Some(list_volumes_response::VolumeStatus {
@@ -852,11 +835,9 @@ impl Controller for ControllerService {
         let published = self
             .published_to(&id)
             .await?
-            .and_then(|e| e["allowed_initiators"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|n| n.as_str().map(str::to_string))
-            .collect();
+            .as_ref()
+            .map(initiators)
+            .unwrap_or_default();
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(self.volume_of(&v, None)),
             status: Some(controller_get_volume_response::VolumeStatus {

@@ -200,16 +200,7 @@ pub(super) async fn show_snapshot_export(
     Path((name, snap)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let map = state.map.read().await?;
-    let volume = map
-        .volumes
-        .get(&name)
-        .ok_or_else(|| ApiError::from(MapError::VolumeNotFound(name.clone())))?;
-    let snapshot = volume
-        .snapshot(&snap)
-        .ok_or_else(|| MapError::SnapshotNotFound {
-            volume: name.clone(),
-            snapshot: snap.clone(),
-        })?;
+    let (volume, snapshot) = super::snapshots::snapshot_of(&map, &name, &snap)?;
     if snapshot.iscsi.is_none() {
         return Err(MapError::SnapshotNotExported {
             volume: name,

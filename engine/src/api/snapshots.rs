@@ -43,7 +43,7 @@ fn volume_of<'a>(map: &'a ClusterMapState, name: &str) -> Result<&'a Volume, Api
         .ok_or_else(|| MapError::VolumeNotFound(name.to_string()).into())
 }
 
-fn snapshot_of<'a>(
+pub(super) fn snapshot_of<'a>(
     map: &'a ClusterMapState,
     volume: &str,
     snapshot: &str,

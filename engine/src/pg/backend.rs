@@ -66,7 +66,7 @@ struct MemoryObject {
 
 impl MemoryObject {
     fn pristine(&self) -> bool {
-        self.head.is_none() && self.meta.is_trivial()
+        self.meta.is_pristine()
     }
 
     fn copy_up(&mut self, copy_up: &CopyUp) {

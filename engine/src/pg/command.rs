@@ -102,6 +102,15 @@ pub enum ObjectOp {
 }
 
 impl ObjectOp {
+    /// The same change with `copy_up` (only writes and discards carry one).
+    pub fn with_copy_up(mut self, copy_up: CopyUp) -> ObjectOp {
+        if let ObjectOp::Write { copy_up: c, .. } | ObjectOp::Discard { copy_up: c, .. } = &mut self
+        {
+            *c = copy_up;
+        }
+        self
+    }
+
     pub fn object(&self) -> &ObjectId {
         match self {
             ObjectOp::Write { object, .. }
@@ -461,6 +470,13 @@ pub struct ObjectStat {
     pub head_bytes: Option<u64>,
     /// (seq, from, allocated bytes) per clone version.
     pub clones: Vec<(u64, u64, u64)>,
+}
+
+impl ObjectStat {
+    /// As [`super::versions::ObjectMeta::is_pristine`].
+    pub fn is_pristine(&self) -> bool {
+        self.head_bytes.is_none() && self.clones.is_empty() && self.stamp == 0
+    }
 }
 
 #[cfg(test)]

@@ -112,6 +112,12 @@ impl ObjectMeta {
             .collect()
     }
 
+    /// The object has never existed: no head and no versions (a clone's
+    /// object in that state still reads its parent).
+    pub fn is_pristine(&self) -> bool {
+        !self.head && self.is_trivial()
+    }
+
     /// True when the record says nothing an unrecorded object would not.
     pub fn is_trivial(&self) -> bool {
         self.stamp == 0 && self.clones.is_empty()

@@ -150,10 +150,18 @@ type RecordedBlock = (u64, Box<[u8]>);
 /// The record of an object as one entry's operations change it.
 struct Working {
     meta: ObjectMeta,
-    /// A record is stored (so a trivial one must be deleted).
-    recorded: bool,
-    /// The record as stored: an unchanged record is not written again.
+    /// The record as stored (`None`: unrecorded). An unchanged record is
+    /// not written again; a trivial one that is stored must be deleted.
     stored: Option<ObjectMeta>,
+}
+
+impl Working {
+    fn unrecorded(head_exists: bool) -> Working {
+        Working {
+            meta: ObjectMeta::unrecorded(head_exists),
+            stored: None,
+        }
+    }
 }
 
 fn versioned(body: &[u8]) -> Vec<u8> {
@@ -412,11 +420,7 @@ impl DiskStore {
             .expect("recorded lock")
             .contains(object)
         {
-            return Ok(Working {
-                meta: ObjectMeta::unrecorded(self.object_path(object).exists()),
-                recorded: false,
-                stored: None,
-            });
+            return Ok(Working::unrecorded(self.object_path(object).exists()));
         }
         match self
             .db
@@ -434,14 +438,9 @@ impl DiskStore {
                 Ok(Working {
                     stored: Some(meta.clone()),
                     meta,
-                    recorded: true,
                 })
             }
-            None => Ok(Working {
-                meta: ObjectMeta::unrecorded(self.object_path(object).exists()),
-                recorded: false,
-                stored: None,
-            }),
+            None => Ok(Working::unrecorded(self.object_path(object).exists())),
         }
     }
 
@@ -456,16 +455,13 @@ impl DiskStore {
         unrecorded: &mut Vec<ObjectId>,
     ) {
         if working.meta.is_trivial() {
-            if working.recorded {
+            if working.stored.take().is_some() {
                 batch.delete(meta_key(object));
-                working.recorded = false;
-                working.stored = None;
                 unrecorded.push(*object);
             }
         } else if working.stored.as_ref() != Some(&working.meta) {
             self.recorded.lock().expect("recorded lock").insert(*object);
             batch.put(meta_key(object), working.meta.encode());
-            working.recorded = true;
             working.stored = Some(working.meta.clone());
         }
     }
@@ -555,7 +551,7 @@ impl DiskStore {
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(self.load_meta(&object)?),
             };
             if let CopyUp::Data(base) = op.copy_up() {
-                if !working.meta.head && working.meta.is_trivial() {
+                if working.meta.is_pristine() {
                     let file = self.open_for_write(&object, Loc::Head)?;
                     let path = self.object_path(&object);
                     // Only the blocks that hold data: the copy stays thin.
@@ -660,7 +656,7 @@ impl DiskStore {
         self.db.write(batch).map_err(|e| self.meta_error(e))?;
         if !unrecorded.is_empty() {
             let mut recorded = self.recorded.lock().expect("recorded lock");
-            for object in unrecorded.iter().filter(|o| !records[*o].recorded) {
+            for object in unrecorded.iter().filter(|o| records[*o].stored.is_none()) {
                 recorded.remove(object);
             }
         }
@@ -814,8 +810,7 @@ impl PgBackend for DiskStore {
     }
 
     fn is_pristine(&self, object: &ObjectId) -> Result<bool, BackendError> {
-        let working = self.load_meta(object)?;
-        Ok(!working.meta.head && working.meta.is_trivial())
+        Ok(self.load_meta(object)?.meta.is_pristine())
     }
 
     fn stat(&self, object: &ObjectId) -> Result<ObjectStat, BackendError> {

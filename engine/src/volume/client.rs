@@ -13,6 +13,7 @@ use super::qos::{IoKind, QosLimiter, QosLimits};
 use crate::cluster::map::{ParentRef, Pool};
 use crate::cluster::ClusterMapState;
 use crate::net::proto::placement_group_client::PlacementGroupClient;
+use crate::net::proto::space_client::SpaceClient;
 use crate::net::proto::{PgReply, PgRequest};
 use crate::net::server::pg_reply;
 use crate::pg::command::{
@@ -100,6 +101,32 @@ impl VolumeIo {
             .is_some_and(|p| object_no * self.pool.object_size < p.overlap)
     }
 
+    /// `[offset, offset + len)` lies within `size` (the volume's or a
+    /// snapshot's).
+    fn check_range(&self, size: u64, offset: u64, len: u64) -> Result<(), VolumeError> {
+        let end = offset.saturating_add(len);
+        if end > size {
+            return Err(VolumeError::OutOfRange {
+                volume: self.name.clone(),
+                offset,
+                end,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// A read or write of `len` bytes is within the per-request limit.
+    fn check_len(&self, len: u64) -> Result<(), VolumeError> {
+        if len > IO_MAX_BYTES {
+            return Err(VolumeError::TooLarge {
+                volume: self.name.clone(),
+                len,
+            });
+        }
+        Ok(())
+    }
+
     fn failed(&self, reason: impl ToString) -> VolumeError {
         VolumeError::Failed {
             volume: self.name.clone(),
@@ -183,14 +210,7 @@ impl VolumeClient {
 
     fn view(&self, name: &str) -> Result<VolumeIo, VolumeError> {
         let map = self.map.read().expect("map lock");
-        let volume = map
-            .volumes
-            .get(name)
-            .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
-        let pool = map
-            .pools
-            .get(&volume.pool)
-            .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        let (volume, pool) = volume_and_pool(&map, name)?;
         Ok(VolumeIo {
             id: volume.id,
             name: volume.name.clone(),
@@ -200,33 +220,6 @@ impl VolumeClient {
             qos: volume.qos,
             pool: pool.clone(),
         })
-    }
-
-    /// The volume, checked for a request of `len` bytes at `offset` within
-    /// `size` (the volume's or a snapshot's).
-    fn checked(
-        &self,
-        view: &VolumeIo,
-        size: u64,
-        offset: u64,
-        len: u64,
-    ) -> Result<(), VolumeError> {
-        if len > IO_MAX_BYTES {
-            return Err(VolumeError::TooLarge {
-                volume: view.name.clone(),
-                len,
-            });
-        }
-        let end = offset.saturating_add(len);
-        if end > size {
-            return Err(VolumeError::OutOfRange {
-                volume: view.name.clone(),
-                offset,
-                end,
-                size,
-            });
-        }
-        Ok(())
     }
 
     /// The snapshot's id and size.
@@ -300,7 +293,8 @@ impl VolumeClient {
     /// a majority of its PG's replicas.
     pub async fn write(&self, volume: &str, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
         let view = self.view(volume)?;
-        self.checked(&view, view.size, offset, data.len() as u64)?;
+        view.check_len(data.len() as u64)?;
+        view.check_range(view.size, offset, data.len() as u64)?;
         self.admit(&view, IoKind::Write, data.len() as u64).await;
         let view = Arc::new(view);
         let mut tasks = tokio::task::JoinSet::new();
@@ -310,17 +304,17 @@ impl VolumeClient {
             let this = self.clone();
             let view = view.clone();
             tasks.spawn(async move {
-                this.change(&view, object_no, |copy_up| ObjectOp::Write {
+                let op = ObjectOp::Write {
                     object: ObjectId {
                         volume: view.id,
                         object_no,
                     },
                     offset: within,
-                    data: piece.clone(),
+                    data: piece,
                     seq: view.snap_seq,
-                    copy_up,
-                })
-                .await
+                    copy_up: CopyUp::None,
+                };
+                this.change(&view, object_no, op).await
             });
         }
         while let Some(done) = tasks.join_next().await {
@@ -336,26 +330,26 @@ impl VolumeClient {
         &self,
         view: &VolumeIo,
         object_no: u64,
-        op: impl Fn(CopyUp) -> ObjectOp,
+        op: ObjectOp,
     ) -> Result<(), VolumeError> {
-        let first = if view.reads_through(object_no) {
-            CopyUp::Required
+        let op = if view.reads_through(object_no) {
+            op.with_copy_up(CopyUp::Required)
         } else {
-            CopyUp::None
+            op
         };
         let answer = self
-            .call(view, object_no, Io::Write(encode(&[op(first)])))
+            .call(
+                view,
+                object_no,
+                Io::Write(encode(std::slice::from_ref(&op))),
+            )
             .await?;
         if answer != ANSWER_COPY_UP_NEEDED {
             return Ok(());
         }
         let base = self.parent_object(view, object_no).await?;
-        self.call(
-            view,
-            object_no,
-            Io::Write(encode(&[op(CopyUp::Data(base))])),
-        )
-        .await?;
+        let op = op.with_copy_up(CopyUp::Data(base));
+        self.call(view, object_no, Io::Write(encode(&[op]))).await?;
         Ok(())
     }
 
@@ -384,16 +378,8 @@ impl VolumeClient {
     /// Discards (zeroes and releases) `len` bytes at `offset`.
     pub async fn discard(&self, volume: &str, offset: u64, len: u64) -> Result<(), VolumeError> {
         let view = self.view(volume)?;
-        self.checked(&view, view.size, offset, len.min(IO_MAX_BYTES))?;
-        let end = offset.saturating_add(len);
-        if end > view.size {
-            return Err(VolumeError::OutOfRange {
-                volume: volume.to_string(),
-                offset,
-                end,
-                size: view.size,
-            });
-        }
+        // Any length: a discard carries no data.
+        view.check_range(view.size, offset, len)?;
         self.admit(&view, IoKind::Write, 0).await;
         for (object_no, within, take) in Self::pieces(&view.pool, offset, len) {
             let object = ObjectId {
@@ -403,21 +389,18 @@ impl VolumeClient {
             let seq = view.snap_seq;
             // A clone's object that reads through must become zeroes, not
             // vanish (which would expose the parent's bytes again).
-            let whole = take == view.pool.object_size && !view.reads_through(object_no);
-            self.change(&view, object_no, |copy_up| {
-                if whole {
-                    ObjectOp::Delete { object, seq }
-                } else {
-                    ObjectOp::Discard {
-                        object,
-                        offset: within,
-                        len: take,
-                        seq,
-                        copy_up,
-                    }
+            let op = if take == view.pool.object_size && !view.reads_through(object_no) {
+                ObjectOp::Delete { object, seq }
+            } else {
+                ObjectOp::Discard {
+                    object,
+                    offset: within,
+                    len: take,
+                    seq,
+                    copy_up: CopyUp::None,
                 }
-            })
-            .await?;
+            };
+            self.change(&view, object_no, op).await?;
         }
         Ok(())
     }
@@ -445,7 +428,8 @@ impl VolumeClient {
             }
             None => (None, view.size),
         };
-        self.checked(&view, size, offset, len)?;
+        view.check_len(len)?;
+        view.check_range(size, offset, len)?;
         self.admit(&view, IoKind::Read, len).await;
         let view = Arc::new(view);
         let mut tasks = tokio::task::JoinSet::new();
@@ -521,17 +505,9 @@ impl VolumeClient {
     /// or of any of its snapshots.
     pub fn object_count(&self, volume: &str) -> Result<u64, VolumeError> {
         let map = self.map.read().expect("map lock");
-        let v = map
-            .volumes
-            .get(volume)
-            .ok_or_else(|| VolumeError::NotFound(volume.to_string()))?;
-        let object_size = map
-            .pools
-            .get(&v.pool)
-            .map(|p| p.object_size)
-            .ok_or_else(|| VolumeError::NotFound(volume.to_string()))?;
+        let (v, pool) = volume_and_pool(&map, volume)?;
         let largest = v.snapshots.iter().map(|s| s.size).fold(v.size, u64::max);
-        Ok(largest.div_ceil(object_size))
+        Ok(largest.div_ceil(pool.object_size))
     }
 
     /// Runs `walk` on objects `[from, from + count)` of the volume (clamped
@@ -566,13 +542,16 @@ impl VolumeClient {
             volume: view.id,
             object_no,
         };
-        // A linearizable read is far cheaper than a Raft write: objects
-        // that never existed (most of a thin volume) cost only the read.
-        if walk != Walk::Flatten {
-            let stat = self.stat(view, object_no).await?;
-            if stat.head_bytes.is_none() && stat.clones.is_empty() && stat.stamp == 0 {
-                return Ok(());
-            }
+        if walk == Walk::Flatten && !view.reads_through(object_no) {
+            return Ok(());
+        }
+        // A linearizable read is far cheaper than a Raft write. Flatten
+        // acts only on objects the clone never had (done ones are skipped,
+        // so it resumes); every other walk only on objects that exist (most
+        // of a thin volume costs only the read).
+        let pristine = self.stat(view, object_no).await?.is_pristine();
+        if pristine != (walk == Walk::Flatten) {
+            return Ok(());
         }
         let op = match walk {
             Walk::Rollback { snapshot } => ObjectOp::Rollback {
@@ -592,14 +571,6 @@ impl VolumeClient {
             },
             Walk::Purge => ObjectOp::Purge { object },
             Walk::Flatten => {
-                if !view.reads_through(object_no) {
-                    return Ok(());
-                }
-                // Done already (an earlier flatten, or a write)? Skip it.
-                let stat = self.stat(view, object_no).await?;
-                if stat.head_bytes.is_some() || !stat.clones.is_empty() {
-                    return Ok(());
-                }
                 let base = self.parent_object(view, object_no).await?;
                 if base.iter().all(|&b| b == 0) {
                     // Zeroes in the parent read as zeroes once the link is
@@ -677,6 +648,36 @@ impl VolumeClient {
         }
         Ok(out)
     }
+    /// Asks every node's Space service at once; a node that does not
+    /// answer within a second is left out of the answers.
+    async fn ask_every_node<T, F, Fut>(&self, nodes: &[NodeId], ask: F) -> HashMap<NodeId, T>
+    where
+        T: Send + 'static,
+        F: Fn(SpaceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>> + Send + 'static,
+    {
+        let mut asks = tokio::task::JoinSet::new();
+        for &node in nodes {
+            let Some(channel) = self.channel(node) else {
+                continue;
+            };
+            let answer = ask(SpaceClient::new(channel));
+            asks.spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(1), answer).await {
+                    Ok(Ok(value)) => Some((node, value)),
+                    _ => None,
+                }
+            });
+        }
+        let mut answers = HashMap::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(Some((node, value))) = done {
+                answers.insert(node, value);
+            }
+        }
+        answers
+    }
+
     /// Bytes the volume's objects occupy on each node's disks (every
     /// replica counted), asking all nodes at once; a node that does not
     /// answer within a second is left out of the map returned.
@@ -692,27 +693,12 @@ impl VolumeClient {
                 .ok_or_else(|| VolumeError::NotFound(volume.to_string()))?;
             (v.id, map.nodes.keys().copied().collect::<Vec<_>>())
         };
-        let mut asks = tokio::task::JoinSet::new();
-        for &node in &nodes {
-            let Some(channel) = self.channel(node) else {
-                continue;
-            };
-            asks.spawn(async move {
-                let mut client = crate::net::proto::space_client::SpaceClient::new(channel);
+        let answers = self
+            .ask_every_node(&nodes, |mut client| async move {
                 let request = crate::net::proto::AllocatedRequest { volume: id };
-                match tokio::time::timeout(Duration::from_secs(1), client.allocated(request)).await
-                {
-                    Ok(Ok(reply)) => Some((node, reply.into_inner().bytes)),
-                    _ => None,
-                }
-            });
-        }
-        let mut answers = HashMap::new();
-        while let Some(done) = asks.join_next().await {
-            if let Ok(Some((node, bytes))) = done {
-                answers.insert(node, bytes);
-            }
-        }
+                Ok(client.allocated(request).await?.into_inner().bytes)
+            })
+            .await;
         Ok((nodes, answers))
     }
 
@@ -727,31 +713,18 @@ impl VolumeClient {
             .keys()
             .copied()
             .collect();
-        let mut asks = tokio::task::JoinSet::new();
-        for &node in &nodes {
-            let Some(channel) = self.channel(node) else {
-                continue;
-            };
-            asks.spawn(async move {
-                let mut client = crate::net::proto::space_client::SpaceClient::new(channel);
-                let request = crate::net::proto::DisksRequest {};
-                match tokio::time::timeout(Duration::from_secs(1), client.disks(request)).await {
-                    Ok(Ok(reply)) => {
-                        let disks = reply.into_inner().disks;
-                        let total = disks.iter().map(|d| d.total_bytes).sum();
-                        let available = disks.iter().map(|d| d.available_bytes).sum();
-                        Some((node, (total, available)))
-                    }
-                    _ => None,
-                }
-            });
-        }
-        let mut answers = HashMap::new();
-        while let Some(done) = asks.join_next().await {
-            if let Ok(Some((node, space))) = done {
-                answers.insert(node, space);
-            }
-        }
+        let answers = self
+            .ask_every_node(&nodes, |mut client| async move {
+                let disks = client
+                    .disks(crate::net::proto::DisksRequest {})
+                    .await?
+                    .into_inner()
+                    .disks;
+                let total = disks.iter().map(|d| d.total_bytes).sum();
+                let available = disks.iter().map(|d| d.available_bytes).sum();
+                Ok((total, available))
+            })
+            .await;
         let missing = nodes
             .into_iter()
             .filter(|n| !answers.contains_key(n))
@@ -914,6 +887,22 @@ impl VolumeClient {
             group,
         })
     }
+}
+
+/// A volume and its pool, or NotFound naming the volume.
+fn volume_and_pool<'a>(
+    map: &'a ClusterMapState,
+    name: &str,
+) -> Result<(&'a crate::cluster::map::Volume, &'a Pool), VolumeError> {
+    let volume = map
+        .volumes
+        .get(name)
+        .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+    let pool = map
+        .pools
+        .get(&volume.pool)
+        .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+    Ok((volume, pool))
 }
 
 /// Adds up object stats into a volume's and its snapshots' usage.
