@@ -66,6 +66,11 @@ pub enum Error {
     /// The storage backend failed. Check the disk and the data directory.
     #[error("storage: {0}")]
     Storage(String),
+
+    /// This node's stored ledger failed verification at `height`: it serves
+    /// and builds on nothing from there until repaired from peers.
+    #[error("this node's ledger store is damaged at block {height} ({reason}); it serves and builds on nothing from there until repaired from peers: run `hpchain chain repair` against this node, and ask another node meanwhile")]
+    Damaged { height: u64, reason: String },
 }
 
 impl Error {
@@ -83,6 +88,7 @@ impl Error {
             Error::NotMyTurn { .. } => "CHAIN_NOT_MY_TURN",
             Error::StaleSlot { .. } => "CHAIN_STALE_SLOT",
             Error::Storage(_) => "CHAIN_STORAGE",
+            Error::Damaged { .. } => "CHAIN_DAMAGED",
         }
     }
 

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use hpchain_chain::tx::{AuditRecord, Payload, Reading, Stage, TraceEvent};
 use hpchain_chain::{
-    verify_chain, verify_inclusion, Genesis, Hash32, InclusionProof, Keypair, Ledger, MemoryStore,
-    ProofVerifier, PublicKey, RecordIndex, RocksStore, Transaction,
+    verify_chain, verify_inclusion, Error, Genesis, Hash32, InclusionProof, Keypair, Ledger,
+    MemoryStore, ProofVerifier, PublicKey, RecordIndex, RocksStore, Transaction,
 };
 
 /// Produces blocks for `slots` on one ledger, signing each with whichever
@@ -64,6 +64,13 @@ struct Fixture {
 
 /// A 3-delegate ledger in `dir` with 30 blocks: audits, traces and a transfer.
 fn build(dir: &Path) -> Fixture {
+    build_diverging(dir, None)
+}
+
+/// [`build`], or, with `Some(slot)`, the same ledger up to that slot and a
+/// different one from the next block on (one more audit record in it): the
+/// history an equivocating delegate could offer.
+fn build_diverging(dir: &Path, diverge_after: Option<u64>) -> Fixture {
     let (genesis, keys, holders) = Genesis::deterministic("store", 3, 1000, "store");
     let mut l = open_rocks(&genesis, dir);
     let chain = l.chain_hash();
@@ -94,7 +101,14 @@ fn build(dir: &Path) -> Fixture {
         }))
         .unwrap(),
     );
-    drive(&mut l, &keys, 4..=30);
+    match diverge_after {
+        None => drive(&mut l, &keys, 4..=30),
+        Some(slot) => {
+            drive(&mut l, &keys, 4..=slot);
+            l.submit_tx(next(audit(99))).unwrap();
+            drive(&mut l, &keys, slot + 1..=30);
+        }
+    }
     Fixture {
         genesis,
         keys,
@@ -500,5 +514,133 @@ fn a_delegate_restarted_from_disk_catches_up_from_a_peer_and_verifies_everything
     assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
     let l = nodes[3].as_ref().unwrap();
     assert_eq!(l.final_block(), nodes[0].as_ref().unwrap().final_block());
+    assert!(verify_chain(l.store()).unwrap().is_ok());
+}
+
+/// Flips one byte of the transaction index entry of `tx`.
+fn tamper_tx_index(dir: &Path, tx: &Hash32) {
+    let names = hpchain_chain::store::ALL_COLUMN_FAMILIES;
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, names).unwrap();
+    let cf = db.cf_handle("txs").unwrap();
+    let mut v = db.get_cf(cf, tx.0).unwrap().unwrap();
+    v[7] ^= 0x01; // the height
+    db.put_cf(cf, tx.0, v).unwrap();
+}
+
+fn damaged_height(r: &hpchain_chain::Result<impl std::fmt::Debug>) -> Option<u64> {
+    match r {
+        Err(Error::Damaged { height, .. }) => Some(*height),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_damaged_block_is_refused_and_repaired_only_from_the_same_history() {
+    let (dir, peer_dir, other_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let fx = build(dir.path());
+    build(peer_dir.path());
+    build_diverging(other_dir.path(), Some(6));
+    tamper(dir.path(), 7, 20, false);
+    let mut l = open_rocks(&fx.genesis, dir.path());
+    let peer = open_rocks(&fx.genesis, peer_dir.path());
+    let other = open_rocks(&fx.genesis, other_dir.path());
+    assert_eq!(
+        peer.final_block(),
+        l.final_block(),
+        "same build, same chain"
+    );
+    assert_ne!(other.final_block(), l.final_block());
+    assert_eq!(
+        other.block_at(6).unwrap().unwrap().hash(),
+        peer.block_at(6).unwrap().unwrap().hash(),
+        "the other history shares blocks 1-6"
+    );
+
+    let report = l.check_store().unwrap();
+    assert_eq!(report.first_bad.as_ref().map(|b| b.height), Some(7));
+    assert_eq!(l.status().damaged.map(|b| b.height), Some(7));
+    // Nothing from the damaged height on is served, and nothing is built.
+    assert_eq!(damaged_height(&l.blocks_since(5, 10)), Some(7));
+    assert_eq!(damaged_height(&l.block_at(7)), Some(7));
+    assert_eq!(
+        damaged_height(&l.proof(&fx.txs[0])),
+        None,
+        "block 1 is fine"
+    );
+    assert!(l.block_at(6).unwrap().is_some());
+    let slot = l.head_slot() + 1;
+    let producer = l.scheduled_producer(slot).unwrap();
+    let key = fx.keys.iter().find(|k| k.public() == producer).unwrap();
+    assert_eq!(damaged_height(&l.produce_block(slot, key, 10)), Some(7));
+    assert_eq!(damaged_height(&l.confirm_head(key)), Some(7));
+
+    // A peer with another history from block 7 on (validly signed) is refused.
+    let e = l
+        .repair_with(&other.blocks_since(6, 500).unwrap())
+        .unwrap_err();
+    assert!(e.to_string().contains("do not lead back"), "{e}");
+    // Blocks that start elsewhere are refused too.
+    assert!(l.repair_with(&peer.blocks_since(8, 500).unwrap()).is_err());
+    assert_eq!(l.damage().map(|b| b.height), Some(7), "still damaged");
+
+    // The same history repairs it.
+    let repair = l.repair_with(&peer.blocks_since(6, 500).unwrap()).unwrap();
+    assert_eq!(repair.what, "blocks");
+    assert_eq!(repair.heights.map(|h| h.0), Some(7));
+    assert_eq!(repair.remaining, None);
+    assert!(l.damage().is_none());
+    assert!(verify_chain(l.store()).unwrap().is_ok());
+    assert_eq!(
+        l.block_at(7).unwrap().unwrap().hash(),
+        peer.block_at(7).unwrap().unwrap().hash()
+    );
+    assert!(l.blocks_since(5, 10).is_ok());
+    l.produce_block(slot, key, 10).unwrap();
+    drop(l);
+    // The repair is durable.
+    let l = open_rocks(&fx.genesis, dir.path());
+    assert!(verify_chain(l.store()).unwrap().is_ok());
+}
+
+#[test]
+fn a_damaged_index_entry_or_state_is_repaired_without_a_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = build(dir.path());
+    let tx = fx.txs[21]; // in a block after the first
+    let at = open_rocks(&fx.genesis, dir.path())
+        .tx_location(&tx)
+        .unwrap()
+        .unwrap()
+        .height;
+    tamper_tx_index(dir.path(), &tx);
+    let mut l = open_rocks(&fx.genesis, dir.path());
+    let bad = l.check_store().unwrap().first_bad.unwrap();
+    assert_eq!((bad.height, bad.code.as_str()), (at, "INDEX_MISMATCH"));
+    let repair = l.repair_with(&[]).unwrap();
+    assert_eq!(
+        (repair.what, repair.heights, repair.remaining),
+        ("index", Some((at, at)), None)
+    );
+    assert_eq!(l.tx_location(&tx).unwrap().unwrap().height, at);
+
+    // An account balance altered behind the ledger's back.
+    drop(l);
+    {
+        let names = hpchain_chain::store::ALL_COLUMN_FAMILIES;
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
+        let cf = db.cf_handle("accounts").unwrap();
+        let key = fx.holders[1].public();
+        let mut v = db.get_cf(cf, key.0).unwrap().unwrap();
+        v[3] ^= 0x10;
+        db.put_cf(cf, key.0, v).unwrap();
+    }
+    let mut l = open_rocks(&fx.genesis, dir.path());
+    let bad = l.check_store().unwrap().first_bad.unwrap();
+    assert_eq!(bad.code, "STATE_MISMATCH");
+    assert_eq!(l.repair_with(&[]).unwrap().what, "state");
     assert!(verify_chain(l.store()).unwrap().is_ok());
 }

@@ -306,6 +306,26 @@ pub fn chain_status(api: &ApiClient, json_output: bool) -> Result<(), CallError>
             s["finality_threshold"],
             s["pending_txs"]
         );
+        if let Some(bad) = s["damaged"].as_object() {
+            println!(
+                "DAMAGED at block {} ({}): serving and building nothing from it until repaired{}",
+                bad["height"],
+                text(&bad["code"]),
+                if s["auto_repair"] == true {
+                    " (repairing from peers)"
+                } else {
+                    "; run `hpchain chain repair`"
+                }
+            );
+        }
+        if let Some(last) = s["repairs"].as_array().and_then(|r| r.last()) {
+            println!(
+                "last repair: {} {} from node {}",
+                text(&last["what"]),
+                last["heights"],
+                last["from_node"]
+            );
+        }
     });
     Ok(())
 }
@@ -339,7 +359,16 @@ pub fn chain_audit(api: &ApiClient, target: &str, json_output: bool) -> Result<(
 
 pub fn chain_verify(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
     let report = api.get("/v1/chain/verify")?;
-    emit(json_output, &report, |r| {
+    print_verify_report(json_output, &report)?;
+    if report["ok"] != true && report["auto_repair"] == true {
+        eprintln!("the node serves and builds nothing from that block, and repairs it from its peers now (`hpchain chain status` shows the repair)");
+    }
+    Ok(())
+}
+
+/// Prints a chain verification report; an error if it found damage.
+pub fn print_verify_report(json_output: bool, report: &Value) -> Result<(), CallError> {
+    emit(json_output, report, |r| {
         if r["ok"] == true {
             println!("ledger verified up to final height {}", r["final_height"]);
         } else {
@@ -358,6 +387,40 @@ pub fn chain_verify(api: &ApiClient, json_output: bool) -> Result<(), CallError>
             status: None,
         });
     }
+    Ok(())
+}
+
+pub fn chain_repair(api: &ApiClient, json_output: bool) -> Result<(), CallError> {
+    let result = api.post("/v1/chain/repair", &Value::Null)?;
+    emit(json_output, &result, |r| {
+        match r["found"].as_object() {
+            None => println!("the stored ledger verifies: nothing to repair"),
+            Some(bad) => println!(
+                "block {} was damaged ({}: {})",
+                bad["height"],
+                text(&bad["code"]),
+                text(&bad["reason"])
+            ),
+        }
+        for step in r["repairs"].as_array().into_iter().flatten() {
+            let heights = &step["heights"];
+            println!(
+                "repaired {}{}{}",
+                text(&step["what"]),
+                match heights.as_array() {
+                    Some(h) if h.len() == 2 => format!(" {}-{}", h[0], h[1]),
+                    _ => String::new(),
+                },
+                match step["from_node"].as_u64() {
+                    Some(n) => format!(" with blocks from node {n}"),
+                    None => " from this node's own verified replay".to_string(),
+                }
+            );
+        }
+        if r["ok"] == true {
+            println!("the stored ledger verifies again");
+        }
+    });
     Ok(())
 }
 

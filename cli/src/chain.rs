@@ -624,6 +624,31 @@ pub fn trace_walk(
     Ok(())
 }
 
+/// `hpchain chain verify --data-dir DIR`: replays a stopped node's ledger
+/// from its own files.
+pub fn verify_offline(dir: &Path, json_output: bool) -> Result<(), CallError> {
+    let chain_dir = if dir.join("chain").is_dir() {
+        dir.join("chain")
+    } else {
+        dir.to_path_buf()
+    };
+    let store = hpchain_chain::RocksStore::open(&chain_dir).map_err(|e| {
+        fail(
+            "chain.store",
+            format!("{e}; if its node is running, ask the node instead (`hpchain chain verify` without --data-dir)"),
+        )
+    })?;
+    let report =
+        hpchain_chain::verify_chain(&store).map_err(|e| fail("chain.store", e.to_string()))?;
+    let value = json!({
+        "ok": report.is_ok(),
+        "final_height": report.final_height,
+        "verified_height": report.verified_height,
+        "first_bad": report.first_bad,
+    });
+    crate::admin::print_verify_report(json_output, &value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

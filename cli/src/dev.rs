@@ -96,6 +96,7 @@ fn configs(options: &DevOptions, chain_dir: &Path) -> Vec<DaemonConfig> {
                 chain: Some(ChainConfig {
                     genesis: chain_dir.join("genesis.json"),
                     key: Some(chain_dir.join(format!("delegate-{}.key.json", i - 1))),
+                    auto_repair: true,
                 }),
             }
         })

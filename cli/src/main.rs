@@ -172,8 +172,18 @@ enum ChainCommand {
     Status,
     /// Final audit records of a target (volume/NAME, pool/NAME, node/ID).
     Audit { target: String },
-    /// Re-check the whole ledger; names the first block that fails.
-    Verify,
+    /// Re-check the whole ledger; names the first block that fails. The
+    /// node then serves and builds nothing from a damaged block and, with
+    /// auto_repair (the default), repairs it from peers.
+    Verify {
+        /// Check a stopped node's ledger on disk instead of asking a node:
+        /// the node's data directory (or its `chain` directory).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Verify this node's ledger and repair what is damaged (blocks from
+    /// peers, whose copies must hash to what this node made final).
+    Repair,
     /// Blocks of the best chain (the latest ones, or from a height).
     Blocks {
         #[arg(long)]
@@ -610,7 +620,11 @@ fn run(cli: Cli) -> Result<(), String> {
         Top::Chain { command } => admin(match command {
             ChainCommand::Status => admin::chain_status(&api, json),
             ChainCommand::Audit { target } => admin::chain_audit(&api, &target, json),
-            ChainCommand::Verify => admin::chain_verify(&api, json),
+            ChainCommand::Verify { data_dir: None } => admin::chain_verify(&api, json),
+            ChainCommand::Verify {
+                data_dir: Some(dir),
+            } => chain::verify_offline(&dir, json),
+            ChainCommand::Repair => admin::chain_repair(&api, json),
             ChainCommand::Blocks { from, limit } => chain::blocks(&api, from, limit, json),
             ChainCommand::Show { id } => chain::show(&api, &id, json),
             ChainCommand::Proof { tx, output } => chain::proof(&api, &tx, output.as_deref(), json),

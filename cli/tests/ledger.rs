@@ -473,6 +473,136 @@ fn four_delegates_finalize_with_one_down_pause_with_two_and_resume_when_one_retu
     ok(cli_at(&cluster, 3, &["chain", "verify"]));
 }
 
+/// Flips one byte inside the stored block at `height` of a stopped node's
+/// ledger, by opening its RocksDB directly (what an intruder or a bad disk
+/// would do behind the node's back).
+fn tamper_block(chain_dir: &std::path::Path, height: u64) {
+    let names = hpchain_chain::store::ALL_COLUMN_FAMILIES;
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), chain_dir, names).unwrap();
+    let hash = db
+        .get_cf(db.cf_handle("heights").unwrap(), height.to_be_bytes())
+        .unwrap()
+        .expect("the block is final on this node");
+    let cf = db.cf_handle("blocks").unwrap();
+    let mut block = db.get_cf(cf, &hash).unwrap().unwrap();
+    block[20] ^= 0x40; // inside the header
+    db.put_cf(cf, &hash, block).unwrap();
+}
+
+/// Blocks of node 1's best chain above `above` produced by `producer`.
+fn produced_by(cluster: &DevCluster, producer: &str, above: u64) -> Vec<Value> {
+    let answer = json(cli(
+        cluster,
+        &[
+            "--json",
+            "chain",
+            "blocks",
+            "--from",
+            &(above + 1).to_string(),
+            "--limit",
+            "500",
+        ],
+    ));
+    answer["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["producer"] == producer)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_tampered_block_is_named_refused_and_repaired_from_peers() {
+    let _serial = serial();
+    let mut cluster = start(1, 3);
+    wait_for("six final blocks", FINAL_TIMEOUT, || {
+        (heights(&cluster, 1).1 >= 6).then_some(())
+    });
+    let key = cluster.data.join("chain").join("delegate-1.key.json");
+    let node2 = hpchain_chain::Keypair::load(&key)
+        .unwrap()
+        .public()
+        .to_hex();
+    let original = block_hash(&cluster, 2, 3).unwrap();
+    kill9(cluster.node_pids[1]);
+    tamper_block(&cluster.data.join("node2").join("chain"), 3);
+
+    // Offline, the stopped node's own files name the block.
+    let out = Command::new(HPCHAIN)
+        .args(["chain", "verify", "--data-dir"])
+        .arg(cluster.data.join("node2"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("block 3 fails"), "{stdout}");
+
+    // Restarted with automatic repair off, to see the damage before repair.
+    let config = cluster.data.join("node2.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let patched = text.replacen("auto_repair = true", "auto_repair = false", 1);
+    assert_ne!(patched, text, "node 2's [chain] section sets auto_repair");
+    std::fs::write(&config, patched).unwrap();
+    restart_node(&mut cluster, 2);
+    let s = wait_for("node 2 reports the damage", FINAL_TIMEOUT, || {
+        status(&cluster, 2).filter(|s| s["damaged"]["height"] == 3)
+    });
+    assert_eq!(s["auto_repair"], false);
+    let out = cli_at(&cluster, 2, &["chain", "verify"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("block 3 fails"));
+    // It serves nothing from the damaged block on, and still serves below.
+    let out = cli_at(&cluster, 2, &["chain", "show", "3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("damaged at block 3"), "{stderr}");
+    ok(cli_at(&cluster, 2, &["chain", "show", "2"]));
+    // It builds on nothing either: over two rounds of three slots, no block
+    // of node 2's appears. With one of three delegates out, finality pauses.
+    let (_, final_before) = heights(&cluster, 1);
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(
+        produced_by(&cluster, &node2, final_before),
+        vec![] as Vec<Value>
+    );
+
+    let out = ok(cli_at(&cluster, 2, &["chain", "repair"]));
+    assert!(out.contains("repaired blocks 3-"), "{out}");
+    assert!(out.contains("with blocks from node"), "{out}");
+    assert!(out.contains("verifies again"), "{out}");
+    ok(cli_at(&cluster, 2, &["chain", "verify"]));
+    assert_eq!(block_hash(&cluster, 2, 3).unwrap(), original);
+    assert!(status(&cluster, 2).unwrap()["damaged"].is_null());
+    // It builds again, and its blocks become final.
+    let (_, final_at_repair) = heights(&cluster, 1);
+    wait_for(
+        "a final block by node 2 after the repair",
+        FINAL_TIMEOUT,
+        || {
+            produced_by(&cluster, &node2, final_at_repair)
+                .into_iter()
+                .find(|b| b["final"] == true)
+        },
+    );
+
+    // The default: damage found at start is repaired without an operator.
+    let restarted = cluster.restarted.last_mut().unwrap();
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    tamper_block(&cluster.data.join("node2").join("chain"), 4);
+    std::fs::write(&config, text).unwrap();
+    restart_node(&mut cluster, 2);
+    let s = wait_for("node 2 repaired itself", FINAL_TIMEOUT, || {
+        status(&cluster, 2).filter(|s| {
+            s["damaged"].is_null() && s["repairs"].as_array().is_some_and(|r| !r.is_empty())
+        })
+    });
+    assert_eq!(s["repairs"][0]["what"], "blocks", "{s}");
+    assert_eq!(s["repairs"][0]["heights"][0], 4, "{s}");
+    ok(cli_at(&cluster, 2, &["chain", "verify"]));
+}
+
 /// A snapshot's content digest, anchored on the chain, proves offline that
 /// an image exported from it is the snapshot, and catches one flipped byte.
 fn snapshot_anchor_proves_an_exported_image(cluster: &DevCluster, genesis: &std::path::Path) {

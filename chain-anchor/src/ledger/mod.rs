@@ -6,6 +6,9 @@
 //! encodings) between ledgers. Queries live in `query.rs`.
 
 mod query;
+mod repair;
+
+pub use repair::Repair;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use crate::genesis::Genesis;
 use crate::state::State;
 use crate::store::{ChainStore, FinalCommit, FinalTip};
 use crate::tx::{Payload, Transaction};
+use crate::verify::BadBlock;
 
 /// Most transactions held in the pending pool.
 pub const MAX_POOL_TXS: usize = 200_000;
@@ -69,6 +73,8 @@ pub struct ChainStatus {
     pub finality_threshold: usize,
     pub pending_txs: usize,
     pub equivocations: usize,
+    /// The first stored block that failed verification, until repaired.
+    pub damaged: Option<BadBlock>,
 }
 
 struct Node {
@@ -96,6 +102,9 @@ pub struct Ledger {
     pool_seq: u64,
     produced: HashMap<(PublicKey, u64), SignedHeader>,
     equivocations: Vec<Equivocation>,
+    /// Set by [`Ledger::check_store`] (or a tip block that fails to read at
+    /// open); cleared by a repair.
+    damage: Option<BadBlock>,
 }
 
 impl Ledger {
@@ -129,13 +138,23 @@ impl Ledger {
         }
         let tip = store.final_tip()?;
         let state = store.load_state()?;
-        let root = Node {
-            block: match tip.height {
-                0 => None,
-                h => Some(Arc::new(store.block_at(h)?.ok_or_else(|| {
-                    Error::Storage(format!("final block at height {h} is missing"))
-                })?)),
+        // A damaged tip block must not keep the node from starting: it is
+        // repaired from peers like any other damaged block.
+        let (tip_block, damage) = match tip.height {
+            0 => (None, None),
+            h => match store.block_at(h) {
+                Ok(Some(b)) => (Some(Arc::new(b)), None),
+                Ok(None) => (None, Some(("BLOCK_MISSING", "no block stored".to_string()))),
+                Err(e) => (None, Some((e.code(), e.to_string()))),
             },
+        };
+        let damage = damage.map(|(code, reason)| BadBlock {
+            height: tip.height,
+            code: code.to_string(),
+            reason,
+        });
+        let root = Node {
+            block: tip_block,
             height: tip.height,
             slot: tip.slot,
             parent: Hash32::ZERO,
@@ -157,6 +176,7 @@ impl Ledger {
             pool_seq: 0,
             produced: HashMap::new(),
             equivocations: vec![],
+            damage,
         };
         let mut pending = l.store.pending()?;
         pending.sort_by_key(|b| b.header.height);
@@ -182,6 +202,7 @@ impl Ledger {
             finality_threshold: dpos::finality_threshold(head.active.len()),
             pending_txs: self.pool.len(),
             equivocations: self.equivocations.len(),
+            damaged: self.damage.clone(),
         }
     }
 
@@ -296,6 +317,7 @@ impl Ledger {
     /// `max_txs` pending transactions that are valid in order; invalid ones
     /// with a stale nonce are dropped from the pool.
     pub fn produce_block(&mut self, slot: u64, key: &Keypair, max_txs: usize) -> Result<Block> {
+        self.refuse_if_damaged(0)?;
         let head = self.head;
         let n = &self.nodes[&head];
         if slot <= n.slot {
@@ -461,6 +483,7 @@ impl Ledger {
     /// Signs a confirmation of the head with a delegate key and records it.
     /// Broadcast the result to peers (`import_confirmation`).
     pub fn confirm_head(&mut self, key: &Keypair) -> Result<Confirmation> {
+        self.refuse_if_damaged(0)?;
         let (h, height) = self.head();
         let c = Confirmation::sign(self.chain, height, h, key);
         self.import_confirmation(c.clone())?;

@@ -21,6 +21,7 @@ impl Ledger {
         let mut out = Vec::new();
         let mut h = height + 1;
         while h <= self.final_height && out.len() < limit {
+            self.refuse_if_damaged(h)?;
             out.push(self.store.block_at(h)?.ok_or_else(|| Error::NotFound {
                 what: "final block at height",
                 id: h.to_string(),
@@ -51,6 +52,7 @@ impl Ledger {
     /// The block at `height` on the best chain (final or not).
     pub fn block_at(&self, height: u64) -> Result<Option<Block>> {
         if height <= self.final_height {
+            self.refuse_if_damaged(height)?;
             return self.store.block_at(height);
         }
         let mut cur = self.head;
@@ -72,7 +74,13 @@ impl Ledger {
                 return Ok(Some(((**b).clone(), *hash == self.final_hash)));
             }
         }
-        Ok(self.store.block_by_hash(hash)?.map(|b| (b, true)))
+        match self.store.block_by_hash(hash)? {
+            Some(b) => {
+                self.refuse_if_damaged(b.header.height)?;
+                Ok(Some((b, true)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The transactions of the best chain's blocks above the last final
@@ -115,6 +123,7 @@ impl Ledger {
         let mut cached: Option<Block> = None;
         for loc in locations {
             if cached.as_ref().map(|b| b.header.height) != Some(loc.height) {
+                self.refuse_if_damaged(loc.height)?;
                 cached = Some(
                     self.store
                         .block_at(loc.height)?

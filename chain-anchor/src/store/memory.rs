@@ -29,6 +29,40 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Index entries of final blocks; a block indexed again (a repair)
+    /// leaves the indexes as they were.
+    fn index_final_blocks(&mut self, blocks: &[Block]) {
+        for b in blocks {
+            let bh = b.hash();
+            for (i, t) in b.txs.iter().enumerate() {
+                let loc = TxLocation {
+                    height: b.header.height,
+                    block: bh,
+                    index: i as u32,
+                };
+                self.txs.insert(t.hash(), loc);
+                if let Some((ix, key)) = RecordIndex::entries(&t.payload) {
+                    let entries = self.records.entry((ix, key.to_string())).or_default();
+                    if !entries.contains(&loc) {
+                        entries.push(loc);
+                    }
+                }
+                if let Payload::Trace(ev) = &t.payload {
+                    let events = self.trace.entry(ev.batch_id.clone()).or_default();
+                    if !events.contains(&loc) {
+                        events.push(loc);
+                    }
+                    for input in &ev.inputs {
+                        self.outputs
+                            .entry(input.clone())
+                            .or_default()
+                            .insert(ev.batch_id.clone());
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl ChainStore for MemoryStore {
@@ -57,37 +91,23 @@ impl ChainStore for MemoryStore {
         Ok(self.pending.values().cloned().collect())
     }
     fn commit_final(&mut self, c: &FinalCommit<'_>) -> Result<()> {
-        for b in c.blocks {
-            let bh = b.hash();
-            for (i, t) in b.txs.iter().enumerate() {
-                let loc = TxLocation {
-                    height: b.header.height,
-                    block: bh,
-                    index: i as u32,
-                };
-                self.txs.insert(t.hash(), loc);
-                if let Some((ix, key)) = RecordIndex::entries(&t.payload) {
-                    self.records
-                        .entry((ix, key.to_string()))
-                        .or_default()
-                        .push(loc);
-                }
-                if let Payload::Trace(ev) = &t.payload {
-                    self.trace.entry(ev.batch_id.clone()).or_default().push(loc);
-                    for input in &ev.inputs {
-                        self.outputs
-                            .entry(input.clone())
-                            .or_default()
-                            .insert(ev.batch_id.clone());
-                    }
-                }
-            }
-            self.blocks.push(b.clone());
-        }
+        self.index_final_blocks(c.blocks);
+        self.blocks.extend(c.blocks.iter().cloned());
         self.state = c.state.clone();
         self.tip = Some(c.tip.clone());
         for h in c.drop_pending {
             self.pending.remove(h);
+        }
+        Ok(())
+    }
+    fn rewrite_final(&mut self, blocks: &[Block], state: Option<&State>) -> Result<()> {
+        self.index_final_blocks(blocks);
+        for b in blocks {
+            let i = b.header.height as usize - 1;
+            self.blocks[i] = b.clone();
+        }
+        if let Some(state) = state {
+            self.state = state.clone();
         }
         Ok(())
     }

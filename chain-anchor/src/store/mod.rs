@@ -93,6 +93,10 @@ pub trait ChainStore: Send {
     fn pending(&self) -> Result<Vec<Block>>;
     /// Makes blocks final, atomically with state and indexes.
     fn commit_final(&mut self, c: &FinalCommit<'_>) -> Result<()>;
+    /// Writes final blocks again, with their indexes, over damaged copies
+    /// (and the whole account state, if given). Only a repair calls this,
+    /// with blocks that reproduce the hashes this store already made final.
+    fn rewrite_final(&mut self, blocks: &[Block], state: Option<&State>) -> Result<()>;
     /// The final block at `height` (1-based). Fails if the stored bytes do not
     /// decode or do not hash to the indexed hash.
     fn block_at(&self, height: u64) -> Result<Option<Block>>;

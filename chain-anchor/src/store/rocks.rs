@@ -147,6 +147,47 @@ impl RocksStore {
         }
         Ok(())
     }
+
+    /// Stages final blocks with their height, transaction, record and trace
+    /// index entries. Every key is a function of the block, so staging a
+    /// block again (a repair) rewrites exactly what was there.
+    fn stage_final_blocks(&self, wb: &mut WriteBatch, final_blocks: &[Block]) -> Result<()> {
+        let (blocks, heights, txs) = (self.cf(CF_BLOCKS)?, self.cf(CF_HEIGHTS)?, self.cf(CF_TXS)?);
+        let (trace, trace_out) = (self.cf(CF_TRACE)?, self.cf(CF_TRACE_OUT)?);
+        let records = self.cf(CF_RECORDS)?;
+        for b in final_blocks {
+            let bh = b.hash();
+            let h = b.header.height;
+            wb.put_cf(blocks, bh.0, b.encode());
+            wb.put_cf(heights, h.to_be_bytes(), bh.0);
+            for (i, t) in b.txs.iter().enumerate() {
+                let th = t.hash();
+                let mut loc = h.to_be_bytes().to_vec();
+                loc.extend_from_slice(&bh.0);
+                loc.extend_from_slice(&(i as u32).to_be_bytes());
+                wb.put_cf(txs, th.0, &loc);
+                if let Some((ix, key)) = RecordIndex::entries(&t.payload) {
+                    let mut k = vec![ix as u8];
+                    k.extend_from_slice(&batch_prefix(key));
+                    k.extend_from_slice(&h.to_be_bytes());
+                    k.extend_from_slice(&(i as u32).to_be_bytes());
+                    wb.put_cf(records, k, &loc);
+                }
+                if let Payload::Trace(ev) = &t.payload {
+                    let mut k = batch_prefix(&ev.batch_id);
+                    k.extend_from_slice(&h.to_be_bytes());
+                    k.extend_from_slice(&(i as u32).to_be_bytes());
+                    wb.put_cf(trace, k, th.0);
+                    for input in &ev.inputs {
+                        let mut k = batch_prefix(input);
+                        k.extend_from_slice(ev.batch_id.as_bytes());
+                        wb.put_cf(trace_out, k, []);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn batch_prefix(batch: &str) -> Vec<u8> {
@@ -264,45 +305,21 @@ impl ChainStore for RocksStore {
 
     fn commit_final(&mut self, c: &FinalCommit<'_>) -> Result<()> {
         let mut wb = WriteBatch::default();
-        let (blocks, heights, txs) = (self.cf(CF_BLOCKS)?, self.cf(CF_HEIGHTS)?, self.cf(CF_TXS)?);
-        let (trace, trace_out) = (self.cf(CF_TRACE)?, self.cf(CF_TRACE_OUT)?);
-        let records = self.cf(CF_RECORDS)?;
-        for b in c.blocks {
-            let bh = b.hash();
-            let h = b.header.height;
-            wb.put_cf(blocks, bh.0, b.encode());
-            wb.put_cf(heights, h.to_be_bytes(), bh.0);
-            for (i, t) in b.txs.iter().enumerate() {
-                let th = t.hash();
-                let mut loc = h.to_be_bytes().to_vec();
-                loc.extend_from_slice(&bh.0);
-                loc.extend_from_slice(&(i as u32).to_be_bytes());
-                wb.put_cf(txs, th.0, &loc);
-                if let Some((ix, key)) = RecordIndex::entries(&t.payload) {
-                    let mut k = vec![ix as u8];
-                    k.extend_from_slice(&batch_prefix(key));
-                    k.extend_from_slice(&h.to_be_bytes());
-                    k.extend_from_slice(&(i as u32).to_be_bytes());
-                    wb.put_cf(records, k, &loc);
-                }
-                if let Payload::Trace(ev) = &t.payload {
-                    let mut k = batch_prefix(&ev.batch_id);
-                    k.extend_from_slice(&h.to_be_bytes());
-                    k.extend_from_slice(&(i as u32).to_be_bytes());
-                    wb.put_cf(trace, k, th.0);
-                    for input in &ev.inputs {
-                        let mut k = batch_prefix(input);
-                        k.extend_from_slice(ev.batch_id.as_bytes());
-                        wb.put_cf(trace_out, k, []);
-                    }
-                }
-            }
-        }
+        self.stage_final_blocks(&mut wb, c.blocks)?;
         self.put_state(&mut wb, c.state, &mut c.touched.iter())?;
         wb.put_cf(self.cf(CF_META)?, b"tip", encode_tip(c.tip));
         let pending = self.cf(CF_PENDING)?;
         for h in c.drop_pending {
             wb.delete_cf(pending, h.0);
+        }
+        self.write(wb)
+    }
+
+    fn rewrite_final(&mut self, blocks: &[Block], state: Option<&State>) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        self.stage_final_blocks(&mut wb, blocks)?;
+        if let Some(state) = state {
+            self.put_state(&mut wb, state, &mut state.accounts.keys())?;
         }
         self.write(wb)
     }

@@ -28,6 +28,13 @@ pub(super) fn ledger(state: &ApiState) -> Result<&crate::ledger::LedgerNode, Api
 }
 
 fn store_error(e: hpchain_chain::Error) -> ApiError {
+    if let hpchain_chain::Error::Damaged { .. } = e {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "chain.damaged",
+            e.to_string(),
+        );
+    }
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "chain.store",
@@ -60,12 +67,12 @@ pub fn utc_time(ms: u64) -> String {
 }
 
 pub(super) async fn chain_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let status = ledger(&state)?
-        .ledger()
-        .lock()
-        .expect("ledger lock")
-        .status();
-    Ok(Json(json!(status)))
+    let node = ledger(&state)?;
+    let status = node.ledger().lock().expect("ledger lock").status();
+    let mut out = json!(status);
+    out["auto_repair"] = json!(node.auto_repair());
+    out["repairs"] = json!(node.repairs());
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]
@@ -98,15 +105,55 @@ pub(super) async fn chain_audit(
     Ok(Json(Value::Array(out)))
 }
 
+/// Re-verifies the stored chain. Damage found is recorded (the node then
+/// serves and builds nothing from it) and, with `auto_repair`, repaired
+/// from peers in the background.
 pub(super) async fn chain_verify(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let ledger = ledger(&state)?.ledger();
-    let guard = ledger.lock().expect("ledger lock");
-    let report = hpchain_chain::verify_chain(guard.store()).map_err(store_error)?;
+    let node = ledger(&state)?;
+    let report = node
+        .ledger()
+        .lock()
+        .expect("ledger lock")
+        .check_store()
+        .map_err(store_error)?;
+    if !report.is_ok() && node.auto_repair() {
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.repair().await {
+                tracing::warn!("{e}");
+            }
+        });
+    }
     Ok(Json(json!({
         "ok": report.is_ok(),
         "final_height": report.final_height,
         "verified_height": report.verified_height,
-        "first_bad": report.first_bad.map(|b| json!({"height": b.height, "code": b.code, "reason": b.reason})),
+        "first_bad": report.first_bad,
+        "auto_repair": node.auto_repair(),
+    })))
+}
+
+/// Verifies the stored chain and repairs what is damaged: index entries
+/// and state from this node's own replay, blocks from peers.
+pub(super) async fn chain_repair(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let node = ledger(&state)?;
+    let report = node
+        .ledger()
+        .lock()
+        .expect("ledger lock")
+        .check_store()
+        .map_err(store_error)?;
+    let repairs = node.repair().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "chain.repair_failed",
+            format!("{e}; start the peers named, or check that they hold this chain"),
+        )
+    })?;
+    Ok(Json(json!({
+        "found": report.first_bad,
+        "repairs": repairs,
+        "ok": node.ledger().lock().expect("ledger lock").damage().is_none(),
     })))
 }
 

@@ -203,6 +203,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/chain", get(chain::chain_status))
         .route("/v1/chain/audit", get(chain::chain_audit))
         .route("/v1/chain/verify", get(chain::chain_verify))
+        .route("/v1/chain/repair", post(chain::chain_repair))
         .route("/v1/chain/blocks", get(chain::chain_blocks))
         .route("/v1/chain/blocks/:id", get(chain::chain_block))
         .route("/v1/chain/proof/:tx", get(chain::chain_proof))

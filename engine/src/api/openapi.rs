@@ -331,7 +331,8 @@ pub fn document() -> Value {
                 "parameters": [{"name": "target", "in": "query", "required": true, "schema": {"type": "string"}, "description": "e.g. volume/demo, pool/rbd, node/1"}],
                 "get": {"summary": "Final audit records of a target", "responses": with_errors(json!({"200": {"description": "Records with their block height and signer"}}))}
             },
-            "/v1/chain/verify": {"get": {"summary": "Re-check the whole ledger; names the first block that does not verify", "responses": with_errors(json!({"200": {"description": "Report"}}))}},
+            "/v1/chain/verify": {"get": {"summary": "Re-check the whole ledger; names the first block that does not verify. Damage found makes the node serve and build on nothing from it, and is repaired from peers when auto_repair is on", "responses": with_errors(json!({"200": {"description": "Report"}}))}},
+            "/v1/chain/repair": {"post": {"summary": "Verify the stored ledger and repair it: index entries and state from this node's own replay, damaged blocks from a peer whose copies hash to what this node made final", "responses": with_errors(json!({"200": {"description": "{found, repairs, ok}"}, "503": {"description": "No peer could repair the damage"}}))}},
             "/v1/trace": {"post": {"summary": "Record a supply-chain event (signed by this node; final after a few slots)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TraceEvent"}}}},
                 "responses": with_errors(json!({"202": {"description": "{\"tx\": hash}"}}))}},
@@ -466,6 +467,7 @@ mod tests {
         ("/v1/chain", &["get"]),
         ("/v1/chain/audit", &["get"]),
         ("/v1/chain/verify", &["get"]),
+        ("/v1/chain/repair", &["post"]),
         ("/v1/trace", &["post"]),
         ("/v1/trace/{batch}", &["get"]),
         ("/v1/chain/blocks", &["get"]),

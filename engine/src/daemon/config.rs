@@ -61,6 +61,16 @@ pub struct ChainConfig {
     /// the audit records of the changes it commits.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// Repair damaged final blocks from peers as soon as they are found
+    /// (at start, or by `hpchain chain verify`). `false` keeps a damaged
+    /// store as it is, for inspection, until `hpchain chain repair`; it
+    /// serves and builds nothing from the damage meanwhile.
+    #[serde(default = "auto_repair_default")]
+    pub auto_repair: bool,
+}
+
+fn auto_repair_default() -> bool {
+    true
 }
 
 /// Everything `hpchain node` needs to start.

@@ -228,6 +228,7 @@ pub async fn run_with(
                     chain.key.as_deref(),
                     &dir,
                     peers,
+                    chain.auto_repair,
                 )
                 .map_err(|e| DaemonError::Replication(e.to_string()))?,
             )

@@ -24,6 +24,10 @@ use crate::replication::NodeId;
 const BLOCK_TXS_MAX: usize = 1000;
 /// Blocks asked for in one catch-up request.
 const CATCH_UP_BLOCKS_MAX: u32 = 500;
+/// Repair steps one call takes at most (each replaces at least one block).
+const REPAIR_STEPS_MAX: usize = 64;
+/// Repairs remembered for `hpchain chain status`.
+const REPAIRS_KEPT: usize = 16;
 /// A block may be signed for a slot this far ahead of our clock.
 const DRIFT_SLOTS_MAX: u64 = 2;
 const GOSSIP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,22 +52,59 @@ pub struct LedgerNode {
     key: Option<Arc<Keypair>>,
     peers: Arc<Vec<(NodeId, LedgerGossipClient<Channel>)>>,
     next_nonce: Arc<Mutex<u64>>,
+    auto_repair: bool,
+    repairs: Arc<Mutex<Vec<RepairDone>>>,
+}
+
+/// One repair step this node made, for status and logs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RepairDone {
+    pub at_ms: u64,
+    /// `blocks`, `index` or `state`.
+    pub what: &'static str,
+    /// Heights rewritten, inclusive.
+    pub heights: Option<(u64, u64)>,
+    /// The peer whose blocks were used.
+    pub from_node: Option<NodeId>,
 }
 
 impl LedgerNode {
-    /// Opens the ledger in `dir` from `genesis`; `key` makes this node a
-    /// delegate candidate that produces blocks and signs audit records.
+    /// Opens the ledger in `dir` from `genesis` and re-verifies every
+    /// stored block; `key` makes this node a delegate candidate that
+    /// produces blocks and signs audit records.
     pub fn open(
         me: NodeId,
         genesis: &Path,
         key: Option<&Path>,
         dir: &Path,
         peers: Vec<(NodeId, String)>,
+        auto_repair: bool,
     ) -> Result<LedgerNode, LedgerNodeError> {
         let genesis = Genesis::load(genesis).map_err(|e| LedgerNodeError(e.to_string()))?;
         let store = RocksStore::open(dir).map_err(|e| LedgerNodeError(e.to_string()))?;
-        let ledger =
+        let mut ledger =
             Ledger::open(genesis, Box::new(store)).map_err(|e| LedgerNodeError(e.to_string()))?;
+        // Replaying the chain costs a signature check per transaction
+        // (about 20,000 a second per core): seconds for a year of audit
+        // records, and it keeps an altered block from ever being served.
+        let started = std::time::Instant::now();
+        match ledger.check_store() {
+            Ok(report) => match &report.first_bad {
+                None => tracing::info!(
+                    "ledger: {} final blocks verified in {:?}",
+                    report.final_height,
+                    started.elapsed()
+                ),
+                Some(bad) => tracing::warn!(
+                    "ledger: stored block {} is damaged ({}: {}); this node serves and builds on nothing from it until it is repaired from peers{}",
+                    bad.height,
+                    bad.code,
+                    bad.reason,
+                    if auto_repair { " (automatic)" } else { " (auto_repair is off: run `hpchain chain repair`)" }
+                ),
+            },
+            Err(e) => tracing::warn!("ledger: cannot verify the stored chain: {e}"),
+        }
         let key = match key {
             Some(path) => Some(Arc::new(
                 Keypair::load(path).map_err(|e| LedgerNodeError(e.to_string()))?,
@@ -95,12 +136,144 @@ impl LedgerNode {
             key,
             peers: Arc::new(peers),
             next_nonce: Arc::new(Mutex::new(next_nonce)),
+            auto_repair,
+            repairs: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
     /// The ledger, for queries.
     pub fn ledger(&self) -> Arc<Mutex<Ledger>> {
         self.ledger.clone()
+    }
+
+    /// The latest repairs this node made (oldest first).
+    pub fn repairs(&self) -> Vec<RepairDone> {
+        self.repairs.lock().expect("repairs lock").clone()
+    }
+
+    /// Whether damage found is repaired without an operator.
+    pub fn auto_repair(&self) -> bool {
+        self.auto_repair
+    }
+
+    fn record_repair(
+        &self,
+        repair: &hpchain_chain::ledger::Repair,
+        from_node: Option<NodeId>,
+    ) -> RepairDone {
+        tracing::warn!(
+            "ledger: repaired {} {:?}{}; {}",
+            repair.what,
+            repair.heights,
+            from_node
+                .map(|n| format!(" with blocks from node {n}"))
+                .unwrap_or_default(),
+            match &repair.remaining {
+                None => "the stored chain verifies again".to_string(),
+                Some(b) => format!("still damaged at block {} ({})", b.height, b.code),
+            }
+        );
+        let done = RepairDone {
+            at_ms: now_ms(),
+            what: repair.what,
+            heights: repair.heights,
+            from_node,
+        };
+        let mut repairs = self.repairs.lock().expect("repairs lock");
+        repairs.push(done.clone());
+        let excess = repairs.len().saturating_sub(REPAIRS_KEPT);
+        repairs.drain(..excess);
+        done
+    }
+
+    /// Repairs the damage the last verification found: index entries and
+    /// state from this node's own verified replay, blocks from the first
+    /// peer whose copies lead back to the chain this node made final.
+    /// Returns the steps made; fails naming the damage if no peer could
+    /// repair it.
+    pub async fn repair(&self) -> Result<Vec<RepairDone>, LedgerNodeError> {
+        let mut done = Vec::new();
+        for _ in 0..REPAIR_STEPS_MAX {
+            let damage = self.ledger.lock().expect("ledger lock").damage().cloned();
+            let Some(damage) = damage else { break };
+            if matches!(damage.code.as_str(), "INDEX_MISMATCH" | "STATE_MISMATCH") {
+                let repair = self
+                    .ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .repair_with(&[])
+                    .map_err(|e| LedgerNodeError(e.to_string()))?;
+                done.push(self.record_repair(&repair, None));
+                continue;
+            }
+            let mut refusals = Vec::new();
+            let mut repaired = false;
+            for (peer, _) in self.peers.iter() {
+                let blocks = match self.blocks_from(*peer, damage.height - 1).await {
+                    Ok(blocks) => blocks,
+                    Err(e) => {
+                        refusals.push(format!("node {peer}: {e}"));
+                        continue;
+                    }
+                };
+                let result = self
+                    .ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .repair_with(&blocks);
+                match result {
+                    Ok(repair) => {
+                        done.push(self.record_repair(&repair, Some(*peer)));
+                        repaired = true;
+                        break;
+                    }
+                    Err(e) => refusals.push(format!("node {peer}: {e}")),
+                }
+            }
+            if !repaired {
+                return Err(LedgerNodeError(format!(
+                    "stored block {} is damaged ({}: {}) and no peer could repair it: {}",
+                    damage.height,
+                    damage.code,
+                    damage.reason,
+                    if refusals.is_empty() {
+                        "this node has no peers".to_string()
+                    } else {
+                        refusals.join("; ")
+                    }
+                )));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Asks `peer` for its blocks above `height`.
+    async fn blocks_from(
+        &self,
+        peer: NodeId,
+        height: u64,
+    ) -> Result<Vec<hpchain_chain::Block>, String> {
+        let Some((_, client)) = self.peers.iter().find(|(id, _)| *id == peer) else {
+            return Err("not a peer".into());
+        };
+        let request = LedgerEnvelope {
+            from_node: self.me,
+            message: LedgerMessage::GetBlocks {
+                from_height: height,
+                limit: CATCH_UP_BLOCKS_MAX,
+            }
+            .encode(),
+        };
+        let reply = client
+            .clone()
+            .gossip(request)
+            .await
+            .map_err(|e| format!("unreachable: {}", e.message()))?;
+        match LedgerMessage::decode(&reply.into_inner().message) {
+            Ok(LedgerMessage::Blocks(blocks)) => Ok(blocks),
+            Ok(_) => Err("answered with something other than blocks".into()),
+            Err(e) => Err(format!("sent an undecodable answer: {e}")),
+        }
     }
 
     /// The gRPC service that receives gossip.
@@ -232,25 +405,9 @@ impl LedgerNode {
     }
 
     async fn catch_up_from(&self, peer: NodeId) {
-        let Some((_, client)) = self.peers.iter().find(|(id, _)| *id == peer) else {
-            return;
-        };
         let from_height = self.ledger.lock().expect("ledger lock").final_height();
-        let request = LedgerEnvelope {
-            from_node: self.me,
-            message: LedgerMessage::GetBlocks {
-                from_height,
-                limit: CATCH_UP_BLOCKS_MAX,
-            }
-            .encode(),
-        };
-        let mut client = client.clone();
-        if let Ok(reply) = client.gossip(request).await {
-            if let Ok(LedgerMessage::Blocks(blocks)) =
-                LedgerMessage::decode(&reply.into_inner().message)
-            {
-                self.import_all(blocks);
-            }
+        if let Ok(blocks) = self.blocks_from(peer, from_height).await {
+            self.import_all(blocks);
         }
     }
 
@@ -285,7 +442,16 @@ impl LedgerNode {
                     self.broadcast(LedgerMessage::Block(block)).await;
                 }
             }
-            // Every ~2 s ask one peer for what we may have missed.
+            // Every ~2 s ask one peer for what we may have missed, and
+            // repair damage found meanwhile.
+            if rounds.is_multiple_of(8) && self.auto_repair {
+                let damaged = self.ledger.lock().expect("ledger lock").damage().is_some();
+                if damaged {
+                    if let Err(e) = self.repair().await {
+                        tracing::warn!("ledger: {e}; retrying");
+                    }
+                }
+            }
             if rounds.is_multiple_of(8) && !self.peers.is_empty() {
                 let peer = self.peers[(rounds / 8) as usize % self.peers.len()].0;
                 self.catch_up_from(peer).await;
