@@ -445,6 +445,42 @@ impl Transaction {
     }
 }
 
+/// A transaction whose stateless checks passed (or that was signed here):
+/// what [`crate::Ledger::submit_checked`] takes, so that the signature
+/// check, the costly part, can run outside the ledger's lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedTx(Transaction);
+
+impl CheckedTx {
+    pub fn tx(&self) -> &Transaction {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> Transaction {
+        self.0
+    }
+}
+
+impl Transaction {
+    /// Runs [`Transaction::check_stateless`].
+    pub fn checked(self, chain: &Hash32) -> Result<CheckedTx, TxError> {
+        self.check_stateless(chain)?;
+        Ok(CheckedTx(self))
+    }
+
+    /// Signs a transaction for `chain` after checking its payload; the
+    /// signature just made is not verified again.
+    pub fn signed_checked(
+        chain: Hash32,
+        key: &Keypair,
+        nonce: u64,
+        payload: Payload,
+    ) -> Result<CheckedTx, TxError> {
+        payload.check_well_formed()?;
+        Ok(CheckedTx(Transaction::signed(chain, key, nonce, payload)))
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! | message | receiver calls |
 //! |---|---|
 //! | `Tx` | `Ledger::submit_tx`, then gossip it on if accepted |
+//! | `Txs` | `Ledger::submit_tx` each (a batch from one submitter, in nonce order) |
 //! | `Block` | `Ledger::import_block`; on `UnknownParent`, send `GetBlocks` |
 //! | `Confirmation` | `Ledger::import_confirmation` |
 //! | `GetBlocks` | reply `Blocks(Ledger::blocks_since(from_height, limit))` |
@@ -19,11 +20,15 @@ use crate::tx::{Transaction, MAX_TX_BYTES};
 pub const WIRE_VERSION: u16 = 1;
 /// Most blocks in one `Blocks` reply.
 pub const MAX_BLOCKS_PER_MESSAGE: usize = 64;
+/// Most transactions in one `Txs` message.
+pub const MAX_TXS_PER_MESSAGE: usize = 20_000;
 
 /// One message between ledgers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerMessage {
     Tx(Transaction),
+    /// Many transactions at once: what a batch submission gossips.
+    Txs(Vec<Transaction>),
     Block(Block),
     Confirmation(Confirmation),
     /// Ask for best-chain blocks above `from_height`.
@@ -37,9 +42,9 @@ pub enum LedgerMessage {
 
 impl LedgerMessage {
     /// Encoding: `u16` version = 1, `u8` tag (1 tx, 2 block, 3 confirmation,
-    /// 4 get-blocks, 5 blocks), then the body: a length-prefixed object
-    /// encoding, `from_height: u64` + `limit: u32`, or a list of
-    /// length-prefixed blocks.
+    /// 4 get-blocks, 5 blocks, 6 txs), then the body: a length-prefixed
+    /// object encoding, `from_height: u64` + `limit: u32`, or a list of
+    /// length-prefixed blocks or transactions.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u16(WIRE_VERSION);
@@ -64,6 +69,10 @@ impl LedgerMessage {
             LedgerMessage::Blocks(bs) => {
                 w.u8(5);
                 w.list(bs, |w, b| w.bytes(&b.encode()));
+            }
+            LedgerMessage::Txs(ts) => {
+                w.u8(6);
+                w.list(ts, |w, t| w.bytes(&t.encode()));
             }
         }
         w.into_bytes()
@@ -90,6 +99,9 @@ impl LedgerMessage {
             5 => LedgerMessage::Blocks(r.list_max(MAX_BLOCKS_PER_MESSAGE, |r| {
                 Block::decode(r.bytes_max(MAX_BLOCK_BYTES)?)
             })?),
+            6 => LedgerMessage::Txs(r.list_max(MAX_TXS_PER_MESSAGE, |r| {
+                Transaction::decode(r.bytes_max(MAX_TX_BYTES)?)
+            })?),
             t => return Err(Error::decode("LedgerMessage", format!("unknown tag {t}"))),
         };
         r.finish()?;
@@ -115,7 +127,8 @@ mod tests {
         );
         let block = Block::build(chain, 1, 1, 1000, chain, vec![tx.clone()], &k);
         let msgs = vec![
-            LedgerMessage::Tx(tx),
+            LedgerMessage::Tx(tx.clone()),
+            LedgerMessage::Txs(vec![tx.clone(), tx]),
             LedgerMessage::Block(block.clone()),
             LedgerMessage::Confirmation(Confirmation::sign(chain, 1, block.hash(), &k)),
             LedgerMessage::GetBlocks {

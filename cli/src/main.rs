@@ -2,6 +2,7 @@
 
 mod admin;
 mod chain;
+mod chain_bench;
 mod client;
 mod dev;
 mod iscsi;
@@ -184,6 +185,21 @@ enum ChainCommand {
     /// Verify this node's ledger and repair what is damaged (blocks from
     /// peers, whose copies must hash to what this node made final).
     Repair,
+    /// Load generator: submit trace records at a fixed rate through one or
+    /// more nodes' APIs, follow them to finality, and verify their proofs.
+    Bench {
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Records per second, over all targets.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// Records per request (at most 10,000).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Node API URLs to spread the load over (default: --api).
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<String>,
+    },
     /// Blocks of the best chain (the latest ones, or from a height).
     Blocks {
         #[arg(long)]
@@ -431,13 +447,16 @@ enum VolumeCommand {
     Iscsi { name: Option<String> },
 }
 
-fn api_client(cli: &Cli) -> ApiClient {
-    let token = cli.token.clone().or_else(|| {
+fn api_token(cli: &Cli) -> Option<String> {
+    cli.token.clone().or_else(|| {
         std::fs::read_to_string(&cli.token_file)
             .ok()
             .map(|t| t.trim().to_string())
-    });
-    ApiClient::new(&cli.api, token)
+    })
+}
+
+fn api_client(cli: &Cli) -> ApiClient {
+    ApiClient::new(&cli.api, api_token(cli))
 }
 
 fn run_node(config: PathBuf) -> Result<(), String> {
@@ -466,6 +485,7 @@ fn run_node(config: PathBuf) -> Result<(), String> {
 fn run(cli: Cli) -> Result<(), String> {
     let admin = |result: Result<(), CallError>| result.map_err(|e| e.to_string());
     let api = api_client(&cli);
+    let (api_url, token) = (cli.api.clone(), api_token(&cli));
     let json = cli.json;
     match cli.command {
         Top::Node { config } => run_node(config),
@@ -625,6 +645,25 @@ fn run(cli: Cli) -> Result<(), String> {
                 data_dir: Some(dir),
             } => chain::verify_offline(&dir, json),
             ChainCommand::Repair => admin::chain_repair(&api, json),
+            ChainCommand::Bench {
+                seconds,
+                rate,
+                batch,
+                targets,
+            } => chain_bench::run(
+                &chain_bench::BenchOptions {
+                    targets: if targets.is_empty() {
+                        vec![api_url]
+                    } else {
+                        targets
+                    },
+                    token,
+                    seconds,
+                    rate,
+                    batch,
+                },
+                json,
+            ),
             ChainCommand::Blocks { from, limit } => chain::blocks(&api, from, limit, json),
             ChainCommand::Show { id } => chain::show(&api, &id, json),
             ChainCommand::Proof { tx, output } => chain::proof(&api, &tx, output.as_deref(), json),

@@ -603,6 +603,71 @@ fn a_tampered_block_is_named_refused_and_repaired_from_peers() {
     ok(cli_at(&cluster, 2, &["chain", "verify"]));
 }
 
+#[test]
+fn batches_of_trace_records_through_every_node_become_final_and_prove() {
+    let _serial = serial();
+    let cluster = start(1, 3);
+    let targets = (1..=3)
+        .map(|n| cluster.api(n))
+        .collect::<Vec<_>>()
+        .join(",");
+    let report = json(cli(
+        &cluster,
+        &[
+            "--json",
+            "chain",
+            "bench",
+            "--seconds",
+            "3",
+            "--rate",
+            "1500",
+            "--batch",
+            "500",
+            "--targets",
+            &targets,
+        ],
+    ));
+    let submitted = report["records_submitted"].as_u64().unwrap();
+    assert!(submitted >= 4000, "{report}");
+    assert_eq!(report["records_final"], submitted, "{report}");
+    assert!(report["proofs"].as_u64().unwrap() >= 6, "{report}");
+
+    // A bad record in a batch is named, and nothing of the batch is signed.
+    let token = std::fs::read_to_string(&cluster.token_file).unwrap();
+    let good = |batch: &str| {
+        serde_json::json!({"batch_id": batch, "stage": "farm", "actor": "a", "place": "p",
+            "at_ms": 1, "readings": [], "documents": [], "inputs": []})
+    };
+    let mut bad = good("bad-1");
+    bad["inputs"] = serde_json::json!(["bad-1"]); // made from itself
+    let answer = ureq::post(&format!("{}/v1/trace", cluster.api(2)))
+        .set("Authorization", &format!("Bearer {}", token.trim()))
+        .send_json(serde_json::json!({"events": [good("ok-1"), bad]}));
+    let Err(ureq::Error::Status(400, response)) = answer else {
+        panic!("a batch with a bad record must be refused: {answer:?}");
+    };
+    let text = response.into_string().unwrap();
+    assert!(text.contains("record 1"), "{text}");
+    // A record node 2 signs afterwards takes the next nonce: once it is
+    // final, anything signed before it would be final too.
+    ok(cli_at(
+        &cluster,
+        2,
+        &[
+            "trace", "add", "--batch", "ok-2", "--stage", "farm", "--actor", "a", "--place", "p",
+        ],
+    ));
+    wait_for("ok-2 final", FINAL_TIMEOUT, || {
+        let shown = json(cli_at(&cluster, 2, &["--json", "trace", "show", "ok-2"]));
+        (shown["events"].as_array().unwrap().len() == 1).then_some(())
+    });
+    assert_eq!(
+        json(cli_at(&cluster, 2, &["--json", "trace", "show", "ok-1"]))["events"],
+        serde_json::json!([]),
+        "the good record before the bad one was not submitted either"
+    );
+}
+
 /// A snapshot's content digest, anchored on the chain, proves offline that
 /// an image exported from it is the snapshot, and catches one flipped byte.
 fn snapshot_anchor_proves_an_exported_image(cluster: &DevCluster, genesis: &std::path::Path) {

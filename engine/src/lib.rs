@@ -12,6 +12,9 @@
 //! - [`api`]: the HTTP/JSON management API.
 //! - [`daemon`]: start-up and shutdown of one `hpchain node` process.
 
+// The OpenAPI document is one `json!` literal, deeper than the default 128.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod cluster;
 pub mod daemon;

@@ -20,7 +20,7 @@ use crate::error::{BlockError, Error, Result, TxError};
 use crate::genesis::Genesis;
 use crate::state::State;
 use crate::store::{ChainStore, FinalCommit, FinalTip};
-use crate::tx::{Payload, Transaction};
+use crate::tx::{CheckedTx, Payload, Transaction};
 use crate::verify::BadBlock;
 
 /// Most transactions held in the pending pool.
@@ -281,6 +281,24 @@ impl Ledger {
     /// used; balance is checked when a block includes it.
     pub fn submit_tx(&mut self, tx: Transaction) -> Result<Hash32> {
         let h = tx.hash();
+        if self.pool_index.contains_key(&h) {
+            return Err(Error::Tx {
+                tx: h,
+                reason: Box::new(TxError::Duplicate),
+            });
+        }
+        let checked = tx.checked(&self.chain).map_err(|reason| Error::Tx {
+            tx: h,
+            reason: Box::new(reason),
+        })?;
+        self.submit_checked(checked)
+    }
+
+    /// [`Ledger::submit_tx`] for a transaction whose stateless checks
+    /// already passed (see [`CheckedTx`]).
+    pub fn submit_checked(&mut self, checked: CheckedTx) -> Result<Hash32> {
+        let tx = checked.into_inner();
+        let h = tx.hash();
         let err = |reason| Error::Tx {
             tx: h,
             reason: Box::new(reason),
@@ -291,7 +309,12 @@ impl Ledger {
         if self.pool.len() >= MAX_POOL_TXS {
             return Err(err(TxError::PoolFull(MAX_POOL_TXS)));
         }
-        tx.check_stateless(&self.chain).map_err(err)?;
+        if tx.chain != self.chain {
+            return Err(err(TxError::WrongChain {
+                expected: self.chain,
+                got: tx.chain,
+            }));
+        }
         let expected = self.head_state().next_nonce(&tx.from);
         if tx.nonce < expected || tx.nonce > expected + MAX_NONCE_AHEAD {
             return Err(err(TxError::WrongNonce {

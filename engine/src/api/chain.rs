@@ -68,8 +68,13 @@ pub fn utc_time(ms: u64) -> String {
 
 pub(super) async fn chain_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let node = ledger(&state)?;
-    let status = node.ledger().lock().expect("ledger lock").status();
+    let (status, slot_time_ms) = {
+        let ledger = node.ledger();
+        let guard = ledger.lock().expect("ledger lock");
+        (guard.status(), guard.genesis().slot_time_ms)
+    };
     let mut out = json!(status);
+    out["slot_time_ms"] = json!(slot_time_ms);
     out["auto_repair"] = json!(node.auto_repair());
     out["repairs"] = json!(node.repairs());
     Ok(Json(out))
@@ -419,16 +424,37 @@ fn unfinal_audits(ledger: &Ledger, target: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
+/// `POST /v1/trace`: one event, or `{"events": [...]}` (at most
+/// [`SUBMIT_BATCH_MAX`](crate::ledger::SUBMIT_BATCH_MAX)) recorded in order
+/// and gossiped in one message: what an ERP import or a bench sends.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TraceBatch {
+    events: Vec<TraceEvent>,
+}
+
 pub(super) async fn trace_add(
     State(state): State<ApiState>,
     bytes: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let event: TraceEvent = body(&bytes)?;
-    let hash = ledger(&state)?
-        .submit(Payload::Trace(event))
-        .await
-        .map_err(|e| ApiError::bad_request("trace.refused", e.to_string()))?;
+    let refused = |e: crate::ledger::LedgerNodeError| {
+        ApiError::bad_request(
+            "trace.refused",
+            format!("{e}; fix the record named and send it (and those after it) again"),
+        )
+    };
+    let node = ledger(&state)?;
     // Accepted: final once the delegates confirm it (a few slots).
+    let is_batch = body::<Value>(&bytes)?.get("events").is_some();
+    if is_batch {
+        let events = body::<TraceBatch>(&bytes)?.events;
+        let payloads = events.into_iter().map(Payload::Trace).collect();
+        let hashes = node.submit_many(payloads).await.map_err(refused)?;
+        let txs: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
+        return Ok((StatusCode::ACCEPTED, Json(json!({"txs": txs}))).into_response());
+    }
+    let event: TraceEvent = body(&bytes)?;
+    let hash = node.submit(Payload::Trace(event)).await.map_err(refused)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"tx": hash.to_hex()}))).into_response())
 }
 

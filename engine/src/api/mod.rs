@@ -208,7 +208,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/chain/blocks/:id", get(chain::chain_block))
         .route("/v1/chain/proof/:tx", get(chain::chain_proof))
         .route("/v1/audit", get(chain::audit_list))
-        .route("/v1/trace", post(chain::trace_add))
+        .route(
+            "/v1/trace",
+            post(chain::trace_add).layer(DefaultBodyLimit::max(TRACE_BODY_MAX_BYTES)),
+        )
         .route("/v1/trace/:batch", get(chain::trace_show))
         .route("/v1/trace/:batch/upstream", get(chain::trace_upstream))
         .route("/v1/trace/:batch/downstream", get(chain::trace_downstream))
@@ -409,6 +412,9 @@ struct CreatePool {
 }
 
 /// Parses a JSON body, turning serde's message into an API error.
+/// A batch of 10,000 trace events with readings and documents.
+const TRACE_BODY_MAX_BYTES: usize = 32 << 20;
+
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("request.invalid_body", format!("request body: {e}")))

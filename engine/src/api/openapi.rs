@@ -262,6 +262,16 @@ fn snapshot_schemas() -> Value {
     })
 }
 
+/// One trace event, or a batch of them in order.
+fn trace_body_schema() -> Value {
+    json!({"oneOf": [
+        {"$ref": "#/components/schemas/TraceEvent"},
+        {"type": "object", "required": ["events"], "properties": {"events": {
+            "type": "array", "maxItems": 10000,
+            "items": {"$ref": "#/components/schemas/TraceEvent"}}}}
+    ]})
+}
+
 /// The document.
 pub fn document() -> Value {
     let no_content = json!({"description": "Done"});
@@ -333,9 +343,9 @@ pub fn document() -> Value {
             },
             "/v1/chain/verify": {"get": {"summary": "Re-check the whole ledger; names the first block that does not verify. Damage found makes the node serve and build on nothing from it, and is repaired from peers when auto_repair is on", "responses": with_errors(json!({"200": {"description": "Report"}}))}},
             "/v1/chain/repair": {"post": {"summary": "Verify the stored ledger and repair it: index entries and state from this node's own replay, damaged blocks from a peer whose copies hash to what this node made final", "responses": with_errors(json!({"200": {"description": "{found, repairs, ok}"}, "503": {"description": "No peer could repair the damage"}}))}},
-            "/v1/trace": {"post": {"summary": "Record a supply-chain event (signed by this node; final after a few slots)",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TraceEvent"}}}},
-                "responses": with_errors(json!({"202": {"description": "{\"tx\": hash}"}}))}},
+            "/v1/trace": {"post": {"summary": "Record a supply-chain event, or up to 10,000 in order as {\"events\": [...]} (signed by this node; final after a few slots)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": trace_body_schema()}}},
+                "responses": with_errors(json!({"202": {"description": "{\"tx\": hash} for one event, {\"txs\": [hash]} for a batch"}}))}},
             "/v1/trace/{batch}": {
                 "parameters": [{"name": "batch", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "get": {"summary": "A batch's final events, and every batch upstream (its inputs) and downstream (made from it)", "responses": with_errors(json!({"200": {"description": "History"}}))}

@@ -20,10 +20,16 @@ use crate::net::proto::ledger_gossip_server::{LedgerGossip, LedgerGossipServer};
 use crate::net::proto::{LedgerEnvelope, LedgerReply};
 use crate::replication::NodeId;
 
-/// Most transactions one block carries.
-const BLOCK_TXS_MAX: usize = 1000;
-/// Blocks asked for in one catch-up request.
-const CATCH_UP_BLOCKS_MAX: u32 = 500;
+/// Most transactions one block carries: with one-second slots, the
+/// ledger's sustained rate (5,000 a second is the goal, docs/benchmarks.md)
+/// with room for bursts.
+const BLOCK_TXS_MAX: usize = 10_000;
+/// Blocks asked for in one catch-up request (what one reply may carry).
+const CATCH_UP_BLOCKS_MAX: u32 = hpchain_chain::wire::MAX_BLOCKS_PER_MESSAGE as u32;
+/// Bytes of blocks in one catch-up reply, under the 64 MiB gRPC limit.
+const CATCH_UP_BYTES_MAX: usize = 32 << 20;
+/// Most transactions one `submit_many` takes (and one `Txs` message carries).
+pub const SUBMIT_BATCH_MAX: usize = 10_000;
 /// Repair steps one call takes at most (each replaces at least one block).
 const REPAIR_STEPS_MAX: usize = 64;
 /// Repairs remembered for `hpchain chain status`.
@@ -51,7 +57,9 @@ pub struct LedgerNode {
     ledger: Arc<Mutex<Ledger>>,
     key: Option<Arc<Keypair>>,
     peers: Arc<Vec<(NodeId, LedgerGossipClient<Channel>)>>,
-    next_nonce: Arc<Mutex<u64>>,
+    /// The next nonce of this node's key; held while a batch is signed so
+    /// that nonces stay gap-free.
+    next_nonce: Arc<tokio::sync::Mutex<u64>>,
     auto_repair: bool,
     repairs: Arc<Mutex<Vec<RepairDone>>>,
 }
@@ -135,7 +143,7 @@ impl LedgerNode {
             ledger: Arc::new(Mutex::new(ledger)),
             key,
             peers: Arc::new(peers),
-            next_nonce: Arc::new(Mutex::new(next_nonce)),
+            next_nonce: Arc::new(tokio::sync::Mutex::new(next_nonce)),
             auto_repair,
             repairs: Arc::new(Mutex::new(Vec::new())),
         })
@@ -299,26 +307,87 @@ impl LedgerNode {
 
     /// Signs and submits a transaction from this node's key, and gossips it.
     pub async fn submit(&self, payload: Payload) -> Result<hpchain_chain::Hash32, LedgerNodeError> {
-        let Some(key) = &self.key else {
+        Ok(self.submit_many(vec![payload]).await?.remove(0))
+    }
+
+    /// Signs transactions from this node's key with consecutive nonces,
+    /// submits them in that order and gossips them in one message. Payloads
+    /// are checked before any is signed; if the pool refuses one, those
+    /// before it stand and the error says how many.
+    pub async fn submit_many(
+        &self,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<hpchain_chain::Hash32>, LedgerNodeError> {
+        let Some(key) = self.key.clone() else {
             return Err(LedgerNodeError(
                 "this node has no ledger key; set [chain] key in its config".into(),
             ));
         };
-        let tx = {
-            let mut ledger = self.ledger.lock().expect("ledger lock");
-            let mut next = self.next_nonce.lock().expect("nonce lock");
-            let on_chain = ledger.head_state().next_nonce(&key.public());
-            *next = (*next).max(on_chain);
-            let tx = Transaction::signed(ledger.chain_hash(), key, *next, payload);
-            ledger
-                .submit_tx(tx.clone())
-                .map_err(|e| LedgerNodeError(e.to_string()))?;
-            *next += 1;
-            tx
+        if payloads.is_empty() || payloads.len() > SUBMIT_BATCH_MAX {
+            return Err(LedgerNodeError(format!(
+                "{} transactions given; submit 1 to {SUBMIT_BATCH_MAX} at once",
+                payloads.len()
+            )));
+        }
+        for (i, p) in payloads.iter().enumerate() {
+            p.check_well_formed()
+                .map_err(|e| LedgerNodeError(format!("record {i}: {e}")))?;
+        }
+        let mut next = self.next_nonce.lock().await;
+        let (chain, on_chain) = {
+            let ledger = self.ledger.lock().expect("ledger lock");
+            (
+                ledger.chain_hash(),
+                ledger.head_state().next_nonce(&key.public()),
+            )
         };
-        let hash = tx.hash();
-        self.broadcast(LedgerMessage::Tx(tx)).await;
-        Ok(hash)
+        *next = (*next).max(on_chain);
+        let first = *next;
+        // Signing costs ~25 us a record: off the async threads.
+        let signed = tokio::task::spawn_blocking(move || {
+            payloads
+                .into_iter()
+                .zip(first..)
+                .map(|(p, nonce)| Transaction::signed_checked(chain, &key, nonce, p))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| LedgerNodeError(format!("signing task failed: {e}")))?
+        .map_err(|e| LedgerNodeError(e.to_string()))?;
+        let mut hashes = Vec::with_capacity(signed.len());
+        let mut txs = Vec::with_capacity(signed.len());
+        let mut refused = None;
+        {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            for checked in signed {
+                let tx = checked.tx().clone();
+                match ledger.submit_checked(checked) {
+                    Ok(h) => {
+                        hashes.push(h);
+                        txs.push(tx);
+                    }
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        *next = first + hashes.len() as u64;
+        drop(next);
+        match txs.len() {
+            0 => {}
+            1 => self.broadcast(LedgerMessage::Tx(txs.remove(0))).await,
+            _ => self.broadcast(LedgerMessage::Txs(txs)).await,
+        }
+        match refused {
+            None => Ok(hashes),
+            Some(e) => Err(LedgerNodeError(format!(
+                "record {} refused: {e}; the {} before it were accepted",
+                hashes.len(),
+                hashes.len()
+            ))),
+        }
     }
 
     /// Records a cluster map change this node committed (or saw refused).
@@ -350,6 +419,23 @@ impl LedgerNode {
                 let _ = self.ledger.lock().expect("ledger lock").submit_tx(tx);
                 None
             }
+            LedgerMessage::Txs(txs) => {
+                // Signatures are checked off the async threads and outside
+                // the ledger's lock; the pool takes them in order.
+                let chain = self.ledger.lock().expect("ledger lock").chain_hash();
+                let checked = tokio::task::spawn_blocking(move || {
+                    txs.into_iter()
+                        .filter_map(|t| t.checked(&chain).ok())
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                let mut ledger = self.ledger.lock().expect("ledger lock");
+                for c in checked {
+                    let _ = ledger.submit_checked(c);
+                }
+                None
+            }
             LedgerMessage::Block(block) => {
                 let result = self.ledger.lock().expect("ledger lock").import_block_at(
                     block,
@@ -373,12 +459,23 @@ impl LedgerNode {
                 None
             }
             LedgerMessage::GetBlocks { from_height, limit } => {
-                let blocks = self
+                let mut blocks = self
                     .ledger
                     .lock()
                     .expect("ledger lock")
                     .blocks_since(from_height, limit.min(CATCH_UP_BLOCKS_MAX) as usize)
                     .unwrap_or_default();
+                // At least one block, then as many as fit the reply.
+                let mut bytes = 0;
+                let fit = blocks
+                    .iter()
+                    .take_while(|b| {
+                        bytes += b.encode().len();
+                        bytes <= CATCH_UP_BYTES_MAX
+                    })
+                    .count()
+                    .max(1);
+                blocks.truncate(fit);
                 Some(LedgerMessage::Blocks(blocks))
             }
             LedgerMessage::Blocks(blocks) => {
