@@ -8,7 +8,9 @@
 //! by `hpchain-chain` alone.
 
 use hpchain_chain::tx::AuditRecord;
-use hpchain_chain::{Genesis, Keypair, Ledger, LedgerMessage, Payload, RocksStore, Transaction};
+use hpchain_chain::{
+    Genesis, Hash32, Keypair, Ledger, LedgerMessage, Payload, RocksStore, Transaction,
+};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +30,7 @@ const CATCH_UP_BLOCKS_MAX: u32 = 500;
 const DRIFT_SLOTS_MAX: u64 = 2;
 const GOSSIP_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -125,7 +127,7 @@ impl LedgerNode {
     }
 
     /// Signs and submits a transaction from this node's key, and gossips it.
-    pub async fn submit(&self, payload: Payload) -> Result<hpchain_chain::Hash32, LedgerNodeError> {
+    pub async fn submit(&self, payload: Payload) -> Result<Hash32, LedgerNodeError> {
         let Some(key) = &self.key else {
             return Err(LedgerNodeError(
                 "this node has no ledger key; set [chain] key in its config".into(),
@@ -134,7 +136,8 @@ impl LedgerNode {
         let tx = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             let mut next = self.next_nonce.lock().expect("nonce lock");
-            let on_chain = ledger.head_state().next_nonce(&key.public());
+            // Past any transaction a client signed with this key itself.
+            let on_chain = ledger.pending_nonce(&key.public());
             *next = (*next).max(on_chain);
             let tx = Transaction::signed(ledger.chain_hash(), key, *next, payload);
             ledger
@@ -144,6 +147,21 @@ impl LedgerNode {
             tx
         };
         let hash = tx.hash();
+        self.broadcast(LedgerMessage::Tx(tx)).await;
+        Ok(hash)
+    }
+
+    /// Submits a transaction a client signed with its own key (keys never
+    /// reach the node), and gossips it. Besides what the pool checks, the
+    /// transaction must fit the state it will meet (nonce, balance,
+    /// candidates; `Ledger::check_new_tx`), so that the client hears a
+    /// refusal now instead of seeing the transaction dropped at block time.
+    pub async fn submit_signed(&self, tx: Transaction) -> Result<Hash32, hpchain_chain::Error> {
+        let hash = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            ledger.check_new_tx(&tx)?;
+            ledger.submit_tx(tx.clone())?
+        };
         self.broadcast(LedgerMessage::Tx(tx)).await;
         Ok(hash)
     }
