@@ -236,20 +236,30 @@ impl Genesis {
     }
 
     /// Writes a dev genesis with fresh random keys into `dir`:
-    /// `genesis.json`, `delegate-<i>.key.json` for each of the `n` delegates
+    /// `genesis.json`, `delegate-<i>.key.json` for each of the `candidates`
+    /// genesis candidates (one per dev node, whether or not it holds a seat)
     /// and `alloc-<category>.key.json` for each allocation account.
-    pub fn write_dev(dir: &Path, chain_id: &str, n: u32, genesis_time_ms: u64) -> Result<Genesis> {
+    /// `delegates` seats (at most `candidates`) go, while no votes are cast,
+    /// to the first candidates: `State::elect` breaks ties by registration
+    /// order, so candidates `delegates..candidates` start outside the set.
+    pub fn write_dev(
+        dir: &Path,
+        chain_id: &str,
+        candidates: u32,
+        delegates: u32,
+        genesis_time_ms: u64,
+    ) -> Result<Genesis> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Genesis(format!("cannot create {}: {e}", dir.display())))?;
-        let delegates: Vec<Keypair> = (0..n).map(|_| Keypair::generate()).collect();
+        let keys: Vec<Keypair> = (0..candidates).map(|_| Keypair::generate()).collect();
         let holders: Vec<Keypair> = ALLOCATION_TABLE
             .iter()
             .map(|_| Keypair::generate())
             .collect();
-        let mut g = Self::assemble(chain_id, n, 1000, &delegates, &holders);
+        let mut g = Self::assemble(chain_id, delegates, 1000, &keys, &holders);
         g.genesis_time_ms = genesis_time_ms;
         g.validate()?;
-        for (i, k) in delegates.iter().enumerate() {
+        for (i, k) in keys.iter().enumerate() {
             k.save(&dir.join(format!("delegate-{i}.key.json")))?;
         }
         for ((c, _), k) in ALLOCATION_TABLE.iter().zip(&holders) {
@@ -315,7 +325,7 @@ mod tests {
     #[test]
     fn dev_genesis_writes_loadable_files() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Genesis::write_dev(dir.path(), "dev", 3, 5).unwrap();
+        let g = Genesis::write_dev(dir.path(), "dev", 3, 3, 5).unwrap();
         let back = Genesis::load(&dir.path().join("genesis.json")).unwrap();
         assert_eq!(back, g);
         assert_eq!(back.delegate_count, 3);
@@ -324,6 +334,25 @@ mod tests {
         assert_ne!(
             g.chain_hash(),
             Genesis::deterministic("dev", 3, 1000, "s").0.chain_hash()
+        );
+    }
+
+    #[test]
+    fn dev_genesis_with_fewer_seats_leaves_the_last_candidates_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Genesis::write_dev(dir.path(), "dev", 4, 3, 5).unwrap();
+        assert_eq!((g.candidates.len(), g.delegate_count), (4, 3));
+        let outside = Keypair::load(&dir.path().join("delegate-3.key.json")).unwrap();
+        let elected = crate::state::State::from_genesis(&g).elect(3);
+        assert!(
+            !elected.contains(&outside.public()),
+            "ties go to the earlier"
+        );
+        assert!(g.candidates[..3].iter().all(|c| elected.contains(&c.key)));
+        let e = Genesis::write_dev(dir.path(), "dev", 2, 3, 5).unwrap_err();
+        assert!(
+            e.to_string().contains("2 candidates for 3 delegate seats"),
+            "{e}"
         );
     }
 

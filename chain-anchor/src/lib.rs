@@ -32,7 +32,7 @@ pub use block::{Block, BlockHeader, Confirmation, SignedHeader};
 pub use crypto::{Hash32, Keypair, PublicKey, Signature};
 pub use error::{BlockError, Error, Result, TxError};
 pub use genesis::Genesis;
-pub use ledger::{ChainStatus, Equivocation, ImportOutcome, Ledger};
+pub use ledger::{CandidateStatus, ChainStatus, Equivocation, ImportOutcome, Ledger};
 pub use proof::{verify_inclusion, InclusionProof, ProofVerifier, VerifiedInclusion};
 pub use store::{ChainStore, MemoryStore, RecordIndex, RocksStore, TxLocation};
 pub use tx::{Payload, Transaction};

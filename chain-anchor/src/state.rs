@@ -87,56 +87,74 @@ impl State {
         }
     }
 
-    /// Applies a transaction whose signature and chain were already checked
-    /// (`Transaction::check_stateless`). Checks nonce, balance and candidates;
-    /// on error the state is unchanged.
-    pub fn apply(&mut self, tx: &Transaction) -> Result<(), TxError> {
-        let from = self.accounts.get(&tx.from).cloned().unwrap_or_default();
-        if tx.nonce != from.nonce {
+    /// What [`State::apply`] would refuse, without changing anything: the
+    /// nonce, the balance, the candidates named. The signature and chain
+    /// must already be checked (`Transaction::check_stateless`).
+    pub fn check(&self, tx: &Transaction) -> Result<(), TxError> {
+        let from = self.accounts.get(&tx.from);
+        let expected = from.map_or(0, |a| a.nonce);
+        if tx.nonce != expected {
             return Err(TxError::WrongNonce {
                 account: tx.from,
-                expected: from.nonce,
+                expected,
                 got: tx.nonce,
             });
         }
         match &tx.payload {
             Payload::Transfer { to, amount } => {
-                if from.balance < *amount {
+                let balance = from.map_or(0, |a| a.balance);
+                if balance < *amount {
                     return Err(TxError::InsufficientBalance {
                         account: tx.from,
-                        balance: from.balance,
+                        balance,
                         needed: *amount,
                     });
                 }
-                let to_acc = self.accounts.get(to).cloned().unwrap_or_default();
-                if *to != tx.from && to_acc.balance.checked_add(*amount).is_none() {
+                if *to != tx.from && self.balance(to).checked_add(*amount).is_none() {
                     return Err(TxError::InvalidPayload(
                         "recipient balance would overflow".into(),
                     ));
                 }
-                self.shift_votes(&from.votes, -(*amount as i128));
-                self.shift_votes(&to_acc.votes, *amount as i128);
-                self.accounts
-                    .get_mut(&tx.from)
-                    .expect("sender exists")
-                    .balance -= amount;
-                self.accounts.entry(*to).or_default().balance += amount;
             }
             Payload::Vote { candidates } => {
                 if let Some(c) = candidates.iter().find(|c| !self.candidates.contains_key(c)) {
                     return Err(TxError::UnknownCandidate(*c));
                 }
+            }
+            Payload::RegisterCandidate { .. } if self.candidates.contains_key(&tx.from) => {
+                return Err(TxError::InvalidPayload(format!(
+                    "{} is already a candidate",
+                    tx.from
+                )));
+            }
+            Payload::RegisterCandidate { .. }
+            | Payload::Audit(_)
+            | Payload::Anchor(_)
+            | Payload::Trace(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Applies a transaction whose signature and chain were already checked
+    /// (`Transaction::check_stateless`). Checks nonce, balance and candidates
+    /// ([`State::check`]); on error the state is unchanged.
+    pub fn apply(&mut self, tx: &Transaction) -> Result<(), TxError> {
+        self.check(tx)?;
+        let from = self.accounts.get(&tx.from).cloned().unwrap_or_default();
+        match &tx.payload {
+            Payload::Transfer { to, amount } => {
+                let to_votes = self.accounts.get(to).map(|a| a.votes.clone());
+                self.shift_votes(&from.votes, -(*amount as i128));
+                self.shift_votes(&to_votes.unwrap_or_default(), *amount as i128);
+                self.accounts.entry(tx.from).or_default().balance -= amount;
+                self.accounts.entry(*to).or_default().balance += amount;
+            }
+            Payload::Vote { candidates } => {
                 self.shift_votes(&from.votes, -(from.balance as i128));
                 self.shift_votes(candidates, from.balance as i128);
                 self.accounts.entry(tx.from).or_default().votes = candidates.clone();
             }
             Payload::RegisterCandidate { name } => {
-                if self.candidates.contains_key(&tx.from) {
-                    return Err(TxError::InvalidPayload(format!(
-                        "{} is already a candidate",
-                        tx.from
-                    )));
-                }
                 let order = self
                     .candidates
                     .values()

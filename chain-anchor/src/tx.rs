@@ -20,6 +20,60 @@ pub const MAX_TX_BYTES: usize = 256 * 1024;
 /// Units of account per HP (8 decimals).
 pub const UNITS_PER_HP: u64 = 100_000_000;
 
+/// `units` as an exact decimal HP amount: `1250000000` is `"12.5"`,
+/// `1` is `"0.00000001"` (no float rounding, no trailing zeros).
+pub fn format_hp(units: u64) -> String {
+    let whole = units / UNITS_PER_HP;
+    let frac = units % UNITS_PER_HP;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:08}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Parses an HP amount with at most 8 decimals (`"12.5"`, `"0.00000001"`,
+/// `"100"`) into units, exactly. Refuses signs, exponents, more decimals
+/// than a unit holds, and amounts over `u64::MAX` units.
+pub fn parse_hp(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let bad = |why: &str| {
+        Err(format!(
+            "{text:?} is not an HP amount: {why}; write it like 12.5 (at most 8 decimals)"
+        ))
+    };
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return bad("no digits");
+    }
+    if !whole
+        .bytes()
+        .chain(frac.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return bad("only digits and one decimal point are allowed");
+    }
+    if frac.len() > 8 {
+        return bad("more than 8 decimals (1 unit = 0.00000001 HP)");
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        match whole.parse() {
+            Ok(w) => w,
+            Err(_) => return bad("too large"),
+        }
+    };
+    let frac_units: u64 = format!("{frac:0<8}").parse().unwrap_or(0);
+    match whole
+        .checked_mul(UNITS_PER_HP)
+        .and_then(|u| u.checked_add(frac_units))
+    {
+        Some(units) => Ok(units),
+        None => bad("too large"),
+    }
+}
+
 const TX_SIGN_DOMAIN: &[u8] = b"HPCHAIN/TX/V1\0";
 const TX_HASH_DOMAIN: &[u8] = b"HPCHAIN/TXID/V1\0";
 
@@ -638,6 +692,36 @@ pub(crate) mod tests {
             ..cold
         };
         assert!(ev.breaches(&[other_unit]).is_empty());
+    }
+
+    #[test]
+    fn hp_amounts_format_and_parse_exactly() {
+        assert_eq!(format_hp(0), "0");
+        assert_eq!(format_hp(1_250_000_000), "12.5");
+        assert_eq!(format_hp(1), "0.00000001");
+        assert_eq!(format_hp(30_000_000 * UNITS_PER_HP), "30000000");
+        for (text, units) in [
+            ("12.5", 1_250_000_000),
+            ("0.00000001", 1),
+            ("100", 100 * UNITS_PER_HP),
+            (".5", UNITS_PER_HP / 2),
+            ("7.", 7 * UNITS_PER_HP),
+        ] {
+            assert_eq!(parse_hp(text), Ok(units), "{text}");
+            assert_eq!(parse_hp(&format_hp(units)), Ok(units));
+        }
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "0.000000001",
+            "1.2.3",
+            "999999999999999",
+        ] {
+            let e = parse_hp(bad).unwrap_err();
+            assert!(e.contains("not an HP amount"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -301,7 +301,8 @@ pub fn chain_status(api: &ApiClient, json_output: bool) -> Result<(), CallError>
             text(&s["final_hash"])
         );
         println!(
-            "delegates {} (a block is final once {} of them built on or confirmed it); pending txs {}",
+            "round  {}: {} delegates (a block is final once {} of them built on or confirmed it); pending txs {}",
+            s["round"],
             s["delegates"].as_array().map(|d| d.len()).unwrap_or(0),
             s["finality_threshold"],
             s["pending_txs"]
@@ -326,6 +327,24 @@ pub fn chain_status(api: &ApiClient, json_output: bool) -> Result<(), CallError>
                 last["from_node"]
             );
         }
+        let rows: Vec<Vec<String>> = s["candidates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                vec![
+                    text(&c["key"]),
+                    text(&c["name"]),
+                    text(&c["votes_hp"]),
+                    if c["delegate"] == json!(true) {
+                        "delegate".into()
+                    } else {
+                        "candidate".into()
+                    },
+                ]
+            })
+            .collect();
+        table::print(&["KEY", "NAME", "VOTES (HP)", "ROLE"], &rows);
     });
     Ok(())
 }

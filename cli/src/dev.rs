@@ -27,33 +27,57 @@ pub struct DevOptions {
     pub base_port: u16,
     pub iscsi_base_port: u16,
     pub nodes: u64,
+    /// Delegate seats; `None`: the existing genesis's, else one per node.
+    pub delegates: Option<u64>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// The dev chain: a genesis with one delegate per node, written once and
-/// reused by later runs on the same data directory.
+/// The dev chain: a genesis with one candidate per node and `--delegates`
+/// seats (all nodes by default), written once and reused by later runs on
+/// the same data directory. With fewer seats than nodes, the last nodes
+/// start outside the set: with no votes cast, `State::elect` breaks ties
+/// by registration order, and node N registers as candidate N-1.
 fn dev_chain(options: &DevOptions) -> Result<PathBuf, String> {
     let dir = options.data_dir.join("chain");
     let genesis = dir.join("genesis.json");
+    if let Some(d) = options.delegates.filter(|d| *d > options.nodes) {
+        return Err(format!(
+            "--delegates {d} is more than --nodes {}: every delegate seat needs a node; give at most {} seats",
+            options.nodes, options.nodes
+        ));
+    }
     if !genesis.exists() {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        hpchain_chain::Genesis::write_dev(&dir, "hpchain-dev", options.nodes as u32, now_ms)
-            .map_err(|e| format!("cannot write the dev chain's genesis: {e}"))?;
+        let seats = options.delegates.unwrap_or(options.nodes);
+        hpchain_chain::Genesis::write_dev(
+            &dir,
+            "hpchain-dev",
+            options.nodes as u32,
+            seats as u32,
+            now_ms,
+        )
+        .map_err(|e| format!("cannot write the dev chain's genesis: {e}"))?;
     }
     let existing = hpchain_chain::Genesis::load(&genesis)
         .map_err(|e| format!("cannot read the dev chain's genesis: {e}"))?;
-    if u64::from(existing.delegate_count) != options.nodes {
+    let candidates = existing.candidates.len() as u64;
+    let seats = u64::from(existing.delegate_count);
+    if candidates != options.nodes {
         return Err(format!(
-            "{} has {} delegates but {} nodes were asked for; run with --nodes {} or use a new --data-dir",
+            "{} has {candidates} candidates (one per node) but {} nodes were asked for; run with --nodes {candidates} or use a new --data-dir",
             genesis.display(),
-            existing.delegate_count,
             options.nodes,
-            existing.delegate_count
+        ));
+    }
+    if let Some(d) = options.delegates.filter(|d| *d != seats) {
+        return Err(format!(
+            "{} has {seats} delegate seats but --delegates {d} was asked for; run with --delegates {seats} (or without it) or use a new --data-dir",
+            genesis.display(),
         ));
     }
     Ok(dir)
@@ -277,6 +301,26 @@ fn setup_and_wait(
         "hpchain dev: a {}-node cluster on loopback\n",
         configs.len()
     );
+    let chain_dir = options.data_dir.join("chain");
+    if let Ok(g) = hpchain_chain::Genesis::load(&chain_dir.join("genesis.json")) {
+        let seats = g.delegate_count as usize;
+        let outside = match configs.len() - seats.min(configs.len()) {
+            0 => String::new(),
+            1 => format!(
+                "; node{} is a candidate outside the set until votes elect it",
+                configs.len()
+            ),
+            _ => format!(
+                "; node{}..node{} are candidates outside the set until votes elect them",
+                seats + 1,
+                configs.len()
+            ),
+        };
+        say!(
+            "  HP chain: {seats} delegate seats, one candidate per node{outside}; holder keys {}/alloc-*.key.json\n",
+            chain_dir.display()
+        );
+    }
     for ((name, child), config) in children.iter().zip(configs) {
         say!(
             "  {name}  pid {:<7} api http://{}  peer {}  iscsi {}  log {}",
@@ -315,6 +359,8 @@ fn setup_and_wait(
     );
     say!("  hpchain volume export-iscsi vol1 --chap-user alice --chap-secret alice-secret-12 --allow iqn.2026-11.example:host1");
     say!("  hpchain chain audit volume/vol1        # the change, signed, on the HP chain");
+    say!("  hpchain chain keygen me.key.json && hpchain chain transfer --key {}/alloc-team.key.json me.key.json 10 --wait", chain_dir.display());
+    say!("  hpchain chain vote --key {}/alloc-ecological-development.key.json {}/delegate-0.key.json --wait", chain_dir.display(), chain_dir.display());
     say!("  hpchain trace add --batch milk-1 --stage farm --actor farm-a --place Parma --reading temperature=3.5C");
     say!("  curl -s http://{}/metrics | head", first.api_addr);
     say!("\nhpchain dev: ready (Ctrl-C stops every node)");
@@ -334,5 +380,42 @@ fn wait_for_stop(children: &mut [(String, Child)]) {
             }
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &Path, nodes: u64, delegates: Option<u64>) -> DevOptions {
+        DevOptions {
+            data_dir: dir.to_path_buf(),
+            base_port: 9400,
+            iscsi_base_port: 3260,
+            nodes,
+            delegates,
+        }
+    }
+
+    #[test]
+    fn the_dev_genesis_keeps_its_seats_and_a_mismatch_names_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = dev_chain(&options(dir.path(), 4, Some(5))).unwrap_err();
+        assert!(e.contains("--delegates 5 is more than --nodes 4"), "{e}");
+        let chain = dev_chain(&options(dir.path(), 4, Some(3))).unwrap();
+        let g = hpchain_chain::Genesis::load(&chain.join("genesis.json")).unwrap();
+        assert_eq!((g.candidates.len(), g.delegate_count), (4, 3));
+        // Without --delegates a reused directory keeps its seats.
+        dev_chain(&options(dir.path(), 4, None)).unwrap();
+        let e = dev_chain(&options(dir.path(), 4, Some(4))).unwrap_err();
+        assert!(
+            e.contains("has 3 delegate seats") && e.contains("--delegates 3"),
+            "{e}"
+        );
+        let e = dev_chain(&options(dir.path(), 3, None)).unwrap_err();
+        assert!(
+            e.contains("has 4 candidates") && e.contains("--nodes 4"),
+            "{e}"
+        );
     }
 }

@@ -11,6 +11,7 @@ mod snap;
 mod table;
 mod transfer;
 mod units;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -69,10 +70,16 @@ enum Top {
         /// iSCSI port of node 1; node N uses base + 10*(N-1).
         #[arg(long, default_value_t = 3260)]
         iscsi_base_port: u16,
-        /// Nodes (and HP chain delegates) to run, 3 to 9; with 4 or more,
-        /// blocks still become final while one node is down.
+        /// Nodes to run, 3 to 9; each is an HP chain delegate candidate.
+        /// With 4 or more delegates, blocks still become final while one
+        /// node is down.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=9))]
         nodes: u64,
+        /// Delegate seats (default: one per node, or what the data
+        /// directory's genesis says). Fewer than --nodes leaves the last
+        /// nodes candidates outside the set until votes elect them.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9))]
+        delegates: Option<u64>,
     },
     /// Cluster status.
     Cluster {
@@ -167,10 +174,72 @@ enum TraceCommand {
     },
 }
 
+/// How a wallet command signs and follows its transaction.
+#[derive(clap::Args)]
+struct SignArgs {
+    /// Key file of the sending account (`hpchain chain keygen`; a dev
+    /// cluster's holder keys are DATA/chain/alloc-*.key.json). It is read
+    /// here; only the signed transaction goes to the node.
+    #[arg(long)]
+    key: PathBuf,
+    /// Wait until the transaction is final.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 60)]
+    wait_timeout: u64,
+}
+
+impl SignArgs {
+    fn signing(&self) -> wallet::Signing<'_> {
+        wallet::Signing {
+            key: &self.key,
+            wait: self.wait,
+            wait_timeout: std::time::Duration::from_secs(self.wait_timeout),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum ChainCommand {
-    /// Head, final block, delegates.
+    /// Head, final block, the current round's delegates, candidates and votes.
     Status,
+    /// Make a key pair for an account, written to FILE (mode 0600).
+    Keygen { file: PathBuf },
+    /// An account's balance, next nonce, votes and candidacy.
+    Account {
+        /// Public key (hex) or key file.
+        key: String,
+    },
+    /// Send HP from the --key account, signed here.
+    Transfer {
+        #[command(flatten)]
+        sign: SignArgs,
+        /// Recipient: public key (hex) or key file.
+        to: String,
+        /// HP, with at most 8 decimals (e.g. 12.5).
+        amount_hp: String,
+    },
+    /// Vote with the --key account's whole balance for each candidate
+    /// named (replacing its earlier votes); the delegate set follows the
+    /// votes from the next round on.
+    Vote {
+        #[command(flatten)]
+        sign: SignArgs,
+        /// Candidates: public keys (hex) or key files.
+        #[arg(required_unless_present = "withdraw")]
+        candidates: Vec<String>,
+        /// Withdraw every vote instead.
+        #[arg(long, conflicts_with = "candidates")]
+        withdraw: bool,
+    },
+    /// Register the --key account as a delegate candidate.
+    Register {
+        #[command(flatten)]
+        sign: SignArgs,
+        /// The candidate's name (1 to 64 bytes).
+        name: String,
+    },
     /// Final audit records of a target (volume/NAME, pool/NAME, node/ID).
     Audit { target: String },
     /// Re-check the whole ledger; names the first block that fails. The
@@ -494,11 +563,13 @@ fn run(cli: Cli) -> Result<(), String> {
             base_port,
             iscsi_base_port,
             nodes,
+            delegates,
         } => dev::run(dev::DevOptions {
             data_dir,
             base_port,
             iscsi_base_port,
             nodes,
+            delegates,
         }),
         Top::Cluster {
             command: ClusterCommand::Status,
@@ -639,6 +710,21 @@ fn run(cli: Cli) -> Result<(), String> {
         }),
         Top::Chain { command } => admin(match command {
             ChainCommand::Status => admin::chain_status(&api, json),
+            ChainCommand::Keygen { file } => wallet::keygen(&file, json),
+            ChainCommand::Account { key } => wallet::account(&api, &key, json),
+            ChainCommand::Transfer {
+                sign,
+                to,
+                amount_hp,
+            } => wallet::transfer(&api, &sign.signing(), &to, &amount_hp, json),
+            ChainCommand::Vote {
+                sign,
+                candidates,
+                withdraw: _,
+            } => wallet::vote(&api, &sign.signing(), &candidates, json),
+            ChainCommand::Register { sign, name } => {
+                wallet::register(&api, &sign.signing(), &name, json)
+            }
             ChainCommand::Audit { target } => admin::chain_audit(&api, &target, json),
             ChainCommand::Verify { data_dir: None } => admin::chain_verify(&api, json),
             ChainCommand::Verify {

@@ -67,14 +67,36 @@ pub struct ChainStatus {
     pub head_slot: u64,
     pub final_height: u64,
     pub final_hash: Hash32,
-    /// Delegates of the head's round, in production order.
+    /// The round these delegates serve: the head's round from
+    /// [`Ledger::status`], the clock's from [`Ledger::status_at`].
+    pub round: u64,
+    /// Seats in a delegate set (the genesis's `delegate_count`).
+    pub delegate_seats: u32,
+    /// Delegates of `round`, in production order.
     pub delegates: Vec<PublicKey>,
     /// Distinct confirmers a block needs to become final.
     pub finality_threshold: usize,
+    /// Every candidate, in election order (votes, then registration), with
+    /// the votes of the head state: the top `delegate_seats` of this list
+    /// are the delegates of the next round.
+    pub candidates: Vec<CandidateStatus>,
     pub pending_txs: usize,
     pub equivocations: usize,
     /// The first stored block that failed verification, until repaired.
     pub damaged: Option<BadBlock>,
+}
+
+/// One delegate candidate as [`ChainStatus`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CandidateStatus {
+    pub key: PublicKey,
+    pub name: String,
+    /// Stake-weighted votes, in units.
+    pub votes: u64,
+    /// `votes` in HP, exact (`format_hp`).
+    pub votes_hp: String,
+    /// Whether it is in the delegate set of the status's `round`.
+    pub delegate: bool,
 }
 
 struct Node {
@@ -187,9 +209,41 @@ impl Ledger {
         Ok(l)
     }
 
-    /// A summary of the chain as this node sees it.
+    /// A summary of the chain as this node sees it, as of the head block:
+    /// `round` and `delegates` are the head's.
     pub fn status(&self) -> ChainStatus {
         let head = &self.nodes[&self.head];
+        let n = self.genesis.delegate_count;
+        self.summary(dpos::round_of(head.slot, n), head.active.as_ref().clone())
+    }
+
+    /// Like [`Ledger::status`], but for the round the clock is in at
+    /// `now_ms`: its delegates are those the next block on the head will be
+    /// checked against (the head's set while the round lasts, then a new
+    /// election from the head state). This is what an operator means by
+    /// "the current delegates", even while no block of the round exists yet.
+    pub fn status_at(&self, now_ms: u64) -> ChainStatus {
+        let slot = self.slot_at(now_ms).max(self.head_slot());
+        let round = dpos::round_of(slot, self.genesis.delegate_count);
+        self.summary(round, self.delegates_for_slot(slot))
+    }
+
+    fn summary(&self, round: u64, delegates: Vec<PublicKey>) -> ChainStatus {
+        let head = &self.nodes[&self.head];
+        let mut candidates: Vec<(&PublicKey, &crate::state::Candidate)> =
+            head.state.candidates.iter().collect();
+        // The order `State::elect` ranks them in.
+        candidates.sort_by(|a, b| b.1.votes.cmp(&a.1.votes).then(a.1.order.cmp(&b.1.order)));
+        let candidates = candidates
+            .into_iter()
+            .map(|(k, c)| CandidateStatus {
+                key: *k,
+                name: c.name.clone(),
+                votes: c.votes,
+                votes_hp: crate::tx::format_hp(c.votes),
+                delegate: delegates.contains(k),
+            })
+            .collect();
         ChainStatus {
             chain_id: self.genesis.chain_id.clone(),
             chain_hash: self.chain,
@@ -198,8 +252,11 @@ impl Ledger {
             head_slot: head.slot,
             final_height: self.final_height,
             final_hash: self.final_hash,
-            delegates: head.active.as_ref().clone(),
-            finality_threshold: dpos::finality_threshold(head.active.len()),
+            round,
+            delegate_seats: self.genesis.delegate_count,
+            finality_threshold: dpos::finality_threshold(delegates.len()),
+            delegates,
+            candidates,
             pending_txs: self.pool.len(),
             equivocations: self.equivocations.len(),
             damaged: self.damage.clone(),
@@ -327,6 +384,61 @@ impl Ledger {
         self.pool.insert(self.pool_seq, tx);
         self.pool_index.insert(h, self.pool_seq);
         Ok(h)
+    }
+
+    /// The nonce a new transaction from `k` should carry: the head state's
+    /// next nonce, past the run of `k`'s pending transactions that follow it.
+    pub fn pending_nonce(&self, k: &PublicKey) -> u64 {
+        let pending: HashSet<u64> = self
+            .pool
+            .values()
+            .filter(|t| t.from == *k)
+            .map(|t| t.nonce)
+            .collect();
+        let mut next = self.head_state().next_nonce(k);
+        while pending.contains(&next) {
+            next += 1;
+        }
+        next
+    }
+
+    /// Checks a transaction a client is about to submit against the state
+    /// it will meet: the head state after the pending transactions that can
+    /// change its outcome (the sender's own, transfers to the sender,
+    /// candidate registrations). [`Ledger::submit_tx`] checks only what
+    /// holds whatever the state, because a peer's gossip may run ahead of
+    /// this node's head; a client, though, should hear "balance too low" or
+    /// "nonce already used" now rather than see its transaction dropped at
+    /// block time. Advisory: a transaction that passes can still be refused
+    /// if the state changes first (another transaction with the same nonce
+    /// is included before it).
+    pub fn check_new_tx(&self, tx: &Transaction) -> Result<()> {
+        let h = tx.hash();
+        let err = |reason| Error::Tx {
+            tx: h,
+            reason: Box::new(reason),
+        };
+        if self.pool_index.contains_key(&h) {
+            return Err(err(TxError::Duplicate));
+        }
+        tx.check_stateless(&self.chain).map_err(err)?;
+        // Senders whose pending transactions matter, with all of theirs so
+        // that their nonces line up.
+        let mut senders: HashSet<PublicKey> = HashSet::from([tx.from]);
+        for pending in self.pool.values() {
+            match &pending.payload {
+                Payload::Transfer { to, .. } if *to == tx.from => {}
+                Payload::RegisterCandidate { .. } => {}
+                _ => continue,
+            }
+            senders.insert(pending.from);
+        }
+        let mut state = self.head_state().clone();
+        for pending in self.pool.values().filter(|p| senders.contains(&p.from)) {
+            // One that fails here would be left out of a block too.
+            let _ = state.apply(pending);
+        }
+        state.check(tx).map_err(err)
     }
 
     fn pool_remove(&mut self, h: &Hash32) {
@@ -669,5 +781,135 @@ mod tests {
         let l = Ledger::open(g, Box::new(crate::store::MemoryStore::new())).unwrap();
         let h = std::thread::spawn(move || l.head().1).join().unwrap();
         assert_eq!(h, 0);
+    }
+
+    fn reason(e: Error) -> TxError {
+        match e {
+            Error::Tx { reason, .. } => *reason,
+            other => panic!("not a transaction error: {other}"),
+        }
+    }
+
+    #[test]
+    fn new_transactions_meet_the_head_state_after_the_relevant_pending_ones() {
+        let (g, d, h) = Genesis::deterministic("wallet", 1, 1000, "wallet");
+        let chain = g.chain_hash();
+        let mut l = Ledger::open(g, Box::new(crate::store::MemoryStore::new())).unwrap();
+        let a = &h[0];
+        let to = Keypair::from_seed(b"to").public();
+        let transfer =
+            |nonce, amount| Transaction::signed(chain, a, nonce, Payload::Transfer { to, amount });
+        let balance = l.head_state().balance(&a.public());
+        let first = transfer(0, balance - 5);
+        l.check_new_tx(&first).unwrap();
+        l.submit_tx(first.clone()).unwrap();
+        assert_eq!(l.pending_nonce(&a.public()), 1);
+        assert_eq!(
+            reason(l.check_new_tx(&first).unwrap_err()),
+            TxError::Duplicate
+        );
+        // What the pending transfer leaves is what the next one may spend.
+        assert!(matches!(
+            reason(l.check_new_tx(&transfer(1, 6)).unwrap_err()),
+            TxError::InsufficientBalance {
+                balance: 5,
+                needed: 6,
+                ..
+            }
+        ));
+        assert!(matches!(
+            reason(l.check_new_tx(&transfer(2, 1)).unwrap_err()),
+            TxError::WrongNonce {
+                expected: 1,
+                got: 2,
+                ..
+            }
+        ));
+        l.produce_block(1, &d[0], 10).unwrap();
+        assert_eq!(l.pool_len(), 0);
+        assert_eq!(l.pending_nonce(&a.public()), 1);
+        // A replay of the included transaction: its nonce is used.
+        for e in [
+            l.check_new_tx(&first).unwrap_err(),
+            l.submit_tx(first.clone()).unwrap_err(),
+        ] {
+            assert!(matches!(
+                reason(e),
+                TxError::WrongNonce {
+                    expected: 1,
+                    got: 0,
+                    ..
+                }
+            ));
+        }
+        // A vote may name a candidate whose registration is still pending.
+        let newcomer = Keypair::from_seed(b"newcomer");
+        let register = Transaction::signed(
+            chain,
+            &newcomer,
+            0,
+            Payload::RegisterCandidate { name: "new".into() },
+        );
+        let vote = Transaction::signed(
+            chain,
+            &h[1],
+            0,
+            Payload::Vote {
+                candidates: vec![newcomer.public()],
+            },
+        );
+        assert_eq!(
+            reason(l.check_new_tx(&vote).unwrap_err()),
+            TxError::UnknownCandidate(newcomer.public())
+        );
+        l.submit_tx(register).unwrap();
+        l.check_new_tx(&vote).unwrap();
+    }
+
+    #[test]
+    fn status_ranks_candidates_and_names_the_clock_rounds_delegates() {
+        let (g, d, h) = Genesis::deterministic("status", 2, 1000, "status");
+        let chain = g.chain_hash();
+        let t0 = g.genesis_time_ms;
+        let mut l = Ledger::open(g, Box::new(crate::store::MemoryStore::new())).unwrap();
+        let s = l.status();
+        assert_eq!((s.round, s.delegate_seats, s.delegates.len()), (0, 2, 2));
+        assert!(s.candidates.iter().all(|c| c.delegate && c.votes == 0));
+        // A third candidate, voted for in round 0, sits in round 1's set
+        // as soon as the clock is in round 1, before any block of it exists.
+        let newcomer = Keypair::from_seed(b"newcomer");
+        for tx in [
+            Transaction::signed(
+                chain,
+                &newcomer,
+                0,
+                Payload::RegisterCandidate { name: "new".into() },
+            ),
+            Transaction::signed(
+                chain,
+                &h[4],
+                0,
+                Payload::Vote {
+                    candidates: vec![newcomer.public()],
+                },
+            ),
+        ] {
+            l.submit_tx(tx).unwrap();
+        }
+        let producer = d
+            .iter()
+            .find(|k| l.scheduled_producer(1) == Some(k.public()))
+            .unwrap();
+        l.produce_block(1, producer, 10).unwrap();
+        let head_round = l.status();
+        assert!(!head_round.delegates.contains(&newcomer.public()));
+        assert_eq!(head_round.candidates[0].key, newcomer.public());
+        assert_eq!(head_round.candidates[0].votes_hp, "30000000");
+        let now = l.status_at(t0 + 2 * 1000);
+        assert_eq!(now.round, 1);
+        assert!(now.delegates.contains(&newcomer.public()));
+        assert_eq!(now.delegates.len(), 2);
+        assert!(now.candidates[0].delegate);
+        assert_eq!(now.candidates.iter().filter(|c| c.delegate).count(), 2);
     }
 }

@@ -72,6 +72,12 @@ pub fn free_base_port(slot: u16) -> u16 {
 }
 
 pub fn start(slot: u16, nodes: usize) -> DevCluster {
+    start_with_delegates(slot, nodes, None)
+}
+
+/// Like [`start`], with `hpchain dev --delegates` (fewer delegate seats
+/// than nodes leaves the last nodes candidates outside the set).
+pub fn start_with_delegates(slot: u16, nodes: usize, delegates: Option<usize>) -> DevCluster {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port(slot);
     let data = dir.path().join("data");
@@ -85,6 +91,9 @@ pub fn start(slot: u16, nodes: usize) -> DevCluster {
     if nodes != 3 {
         command.args(["--nodes", &nodes.to_string()]);
     }
+    if let Some(d) = delegates {
+        command.args(["--delegates", &d.to_string()]);
+    }
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -97,30 +106,59 @@ pub fn start(slot: u16, nodes: usize) -> DevCluster {
             let _ = tx.send(line);
         }
     });
-    let mut node_pids = Vec::new();
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("hpchain dev printed `ready` in time");
-        if let Some(rest) = line.split(" pid ").nth(1) {
-            node_pids.push(rest.split_whitespace().next().unwrap().parse().unwrap());
-        }
-        if line.contains("hpchain dev: ready") {
-            break;
-        }
-    }
-    let cluster = DevCluster {
+    // Built before `ready` so that a cluster that never gets there is
+    // stopped on the panic too.
+    let mut cluster = DevCluster {
         child,
-        node_pids,
+        node_pids: Vec::new(),
         restarted: Vec::new(),
         base,
         token_file: data.join("api-token"),
         data,
         dir,
     };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(e) => panic!(
+                "hpchain dev did not print `ready` ({e:?}: {}); the nodes' logs end:\n{}",
+                if matches!(e, mpsc::RecvTimeoutError::Timeout) {
+                    format!("not within {READY_TIMEOUT:?}")
+                } else {
+                    "it exited".to_string()
+                },
+                log_tails(&cluster.data)
+            ),
+        };
+        if let Some(rest) = line.split(" pid ").nth(1) {
+            let pid = rest.split_whitespace().next().unwrap().parse().unwrap();
+            cluster.node_pids.push(pid);
+        }
+        if line.contains("hpchain dev: ready") {
+            break;
+        }
+    }
     assert_eq!(cluster.node_pids.len(), nodes, "node processes reported");
     cluster
+}
+
+/// The last lines of every node's log in a dev data directory.
+fn log_tails(data: &Path) -> String {
+    let mut out = String::new();
+    for n in 1..=9 {
+        let path = data.join(format!("node{n}.log"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {}\n", path.display()));
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 pub fn cli_at(cluster: &DevCluster, node: u16, args: &[&str]) -> Output {
@@ -217,6 +255,16 @@ pub fn http_get(url: &str) -> String {
 /// A plain HTTP/1.0 PUT of `body` with the cluster's bearer token; the
 /// status line and body of the answer.
 pub fn http_put(cluster: &DevCluster, path: &str, body: &[u8]) -> (u16, String) {
+    http_send(cluster, "PUT", path, body)
+}
+
+/// A plain HTTP/1.0 POST of a JSON `body` with the cluster's bearer token,
+/// to node 1; the status and body of the answer.
+pub fn http_post(cluster: &DevCluster, path: &str, body: &str) -> (u16, String) {
+    http_send(cluster, "POST", path, body.as_bytes())
+}
+
+fn http_send(cluster: &DevCluster, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let token = std::fs::read_to_string(&cluster.token_file).unwrap();
     let api = cluster.api(1);
@@ -224,7 +272,7 @@ pub fn http_put(cluster: &DevCluster, path: &str, body: &[u8]) -> (u16, String) 
     let mut stream = std::net::TcpStream::connect(host).unwrap();
     write!(
         stream,
-        "PUT {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
         token.trim(),
         body.len()
     )

@@ -1,17 +1,23 @@
-//! The HP chain's routes: status, verification, blocks, inclusion proofs,
-//! audit records and traceability. Everything here reads the node's own
-//! copy of the ledger; only `POST /v1/trace` submits a transaction.
+//! The HP chain's routes: status, accounts, verification, blocks, inclusion
+//! proofs, audit records and traceability. Everything here reads the node's
+//! own copy of the ledger; only `POST /v1/trace` (signed by the node) and
+//! `POST /v1/chain/transactions` (signed by the client, whose key never
+//! reaches the node) submit transactions.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hpchain_chain::tx::{ReadingLimit, TraceEvent};
-use hpchain_chain::{Block, Hash32, Ledger, Payload, RecordIndex, Transaction, TxLocation};
+use hpchain_chain::tx::{format_hp, ReadingLimit, TraceEvent};
+use hpchain_chain::{
+    Block, Hash32, Ledger, Payload, PublicKey, RecordIndex, Transaction, TxLocation,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::tx_refused;
 use super::{body, ApiError, ApiState};
+use crate::ledger::now_ms;
 
 /// Most blocks `GET /v1/chain/blocks` returns at once.
 pub const BLOCKS_LIMIT_MAX: u64 = 500;
@@ -66,18 +72,94 @@ pub fn utc_time(ms: u64) -> String {
     )
 }
 
+/// The chain as this node sees it; `delegates` are those of the round the
+/// clock is in (the set the next block is checked against), `candidates`
+/// rank every candidate by the votes of the head state.
 pub(super) async fn chain_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let node = ledger(&state)?;
     let (status, slot_time_ms) = {
         let ledger = node.ledger();
         let guard = ledger.lock().expect("ledger lock");
-        (guard.status(), guard.genesis().slot_time_ms)
+        (guard.status_at(now_ms()), guard.genesis().slot_time_ms)
     };
     let mut out = json!(status);
     out["slot_time_ms"] = json!(slot_time_ms);
     out["auto_repair"] = json!(node.auto_repair());
     out["repairs"] = json!(node.repairs());
     Ok(Json(out))
+}
+
+/// An account as of the head of the best chain: what a wallet needs to
+/// sign its next transaction. An unknown key is an empty account (balance
+/// 0, next nonce 0), which is what a fresh wallet key is.
+pub(super) async fn chain_account(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account_key = PublicKey::from_hex(&key).map_err(|_| {
+        ApiError::bad_request(
+            "chain.bad_key",
+            format!("account key {key:?} is not 64 hex digits (an ed25519 public key); `hpchain chain keygen FILE` makes a key pair"),
+        )
+    })?;
+    let ledger = ledger(&state)?.ledger();
+    let guard = ledger.lock().expect("ledger lock");
+    let head_state = guard.head_state();
+    let account = head_state.accounts.get(&account_key);
+    let balance = head_state.balance(&account_key);
+    let slot = guard.slot_at(now_ms()).max(guard.head_slot());
+    let delegates = guard.delegates_for_slot(slot);
+    let candidate = head_state.candidates.get(&account_key).map(|c| {
+        json!({
+            "name": c.name,
+            "votes": c.votes,
+            "votes_hp": format_hp(c.votes),
+            "delegate": delegates.contains(&account_key),
+        })
+    });
+    let votes: Vec<String> = account
+        .map(|a| a.votes.iter().map(|k| k.to_hex()).collect())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "key": account_key.to_hex(),
+        "exists": account.is_some(),
+        "balance": balance,
+        "balance_hp": format_hp(balance),
+        "next_nonce": guard.pending_nonce(&account_key),
+        "votes": votes,
+        "candidate": candidate,
+        "head_height": guard.head().1,
+        "final_height": guard.final_height(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubmitTx {
+    /// Hex of `Transaction::encode()`.
+    tx: String,
+}
+
+fn bad_encoding(why: String) -> ApiError {
+    ApiError::bad_request(
+        "tx.bad_encoding",
+        format!("{why}; send {{\"tx\": HEX}} with the hex of the signed transaction's canonical encoding (docs/ledger-format.md, Transactions)"),
+    )
+}
+
+/// A transaction signed by the client: checked (signature, chain, nonce,
+/// balance, candidates), pooled and gossiped; 202 with its id, final once
+/// the delegates confirm it (`GET /v1/chain/proof/{tx}` shows when).
+pub(super) async fn chain_submit(
+    State(state): State<ApiState>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let node = ledger(&state)?;
+    let SubmitTx { tx } = body(&bytes)?;
+    let raw = hex::decode(tx.trim()).map_err(|e| bad_encoding(format!("`tx` is not hex: {e}")))?;
+    let tx = Transaction::decode(&raw).map_err(|e| bad_encoding(e.to_string()))?;
+    let hash = node.submit_signed(tx).await.map_err(tx_refused)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"tx": hash.to_hex()}))).into_response())
 }
 
 #[derive(Deserialize)]

@@ -207,6 +207,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/chain/blocks", get(chain::chain_blocks))
         .route("/v1/chain/blocks/:id", get(chain::chain_block))
         .route("/v1/chain/proof/:tx", get(chain::chain_proof))
+        .route("/v1/chain/accounts/:key", get(chain::chain_account))
+        .route("/v1/chain/transactions", post(chain::chain_submit))
         .route("/v1/audit", get(chain::audit_list))
         .route(
             "/v1/trace",

@@ -52,6 +52,16 @@ fn trace_walk_parameters() -> Value {
 /// apart so that no single `json!` grows past the macro recursion limit.
 fn chain_paths() -> Value {
     json!({
+        "/v1/chain/accounts/{key}": {
+            "parameters": [{"name": "key", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The account's ed25519 public key (64 hex digits)"}],
+            "get": {"summary": "An account as of the head of the best chain: balance, the nonce its next transaction must carry (after its pending ones), its votes, and its candidacy. An unknown key is an empty account (balance 0, next nonce 0).",
+                "responses": with_errors(json!({"200": json_body("Account")}))}
+        },
+        "/v1/chain/transactions": {
+            "post": {"summary": "Submit a transaction signed by the client's own key (transfer, vote, register_candidate, ...): checked against the head state and the pending pool (signature, chain, nonce, balance, candidates), then gossiped; final after a few slots (GET /v1/chain/proof/{tx}). Refusals: 400 tx.bad_encoding, tx.bad_signature, tx.wrong_chain, tx.invalid_payload; 409 tx.wrong_nonce (a replay or a gap), tx.insufficient_balance, tx.unknown_candidate, tx.duplicate; 503 tx.pool_full.",
+                "requestBody": request("SubmitTransaction"),
+                "responses": with_errors(json!({"202": {"description": "{\"tx\": id}", "content": {"application/json": {"schema": {"type": "object", "properties": {"tx": {"type": "string"}}}}}}}))}
+        },
         "/v1/chain/blocks": {
             "parameters": [
                 {"name": "from", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "First height (default: the latest `limit` blocks)"},
@@ -89,6 +99,30 @@ fn chain_paths() -> Value {
 /// Schemas of the HP chain's answers.
 fn chain_schemas() -> Value {
     json!({
+        "ChainStatus": {"type": "object", "properties": {
+            "chain_id": {"type": "string"},
+            "chain_hash": {"type": "string", "description": "The chain's identity; every transaction is signed with it"},
+            "head_height": {"type": "integer"}, "head_hash": {"type": "string"}, "head_slot": {"type": "integer"},
+            "final_height": {"type": "integer"}, "final_hash": {"type": "string"},
+            "round": {"type": "integer", "description": "The round the clock is in"},
+            "delegate_seats": {"type": "integer"},
+            "delegates": {"type": "array", "items": {"type": "string"}, "description": "Delegates of `round` in production order: the set the next block is checked against"},
+            "finality_threshold": {"type": "integer"},
+            "candidates": {"type": "array", "description": "Every candidate in election order (votes, then registration); the first delegate_seats form the next round's set", "items": {"type": "object", "properties": {
+                "key": {"type": "string"}, "name": {"type": "string"},
+                "votes": {"type": "integer", "description": "Stake-weighted votes in units (1 HP = 10^8 units)"},
+                "votes_hp": {"type": "string"}, "delegate": {"type": "boolean", "description": "In the delegate set of `round`"}}}},
+            "pending_txs": {"type": "integer"}, "equivocations": {"type": "integer"}}},
+        "Account": {"type": "object", "properties": {
+            "key": {"type": "string"}, "exists": {"type": "boolean", "description": "false for a key the chain has never seen"},
+            "balance": {"type": "integer", "description": "Units (1 HP = 10^8 units)"},
+            "balance_hp": {"type": "string", "description": "The balance in HP, exact"},
+            "next_nonce": {"type": "integer", "description": "The nonce the account's next transaction must carry"},
+            "votes": {"type": "array", "items": {"type": "string"}, "description": "Candidates it votes for; each receives its whole balance as weight"},
+            "candidate": {"type": "object", "nullable": true, "description": "{name, votes, votes_hp, delegate} if the key is a delegate candidate"},
+            "head_height": {"type": "integer"}, "final_height": {"type": "integer"}}},
+        "SubmitTransaction": {"type": "object", "required": ["tx"], "additionalProperties": false, "properties": {
+            "tx": {"type": "string", "description": "Hex of the signed transaction's canonical encoding (docs/ledger-format.md)"}}},
         "AuditRecord": {"type": "object", "properties": {
             "tx": {"type": "string", "description": "Transaction id; GET /v1/chain/proof/{tx} proves it"},
             "height": {"type": "integer"}, "index": {"type": "integer"}, "block": {"type": "string"},
@@ -336,7 +370,7 @@ pub fn document() -> Value {
                 "delete": {"summary": "Stop exporting the volume; its sessions are dropped", "responses": with_errors(json!({"204": no_content}))}
             },
             "/v1/iscsi": {"get": {"summary": "Every iSCSI export", "responses": with_errors(json!({"200": json_list("IscsiExport")}))}},
-            "/v1/chain": {"get": {"summary": "HP chain status: head, final block, delegates", "responses": with_errors(json!({"200": {"description": "ChainStatus"}}))}},
+            "/v1/chain": {"get": {"summary": "HP chain status: chain hash, head, final block, the current round's delegates, candidates with their votes", "responses": with_errors(json!({"200": json_body("ChainStatus")}))}},
             "/v1/chain/audit": {
                 "parameters": [{"name": "target", "in": "query", "required": true, "schema": {"type": "string"}, "description": "e.g. volume/demo, pool/rbd, node/1"}],
                 "get": {"summary": "Final audit records of a target", "responses": with_errors(json!({"200": {"description": "Records with their block height and signer"}}))}
@@ -483,6 +517,8 @@ mod tests {
         ("/v1/chain/blocks", &["get"]),
         ("/v1/chain/blocks/{id}", &["get"]),
         ("/v1/chain/proof/{tx}", &["get"]),
+        ("/v1/chain/accounts/{key}", &["get"]),
+        ("/v1/chain/transactions", &["post"]),
         ("/v1/audit", &["get"]),
         ("/v1/trace/{batch}/upstream", &["get"]),
         ("/v1/trace/{batch}/downstream", &["get"]),
@@ -517,6 +553,7 @@ mod tests {
                 .replace("{batch}", ":batch")
                 .replace("{id}", ":id")
                 .replace("{tx}", ":tx")
+                .replace("{key}", ":key")
                 .replace("{snap}", ":snap");
             assert!(
                 source.contains(&format!("\"{axum_path}\"")),

@@ -8,7 +8,9 @@
 //! by `hpchain-chain` alone.
 
 use hpchain_chain::tx::AuditRecord;
-use hpchain_chain::{Genesis, Keypair, Ledger, LedgerMessage, Payload, RocksStore, Transaction};
+use hpchain_chain::{
+    Genesis, Hash32, Keypair, Ledger, LedgerMessage, Payload, RocksStore, Transaction,
+};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +40,7 @@ const REPAIRS_KEPT: usize = 16;
 const DRIFT_SLOTS_MAX: u64 = 2;
 const GOSSIP_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -338,7 +340,8 @@ impl LedgerNode {
             let ledger = self.ledger.lock().expect("ledger lock");
             (
                 ledger.chain_hash(),
-                ledger.head_state().next_nonce(&key.public()),
+                // Past any transaction a client signed with this key itself.
+                ledger.pending_nonce(&key.public()),
             )
         };
         *next = (*next).max(on_chain);
@@ -388,6 +391,21 @@ impl LedgerNode {
                 hashes.len()
             ))),
         }
+    }
+
+    /// Submits a transaction a client signed with its own key (keys never
+    /// reach the node), and gossips it. Besides what the pool checks, the
+    /// transaction must fit the state it will meet (nonce, balance,
+    /// candidates; `Ledger::check_new_tx`), so that the client hears a
+    /// refusal now instead of seeing the transaction dropped at block time.
+    pub async fn submit_signed(&self, tx: Transaction) -> Result<Hash32, hpchain_chain::Error> {
+        let hash = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            ledger.check_new_tx(&tx)?;
+            ledger.submit_tx(tx.clone())?
+        };
+        self.broadcast(LedgerMessage::Tx(tx)).await;
+        Ok(hash)
     }
 
     /// Records a cluster map change this node committed (or saw refused).
