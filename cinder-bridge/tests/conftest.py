@@ -51,8 +51,11 @@ def _port_free(port):
             return False
 
 
-def free_ports(offsets, low=20000, high=60000, tries=200):
-    """A base port such that base + each offset is free on loopback."""
+def free_ports(offsets, low=20000, high=32000, tries=200):
+    """A base port such that base + each offset is free on loopback.
+
+    Below the kernel's ephemeral range (32768 and up), where an outgoing
+    connection could take a port between this check and the bind."""
     for _ in range(tries):
         base = random.randrange(low, high - max(offsets)) // 10 * 10
         if all(_port_free(base + o) for o in offsets):

@@ -68,7 +68,10 @@ impl DevCluster {
 /// Ports distinct per test process and per test (`slot`); a dev cluster of
 /// four nodes uses base..base+36.
 pub fn free_base_port(slot: u16) -> u16 {
-    21_000 + (std::process::id() % 500) as u16 * 80 + slot * 40
+    // Below the kernel's ephemeral range (32768-60999), where an outgoing
+    // connection could take a port before a node binds it; 160 ports per
+    // process: four slots of 40, each up to four nodes 10 apart.
+    20_000 + (std::process::id() % 70) as u16 * 160 + slot * 40
 }
 
 pub fn start(slot: u16, nodes: usize) -> DevCluster {
