@@ -632,6 +632,8 @@ fn batches_of_trace_records_through_every_node_become_final_and_prove() {
     assert_eq!(report["records_final"], submitted, "{report}");
     assert!(report["proofs"].as_u64().unwrap() >= 6, "{report}");
 
+    recall_over_a_ten_thousand_event_supply_chain(&cluster);
+
     // A bad record in a batch is named, and nothing of the batch is signed.
     let token = std::fs::read_to_string(&cluster.token_file).unwrap();
     let good = |batch: &str| {
@@ -666,6 +668,106 @@ fn batches_of_trace_records_through_every_node_become_final_and_prove() {
         serde_json::json!([]),
         "the good record before the bad one was not submitted either"
     );
+}
+
+/// 10,000 events, one batch each, generated here: batch `r{i}` (i >= 50) is
+/// made from one to three earlier batches. Submitted through the three
+/// nodes in batches of 1,000; once all are final, the recall set of one
+/// early batch (everything made from it, transitively) must be exact.
+fn recall_over_a_ten_thousand_event_supply_chain(cluster: &DevCluster) {
+    const EVENTS: usize = 10_000;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let stages = ["farm", "processing", "cold-storage", "logistics", "retail"];
+    let mut inputs: Vec<Vec<usize>> = Vec::with_capacity(EVENTS);
+    for i in 0..EVENTS {
+        let mut from = Vec::new();
+        if i >= 50 {
+            for _ in 0..1 + next() % 3 {
+                // Mostly recent batches: long chains, like a real flow.
+                let back = 1 + (next() % 400) as usize;
+                let j = i.saturating_sub(back);
+                if !from.contains(&j) {
+                    from.push(j);
+                }
+            }
+        }
+        inputs.push(from);
+    }
+    let root = 5000; // reaches 3,659 of the 10,000 batches
+    let mut expected = std::collections::BTreeSet::from([format!("r{root}")]);
+    let mut reached = vec![false; EVENTS];
+    reached[root] = true;
+    for i in root + 1..EVENTS {
+        if inputs[i].iter().any(|&j| reached[j]) {
+            reached[i] = true;
+            expected.insert(format!("r{i}"));
+        }
+    }
+    assert!(
+        expected.len() > 100 && expected.len() < EVENTS - 100,
+        "a recall set that tells right from wrong: {}",
+        expected.len()
+    );
+
+    let token = std::fs::read_to_string(&cluster.token_file).unwrap();
+    let token = format!("Bearer {}", token.trim());
+    let mut last_txs = Vec::new();
+    for (chunk, ids) in (0..EVENTS).collect::<Vec<_>>().chunks(1000).enumerate() {
+        let events: Vec<Value> = ids
+            .iter()
+            .map(|&i| {
+                serde_json::json!({
+                    "batch_id": format!("r{i}"),
+                    "stage": stages[i * stages.len() / EVENTS],
+                    "actor": format!("actor-{}", i % 37),
+                    "place": "Parma",
+                    "at_ms": 1_800_000_000_000u64 + i as u64,
+                    "readings": [],
+                    "documents": [],
+                    "inputs": inputs[i].iter().map(|j| format!("r{j}")).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let node = (chunk % 3) as u16 + 1;
+        let answer: Value = ureq::post(&format!("{}/v1/trace", cluster.api(node)))
+            .set("Authorization", &token)
+            .send_json(serde_json::json!({ "events": events }))
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let txs = answer["txs"].as_array().unwrap();
+        assert_eq!(txs.len(), ids.len());
+        last_txs.push((node, txs.last().unwrap().as_str().unwrap().to_string()));
+    }
+    for (node, tx) in &last_txs {
+        wait_for("the supply chain's records final", FINAL_TIMEOUT, || {
+            let proof: Value = ureq::get(&format!("{}/v1/chain/proof/{tx}", cluster.api(*node)))
+                .set("Authorization", &token)
+                .call()
+                .ok()?
+                .into_json()
+                .ok()?;
+            (proof["final"] == true).then_some(())
+        });
+    }
+    let down = json(cli(
+        cluster,
+        &["--json", "trace", "downstream", &format!("r{root}")],
+    ));
+    let got: std::collections::BTreeSet<String> = down["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["batch_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got.len(), expected.len(), "recall set size");
+    assert_eq!(got, expected, "the recall set is exact");
 }
 
 /// A snapshot's content digest, anchored on the chain, proves offline that

@@ -519,25 +519,31 @@ pub(super) async fn trace_add(
     State(state): State<ApiState>,
     bytes: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let refused = |e: crate::ledger::LedgerNodeError| {
-        ApiError::bad_request(
-            "trace.refused",
-            format!("{e}; fix the record named and send it (and those after it) again"),
-        )
-    };
     let node = ledger(&state)?;
-    // Accepted: final once the delegates confirm it (a few slots).
     let is_batch = body::<Value>(&bytes)?.get("events").is_some();
-    if is_batch {
-        let events = body::<TraceBatch>(&bytes)?.events;
-        let payloads = events.into_iter().map(Payload::Trace).collect();
-        let hashes = node.submit_many(payloads).await.map_err(refused)?;
-        let txs: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
-        return Ok((StatusCode::ACCEPTED, Json(json!({"txs": txs}))).into_response());
-    }
-    let event: TraceEvent = body(&bytes)?;
-    let hash = node.submit(Payload::Trace(event)).await.map_err(refused)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"tx": hash.to_hex()}))).into_response())
+    let events = if is_batch {
+        body::<TraceBatch>(&bytes)?.events
+    } else {
+        vec![body::<TraceEvent>(&bytes)?]
+    };
+    let payloads = events.into_iter().map(Payload::Trace).collect();
+    let hashes = node.submit_many(payloads).await.map_err(|e| {
+        if e.busy {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "chain.busy", e.to_string())
+        } else {
+            ApiError::bad_request(
+                "trace.refused",
+                format!("{e}; fix the record named and send it and those after it again"),
+            )
+        }
+    })?;
+    // Accepted: final once the delegates confirm it (a few slots).
+    let answer = if is_batch {
+        json!({"txs": hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>()})
+    } else {
+        json!({"tx": hashes[0].to_hex()})
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 pub(super) async fn trace_show(

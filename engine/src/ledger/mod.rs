@@ -52,6 +52,28 @@ pub(crate) fn now_ms() -> u64 {
 #[error("ledger: {0}")]
 pub struct LedgerNodeError(pub String);
 
+/// Why records were not (all) taken by [`LedgerNode::submit_many`].
+#[derive(Debug, thiserror::Error)]
+#[error("ledger: {message}")]
+pub struct SubmitError {
+    pub message: String,
+    /// Back-pressure, not a bad record: the pool is full, or this node's
+    /// records run too far ahead of the blocks; retry after a slot.
+    pub busy: bool,
+    /// Records taken before the refusal (they stand).
+    pub accepted: usize,
+}
+
+impl SubmitError {
+    fn bad(message: String) -> SubmitError {
+        SubmitError {
+            message,
+            busy: false,
+            accepted: 0,
+        }
+    }
+}
+
 /// One node's ledger and its links to the other nodes.
 #[derive(Clone)]
 pub struct LedgerNode {
@@ -309,7 +331,10 @@ impl LedgerNode {
 
     /// Signs and submits a transaction from this node's key, and gossips it.
     pub async fn submit(&self, payload: Payload) -> Result<hpchain_chain::Hash32, LedgerNodeError> {
-        Ok(self.submit_many(vec![payload]).await?.remove(0))
+        match self.submit_many(vec![payload]).await {
+            Ok(mut hashes) => Ok(hashes.remove(0)),
+            Err(e) => Err(LedgerNodeError(e.message)),
+        }
     }
 
     /// Signs transactions from this node's key with consecutive nonces,
@@ -319,21 +344,21 @@ impl LedgerNode {
     pub async fn submit_many(
         &self,
         payloads: Vec<Payload>,
-    ) -> Result<Vec<hpchain_chain::Hash32>, LedgerNodeError> {
+    ) -> Result<Vec<hpchain_chain::Hash32>, SubmitError> {
         let Some(key) = self.key.clone() else {
-            return Err(LedgerNodeError(
+            return Err(SubmitError::bad(
                 "this node has no ledger key; set [chain] key in its config".into(),
             ));
         };
         if payloads.is_empty() || payloads.len() > SUBMIT_BATCH_MAX {
-            return Err(LedgerNodeError(format!(
-                "{} transactions given; submit 1 to {SUBMIT_BATCH_MAX} at once",
+            return Err(SubmitError::bad(format!(
+                "{} records given; submit 1 to {SUBMIT_BATCH_MAX} at once",
                 payloads.len()
             )));
         }
         for (i, p) in payloads.iter().enumerate() {
             p.check_well_formed()
-                .map_err(|e| LedgerNodeError(format!("record {i}: {e}")))?;
+                .map_err(|e| SubmitError::bad(format!("record {i}: {e}")))?;
         }
         let mut next = self.next_nonce.lock().await;
         let (chain, on_chain) = {
@@ -355,8 +380,8 @@ impl LedgerNode {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|e| LedgerNodeError(format!("signing task failed: {e}")))?
-        .map_err(|e| LedgerNodeError(e.to_string()))?;
+        .map_err(|e| SubmitError::bad(format!("signing task failed: {e}")))?
+        .map_err(|e| SubmitError::bad(e.to_string()))?;
         let mut hashes = Vec::with_capacity(signed.len());
         let mut txs = Vec::with_capacity(signed.len());
         let mut refused = None;
@@ -383,14 +408,27 @@ impl LedgerNode {
             1 => self.broadcast(LedgerMessage::Tx(txs.remove(0))).await,
             _ => self.broadcast(LedgerMessage::Txs(txs)).await,
         }
-        match refused {
-            None => Ok(hashes),
-            Some(e) => Err(LedgerNodeError(format!(
-                "record {} refused: {e}; the {} before it were accepted",
-                hashes.len(),
-                hashes.len()
-            ))),
-        }
+        let Some(e) = refused else {
+            return Ok(hashes);
+        };
+        let busy = matches!(
+            &e,
+            hpchain_chain::Error::Tx { reason, .. }
+                if matches!(**reason, hpchain_chain::TxError::PoolFull(_) | hpchain_chain::TxError::WrongNonce { .. })
+        );
+        let accepted = hashes.len();
+        Err(SubmitError {
+            message: if busy {
+                format!(
+                    "busy: {} records wait for blocks ({e}); {accepted} of this request were taken; send the rest again after a slot",
+                    self.ledger.lock().expect("ledger lock").pool_len()
+                )
+            } else {
+                format!("record {accepted} refused: {e}; the {accepted} before it were taken")
+            },
+            busy,
+            accepted,
+        })
     }
 
     /// Submits a transaction a client signed with its own key (keys never
