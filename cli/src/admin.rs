@@ -57,6 +57,70 @@ pub fn cluster_status(api: &ApiClient, json_output: bool) -> Result<(), CallErro
             })
             .collect();
         table::print(&["ID", "NAME", "STATE", "API", "ISCSI", "DISKS"], &rows);
+        println!("placement groups: {}", pg_summary(&s["pgs"]));
+    });
+    Ok(())
+}
+
+/// `{"active+clean": 30, "active+degraded": 2}` -> "30 active+clean, 2 active+degraded".
+fn pg_summary(counts: &Value) -> String {
+    let parts: Vec<String> = counts
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn pg_ls(api: &ApiClient, pool: Option<&str>, json_output: bool) -> Result<(), CallError> {
+    let path = match pool {
+        Some(p) => format!("/v1/pgs?pool={p}"),
+        None => "/v1/pgs".to_string(),
+    };
+    let answer = api.get(&path)?;
+    emit(json_output, &answer, |a| {
+        let rows: Vec<Vec<String>> = a["pgs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|pg| {
+                let replicas: Vec<String> = pg["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "disk{}@node{}{}{}",
+                            r["disk"],
+                            text(&r["node"]),
+                            if r["up"] == true { "" } else { " DOWN" },
+                            match r["behind"].as_u64() {
+                                Some(0) | None => String::new(),
+                                Some(n) => format!(" -{n}"),
+                            }
+                        )
+                    })
+                    .collect();
+                vec![
+                    format!("{}.{}", text(&pg["pool"]), pg["pg"]),
+                    text(&pg["state"]),
+                    text(&pg["leader_node"]),
+                    text(&pg["term"]),
+                    text(&pg["commit"]),
+                    replicas.join(", "),
+                ]
+            })
+            .collect();
+        table::print(
+            &["PG", "STATE", "LEADER", "TERM", "COMMIT", "REPLICAS"],
+            &rows,
+        );
+        println!("{}", pg_summary(&a["summary"]));
     });
     Ok(())
 }

@@ -86,6 +86,11 @@ enum Top {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Placement groups.
+    Pg {
+        #[command(subcommand)]
+        command: PgCommand,
+    },
     /// Pools.
     Pool {
         #[command(subcommand)]
@@ -306,8 +311,17 @@ enum ChainCommand {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Epoch, map leader and nodes.
+    /// Epoch, map leader, nodes and placement group states.
     Status,
+}
+
+#[derive(Subcommand)]
+enum PgCommand {
+    /// Every placement group: state, leader, replicas and their lag.
+    Ls {
+        #[arg(long)]
+        pool: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -574,6 +588,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Top::Cluster {
             command: ClusterCommand::Status,
         } => admin(admin::cluster_status(&api, json)),
+        Top::Pg {
+            command: PgCommand::Ls { pool },
+        } => admin(admin::pg_ls(&api, pool.as_deref(), json)),
         Top::Pool { command } => admin(match command {
             PoolCommand::Create {
                 name,

@@ -37,6 +37,10 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
         metrics.contains("hpchain_map_epoch{node=\"1\"}"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("hpchain_pg_led{node=\"1\",state=\"active+clean\"}"),
+        "{metrics}"
+    );
 
     // Bad input: clear errors, nothing created.
     let duplicate = cli(
@@ -232,7 +236,7 @@ fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
-    let cluster = start(1, 3);
+    let mut cluster = start(1, 3);
     const SIZE: usize = 256 << 20;
     let input = cluster.dir.path().join("input.bin");
     let data = random_file(&input, SIZE, 0x5eed);
@@ -274,6 +278,35 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
         progress.contains("(100%)"),
         "progress was shown: {progress}"
     );
+
+    // With node 3 down, every placement group serves I/O, degraded; once
+    // it restarts and catches up from the logs, every group is clean.
+    let pg_count = |status: &serde_json::Value, state: &str| status["pgs"][state].as_u64();
+    let status = wait_for("node 3 seen down", Duration::from_secs(30), || {
+        let s = json(cli(&cluster, &["--json", "cluster", "status"]));
+        (pg_count(&s, "active+degraded") == Some(32)).then_some(s)
+    });
+    assert_eq!(status["nodes"][2]["up"], false, "{status}");
+    restart_node(&mut cluster, 3);
+    wait_for(
+        "every placement group clean",
+        Duration::from_secs(60),
+        || {
+            let s = json(cli(&cluster, &["--json", "cluster", "status"]));
+            (pg_count(&s, "active+clean") == Some(32)).then_some(())
+        },
+    );
+    let pgs = json(cli(&cluster, &["--json", "pg", "ls", "--pool", "rbd"]));
+    for pg in pgs["pgs"].as_array().unwrap() {
+        let replicas = pg["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), 3, "{pg}");
+        assert!(replicas.iter().all(|r| r["up"] == true), "{pg}");
+        assert_eq!(
+            replicas.iter().filter(|r| r["leader"] == true).count(),
+            1,
+            "{pg}"
+        );
+    }
 
     let output = cluster.dir.path().join("output.bin");
     ok(cli(
@@ -319,8 +352,8 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
     );
     assert_eq!(
         info["allocated_bytes_all_replicas"].as_u64().unwrap(),
-        2 * allocated,
-        "two live replicas: {info}"
+        3 * allocated,
+        "three replicas, node 3 back: {info}"
     );
     ok(cli(
         &cluster,

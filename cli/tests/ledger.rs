@@ -8,7 +8,7 @@
 mod support;
 
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -382,21 +382,6 @@ fn kill9(pid: i32) {
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn restart_node(cluster: &mut DevCluster, n: usize) {
-    let config = cluster.data.join(format!("node{n}.toml"));
-    let log =
-        std::fs::File::create(cluster.dir.path().join(format!("node{n}-restart.log"))).unwrap();
-    let child = Command::new(HPCHAIN)
-        .args(["node", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    cluster.restarted.push(child);
 }
 
 fn block_hash(cluster: &DevCluster, node: u16, height: u64) -> Option<String> {

@@ -294,3 +294,20 @@ fn http_send(cluster: &DevCluster, method: &str, path: &str, body: &[u8]) -> (u1
         .unwrap_or_default();
     (status, body)
 }
+
+/// Starts node `n` (1-based) of the cluster again from its config, after
+/// it was killed; the cluster's Drop stops it.
+pub fn restart_node(cluster: &mut DevCluster, n: usize) {
+    let config = cluster.data.join(format!("node{n}.toml"));
+    let log =
+        std::fs::File::create(cluster.dir.path().join(format!("node{n}-restart.log"))).unwrap();
+    let child = Command::new(HPCHAIN)
+        .args(["node", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    cluster.restarted.push(child);
+}

@@ -128,6 +128,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/pools", get(list_pools).post(create_pool))
         .route("/v1/pools/:name", get(show_pool).delete(delete_pool))
+        .route("/v1/pgs", get(list_pgs))
         .route("/v1/volumes", get(list_volumes).post(create_volume))
         .route(
             "/v1/volumes/:name",
@@ -294,6 +295,7 @@ async fn apply(state: &ApiState, command: Command) -> Result<u64, ApiError> {
 async fn cluster_status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let map = state.map.read().await?;
     let nodes: Vec<Value> = map.nodes.values().map(|n| json!(n)).collect();
+    let pgs = pg_views(&state, &map, None).await;
     Ok(Json(json!({
         "epoch": map.epoch,
         "map_leader": state.map.leader(),
@@ -301,6 +303,45 @@ async fn cluster_status(State(state): State<ApiState>) -> Result<Json<Value>, Ap
         "nodes": nodes,
         "pools": map.pools.len(),
         "volumes": map.volumes.len(),
+        "pgs": crate::pg::state::summary(&pgs),
+    })))
+}
+
+/// Every placement group's state, from the leaders' reports.
+async fn pg_views(
+    state: &ApiState,
+    map: &crate::cluster::ClusterMapState,
+    pool: Option<&str>,
+) -> Vec<crate::pg::state::PgView> {
+    let led = state
+        .volumes
+        .led_groups_by_node()
+        .await
+        .into_iter()
+        .collect();
+    crate::pg::state::pg_views(map, &led, pool)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PgsQuery {
+    pool: Option<String>,
+}
+
+async fn list_pgs(
+    State(state): State<ApiState>,
+    Query(q): Query<PgsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let map = state.map.read().await?;
+    if let Some(pool) = &q.pool {
+        if !map.pools.contains_key(pool) {
+            return Err(crate::cluster::MapError::PoolNotFound(pool.clone()).into());
+        }
+    }
+    let pgs = pg_views(&state, &map, q.pool.as_deref()).await;
+    Ok(Json(json!({
+        "summary": crate::pg::state::summary(&pgs),
+        "pgs": pgs,
     })))
 }
 
@@ -742,6 +783,45 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "counter",
         "Leader changes seen by this node's replica.",
         &per_group(&|g| g.leader_changes),
+    );
+    let local_map = state
+        .local_map
+        .read()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let led = std::collections::BTreeMap::from([(
+        state.node_id,
+        groups
+            .iter()
+            .filter(|g| g.is_leader)
+            .cloned()
+            .map(crate::net::server::led_group)
+            .collect::<Vec<_>>(),
+    )]);
+    let led_states = crate::pg::state::summary(
+        &crate::pg::state::pg_views(&local_map, &led, None)
+            .into_iter()
+            .filter(|v| v.leader_node == Some(state.node_id))
+            .collect::<Vec<_>>(),
+    );
+    metric_family(
+        &mut out,
+        "hpchain_pg_led",
+        "gauge",
+        "Placement groups this node leads, by state (sum over nodes for the cluster).",
+        &[
+            crate::pg::state::CLEAN,
+            crate::pg::state::RECOVERING,
+            crate::pg::state::DEGRADED,
+        ]
+        .iter()
+        .map(|s| {
+            (
+                format!("{node},state=\"{s}\""),
+                led_states.get(s).copied().unwrap_or(0) as u64,
+            )
+        })
+        .collect::<Vec<_>>(),
     );
     metric_family(
         &mut out,

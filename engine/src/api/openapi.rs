@@ -375,6 +375,9 @@ pub fn document() -> Value {
                 "parameters": [{"name": "target", "in": "query", "required": true, "schema": {"type": "string"}, "description": "e.g. volume/demo, pool/rbd, node/1"}],
                 "get": {"summary": "Final audit records of a target", "responses": with_errors(json!({"200": {"description": "Records with their block height and signer"}}))}
             },
+            "/v1/pgs": {"get": {"summary": "Every placement group's state (active+clean, active+recovering, active+degraded, inactive) with its leader and each replica's node, liveness and lag",
+                "parameters": [{"name": "pool", "in": "query", "required": false, "schema": {"type": "string"}}],
+                "responses": with_errors(json!({"200": {"description": "{summary: {state: count}, pgs: [...]}"}}))}},
             "/v1/chain/verify": {"get": {"summary": "Re-check the whole ledger; names the first block that does not verify. Damage found makes the node serve and build on nothing from it, and is repaired from peers when auto_repair is on", "responses": with_errors(json!({"200": {"description": "Report"}}))}},
             "/v1/chain/repair": {"post": {"summary": "Verify the stored ledger and repair it: index entries and state from this node's own replay, damaged blocks from a peer whose copies hash to what this node made final", "responses": with_errors(json!({"200": {"description": "{found, repairs, ok}"}, "503": {"description": "No peer could repair the damage"}}))}},
             "/v1/trace": {"post": {"summary": "Record a supply-chain event, or up to 10,000 in order as {\"events\": [...]} (signed by this node; final after a few slots)",
@@ -404,7 +407,8 @@ pub fn document() -> Value {
                     "epoch": {"type": "integer"}, "map_leader": {"type": "integer", "nullable": true},
                     "answered_by": {"type": "integer"},
                     "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
-                    "pools": {"type": "integer"}, "volumes": {"type": "integer"}}},
+                    "pools": {"type": "integer"}, "volumes": {"type": "integer"},
+                    "pgs": {"type": "object", "description": "Placement groups by state (active+clean, active+recovering, active+degraded, inactive)", "additionalProperties": {"type": "integer"}}}},
                 "Node": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "name": {"type": "string"}, "peer_addr": {"type": "string"},
                     "api_addr": {"type": "string"}, "iscsi_addr": {"type": "string"}, "host": {"type": "string"},
@@ -510,6 +514,7 @@ mod tests {
         ("/v1/iscsi", &["get"]),
         ("/v1/chain", &["get"]),
         ("/v1/chain/audit", &["get"]),
+        ("/v1/pgs", &["get"]),
         ("/v1/chain/verify", &["get"]),
         ("/v1/chain/repair", &["post"]),
         ("/v1/trace", &["post"]),

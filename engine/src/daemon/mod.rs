@@ -250,7 +250,8 @@ pub async fn run_with(
         let node = NodeService::new(raft.handle()).into_server();
         let map_service = ClusterMapService::new(raft.handle()).into_server();
         let pg_service = PlacementGroupService::new(raft.handle()).into_server();
-        let space = SpaceService::new(backends.values().cloned().collect()).into_server();
+        let space =
+            SpaceService::new(backends.values().cloned().collect(), raft.handle()).into_server();
         let epoch_map = map.clone();
         let health = HealthService::new(
             liveness.clone(),

@@ -246,12 +246,17 @@ impl PlacementGroup for PlacementGroupService {
 /// The `hpchain.node.v1.Space` service: what this node's disks hold.
 pub struct SpaceService {
     backends: std::sync::Arc<Vec<std::sync::Arc<dyn crate::pg::backend::PgBackend>>>,
+    raft: crate::replication::RaftNodeHandle,
 }
 
 impl SpaceService {
-    pub fn new(backends: Vec<std::sync::Arc<dyn crate::pg::backend::PgBackend>>) -> SpaceService {
+    pub fn new(
+        backends: Vec<std::sync::Arc<dyn crate::pg::backend::PgBackend>>,
+        raft: crate::replication::RaftNodeHandle,
+    ) -> SpaceService {
         SpaceService {
             backends: std::sync::Arc::new(backends),
+            raft,
         }
     }
 
@@ -299,5 +304,42 @@ impl Space for SpaceService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(super::proto::DisksReply { disks }))
+    }
+
+    async fn led_groups(
+        &self,
+        _request: Request<super::proto::LedGroupsRequest>,
+    ) -> Result<Response<super::proto::LedGroupsReply>, Status> {
+        let raft = self.raft.clone();
+        let groups = tokio::task::spawn_blocking(move || raft.status())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let groups = groups
+            .into_iter()
+            .filter(|g| g.is_leader)
+            .map(led_group)
+            .collect();
+        Ok(Response::new(super::proto::LedGroupsReply { groups }))
+    }
+}
+
+/// What a leader reports of one of its groups.
+pub fn led_group(g: crate::replication::node_loop::GroupStatus) -> super::proto::LedGroup {
+    super::proto::LedGroup {
+        group: g.group,
+        term: g.term,
+        commit: g.commit,
+        last_index: g.last_index,
+        leader_peer: g.peer,
+        replicas: g
+            .progress
+            .into_iter()
+            .map(|r| super::proto::ReplicaProgress {
+                peer: r.peer,
+                matched: r.matched,
+                replicating: r.replicating,
+            })
+            .collect(),
     }
 }

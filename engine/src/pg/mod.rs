@@ -12,6 +12,7 @@ pub mod backend;
 pub mod command;
 pub mod machine;
 pub mod manager;
+pub mod state;
 pub mod versions;
 
 use crate::replication::GroupId;

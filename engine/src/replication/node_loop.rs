@@ -73,6 +73,22 @@ pub struct GroupStatus {
     pub leader_changes: u64,
     /// The first index still in this replica's log.
     pub first_index: u64,
+    /// The last index in this replica's log.
+    pub last_index: u64,
+    /// How far each voter (this one included) has the log, as the leader
+    /// knows it; empty on a follower.
+    pub progress: Vec<ReplicaProgress>,
+}
+
+/// One voter of a group, as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    pub peer: PeerId,
+    /// Highest log index known to be on that replica.
+    pub matched: u64,
+    /// The leader streams entries to it (raft-rs `Replicate` state), as
+    /// opposed to probing for where its log ends or sending a snapshot.
+    pub replicating: bool,
 }
 
 enum Command {
@@ -435,6 +451,21 @@ impl NodeLoop {
                         applied: p.applied_index(),
                         leader_changes: p.leader_changes,
                         first_index: p.raw.store().first_index_now(),
+                        last_index: p.raw.raft.raft_log.last_index(),
+                        progress: if p.is_leader() {
+                            p.raw
+                                .raft
+                                .prs()
+                                .iter()
+                                .map(|(id, pr)| ReplicaProgress {
+                                    peer: *id,
+                                    matched: pr.matched,
+                                    replicating: pr.state == raft::ProgressState::Replicate,
+                                })
+                                .collect()
+                        } else {
+                            Vec::new()
+                        },
                     })
                     .collect();
                 let _ = reply.send(status);

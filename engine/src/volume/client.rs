@@ -732,6 +732,27 @@ impl VolumeClient {
         (answers, missing)
     }
 
+    /// The Raft groups each node leads, with its replicas' progress, from
+    /// every node that answers within a second.
+    pub async fn led_groups_by_node(&self) -> HashMap<NodeId, Vec<crate::net::proto::LedGroup>> {
+        let nodes: Vec<NodeId> = self
+            .map
+            .read()
+            .expect("map lock")
+            .nodes
+            .keys()
+            .copied()
+            .collect();
+        self.ask_every_node(&nodes, |mut client| async move {
+            Ok(client
+                .led_groups(crate::net::proto::LedGroupsRequest {})
+                .await?
+                .into_inner()
+                .groups)
+        })
+        .await
+    }
+
     fn placement(&self) -> Result<(Arc<ClusterMap>, Arc<ClusterMapState>), String> {
         let epoch = self.map.read().expect("map lock").epoch;
         let mut cache = self.placement.lock().expect("placement lock");
