@@ -17,7 +17,8 @@ cleanup() {
 }
 trap cleanup EXIT
 DEV_OUT="$WORK/dev.out"
-"$HPCHAIN" dev --data-dir "$WORK/data" --base-port "$DEV_BASE" --iscsi-base-port $((DEV_BASE + 5)) > "$DEV_OUT" 2>&1 &
+# DEV_ARGS: extra `hpchain dev` flags (e.g. --object-io positional).
+"$HPCHAIN" dev --data-dir "$WORK/data" --base-port "$DEV_BASE" --iscsi-base-port $((DEV_BASE + 5)) ${DEV_ARGS:-} > "$DEV_OUT" 2>&1 &
 DEV_PID=$!
 for _ in $(seq 1 600); do grep -q "hpchain dev: ready" "$DEV_OUT" && break; sleep 0.1; done
 grep -q "hpchain dev: ready" "$DEV_OUT" || { cat "$DEV_OUT"; exit 1; }

@@ -29,6 +29,8 @@ pub struct DevOptions {
     pub nodes: u64,
     /// Delegate seats; `None`: the existing genesis's, else one per node.
     pub delegates: Option<u64>,
+    /// How the nodes' object stores move data.
+    pub object_io: hpchain_engine::store::file_io::FileIoKind,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -111,6 +113,7 @@ fn configs(options: &DevOptions, chain_dir: &Path) -> Vec<DaemonConfig> {
                     id: (i - 1) as u32,
                     path: dir.join("disk0"),
                     weight: 1.0,
+                    io: options.object_io,
                 }],
                 monitors: monitors.clone(),
                 api_token_file: options.data_dir.join("api-token"),
@@ -394,6 +397,7 @@ mod tests {
             iscsi_base_port: 3260,
             nodes,
             delegates,
+            object_io: Default::default(),
         }
     }
 

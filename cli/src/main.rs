@@ -80,6 +80,10 @@ enum Top {
         /// nodes candidates outside the set until votes elect them.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9))]
         delegates: Option<u64>,
+        /// Object data I/O: auto (io_uring where it can be set up), io_uring
+        /// or positional.
+        #[arg(long, default_value = "auto", value_parser = parse_object_io)]
+        object_io: hpchain_engine::store::file_io::FileIoKind,
     },
     /// Cluster status.
     Cluster {
@@ -530,6 +534,16 @@ enum VolumeCommand {
     Iscsi { name: Option<String> },
 }
 
+fn parse_object_io(text: &str) -> Result<hpchain_engine::store::file_io::FileIoKind, String> {
+    use hpchain_engine::store::file_io::FileIoKind;
+    match text {
+        "auto" => Ok(FileIoKind::Auto),
+        "io_uring" => Ok(FileIoKind::IoUring),
+        "positional" => Ok(FileIoKind::Positional),
+        other => Err(format!("{other:?}: use auto, io_uring or positional")),
+    }
+}
+
 fn api_token(cli: &Cli) -> Option<String> {
     cli.token.clone().or_else(|| {
         std::fs::read_to_string(&cli.token_file)
@@ -578,12 +592,14 @@ fn run(cli: Cli) -> Result<(), String> {
             iscsi_base_port,
             nodes,
             delegates,
+            object_io,
         } => dev::run(dev::DevOptions {
             data_dir,
             base_port,
             iscsi_base_port,
             nodes,
             delegates,
+            object_io,
         }),
         Top::Cluster {
             command: ClusterCommand::Status,

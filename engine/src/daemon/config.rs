@@ -43,6 +43,10 @@ pub struct DiskConfig {
     pub path: PathBuf,
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// How object data moves: `auto` (io_uring if it can be set up here,
+    /// else positional), `io_uring`, or `positional`.
+    #[serde(default)]
+    pub io: crate::store::file_io::FileIoKind,
 }
 
 /// A member of the cluster map's Raft group.

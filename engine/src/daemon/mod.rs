@@ -237,11 +237,18 @@ pub async fn run_with(
     };
     let mut backends: HashMap<u32, Arc<dyn PgBackend>> = HashMap::new();
     for disk in &config.disks {
-        let store =
-            crate::store::DiskStore::open(&disk.path).map_err(|e| DaemonError::DataDir {
+        let store = crate::store::DiskStore::open_with(&disk.path, disk.io).map_err(|e| {
+            DaemonError::DataDir {
                 path: disk.path.display().to_string(),
                 source: std::io::Error::other(e.to_string()),
-            })?;
+            }
+        })?;
+        tracing::info!(
+            "disk {} at {}: object data through {}",
+            disk.id,
+            disk.path.display(),
+            store.io_backend()
+        );
         backends.insert(disk.id, Arc::new(store));
     }
     let liveness = Liveness::default();

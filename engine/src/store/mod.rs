@@ -30,11 +30,14 @@
 use rocksdb::{WriteBatch, DB};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub mod file_io;
+
+use self::file_io::{FileIo, FileIoKind};
 use crate::pg::backend::{BackendError, PgBackend};
 use crate::pg::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
 use crate::pg::versions::{ObjectMeta, Version};
@@ -179,11 +182,24 @@ pub struct DiskStore {
     /// flight): every other object is unrecorded, so the common write and
     /// read pay no database lookup for snapshots they never had.
     recorded: Mutex<HashSet<ObjectId>>,
+    /// io_uring, or positional I/O where it is unavailable.
+    io: Box<dyn FileIo>,
 }
 
 impl DiskStore {
-    /// Opens (or creates) the store in directory `root`.
+    /// Opens (or creates) the store in directory `root`, with io_uring if
+    /// it can be set up.
     pub fn open(root: &Path) -> Result<DiskStore, StoreError> {
+        Self::open_with(root, FileIoKind::Auto)
+    }
+
+    /// [`DiskStore::open`] with a chosen I/O backend.
+    pub fn open_with(root: &Path, io: FileIoKind) -> Result<DiskStore, StoreError> {
+        let io = file_io::file_io(io).map_err(|source| StoreError::Io {
+            op: "set up io_uring for",
+            path: root.to_path_buf(),
+            source,
+        })?;
         let objects = root.join("objects");
         std::fs::create_dir_all(&objects).map_err(|source| StoreError::Io {
             op: "create",
@@ -214,7 +230,13 @@ impl DiskStore {
             root: root.to_path_buf(),
             db,
             recorded: Mutex::new(recorded),
+            io,
         })
+    }
+
+    /// The I/O backend in use (`io_uring` or `positional`).
+    pub fn io_backend(&self) -> &'static str {
+        self.io.name()
     }
 
     fn meta_error(&self, e: rocksdb::Error) -> StoreError {
@@ -272,21 +294,15 @@ impl DiskStore {
 
     /// The 4 KiB block `block` of `file`, zero past the end of the file.
     fn read_block(
+        &self,
         file: &File,
         path: &Path,
         block: u64,
     ) -> Result<[u8; BLOCK_BYTES as usize], StoreError> {
         let mut buffer = [0u8; BLOCK_BYTES as usize];
-        let mut done = 0;
-        while done < buffer.len() {
-            let n = file
-                .read_at(&mut buffer[done..], block * BLOCK_BYTES + done as u64)
-                .map_err(Self::io("read", path))?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
+        self.io
+            .read_at(file, &mut buffer, block * BLOCK_BYTES)
+            .map_err(Self::io("read", path))?;
         Ok(buffer)
     }
 
@@ -302,7 +318,7 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         let path = self.object_path(object);
         for block in start / BLOCK_BYTES..end.div_ceil(BLOCK_BYTES) {
-            let bytes = Self::read_block(file, &path, block)?;
+            let bytes = self.read_block(file, &path, block)?;
             if bytes.iter().all(|&b| b == 0) {
                 batch.delete(crc_key(object, block));
             } else {
@@ -369,9 +385,9 @@ impl DiskStore {
         };
         if let Some(source) = source {
             for (block, crc) in self.recorded_blocks(object, from)? {
-                let bytes = Self::read_block(&source, &source_path, block)?;
-                target
-                    .write_all_at(&bytes, block * BLOCK_BYTES)
+                let bytes = self.read_block(&source, &source_path, block)?;
+                self.io
+                    .write_all_at(&target, &bytes, block * BLOCK_BYTES)
                     .map_err(Self::io("write", &target_path))?;
                 batch.put(crc_key_at(object, to, block), crc);
             }
@@ -379,7 +395,13 @@ impl DiskStore {
         Ok(target)
     }
 
-    fn punch_hole(file: &File, path: &Path, offset: u64, len: u64) -> Result<(), StoreError> {
+    fn punch_hole(
+        &self,
+        file: &File,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), StoreError> {
         // SAFETY: fallocate on a file descriptor we own; no memory involved.
         let rc = unsafe {
             libc::fallocate(
@@ -399,7 +421,8 @@ impl DiskStore {
             let mut at = offset;
             while at < offset + len {
                 let take = (offset + len - at).min(zeroes.len() as u64) as usize;
-                file.write_all_at(&zeroes[..take], at)
+                self.io
+                    .write_all_at(file, &zeroes[..take], at)
                     .map_err(Self::io("write", path))?;
                 at += take as u64;
             }
@@ -473,12 +496,27 @@ impl DiskStore {
         batch: &mut WriteBatch,
         touched: &HashMap<ObjectId, File>,
     ) -> Result<(), StoreError> {
-        for (object, file) in touched {
-            file.sync_data()
-                .map_err(Self::io("sync", &self.object_path(object)))?;
-        }
+        self.sync_touched(touched)?;
         let pending = std::mem::take(batch);
         self.db.write(pending).map_err(|e| self.meta_error(e))
+    }
+
+    /// Syncs the data of every touched file, all at once where the I/O
+    /// backend can.
+    fn sync_touched(&self, touched: &HashMap<ObjectId, File>) -> Result<(), StoreError> {
+        let files: Vec<&File> = touched.values().collect();
+        self.io.sync_data(&files).map_err(|source| {
+            // The batch names no single file; name the objects.
+            let objects: Vec<String> = touched
+                .keys()
+                .map(|o| format!("{:x}.{:x}", o.volume, o.object_no))
+                .collect();
+            StoreError::Io {
+                op: "sync",
+                path: self.root.join("objects").join(objects.join(",")),
+                source,
+            }
+        })
     }
 
     /// Before a change with `seq`: keeps the head as clone `seq` if an
@@ -498,7 +536,7 @@ impl DiskStore {
         self.flush_pending(batch, touched)?;
         let mut copy = WriteBatch::default();
         let clone = self.copy_version(&mut copy, object, Loc::Head, Loc::Clone(seq))?;
-        clone.sync_data().map_err(Self::io(
+        self.io.sync_data(&[&clone]).map_err(Self::io(
             "sync",
             &self.version_path(object, Loc::Clone(seq)),
         ))?;
@@ -557,7 +595,8 @@ impl DiskStore {
                     // Only the blocks that hold data: the copy stays thin.
                     for (i, block) in base.chunks(BLOCK_BYTES as usize).enumerate() {
                         if block.iter().any(|&b| b != 0) {
-                            file.write_all_at(block, i as u64 * BLOCK_BYTES)
+                            self.io
+                                .write_all_at(&file, block, i as u64 * BLOCK_BYTES)
                                 .map_err(Self::io("write", &path))?;
                         }
                     }
@@ -573,7 +612,8 @@ impl DiskStore {
                     self.preserve(&mut batch, &touched, &object, working, *seq)?;
                     let file = self.head_file(&mut touched, &object)?;
                     let path = self.object_path(&object);
-                    file.write_all_at(data, *offset)
+                    self.io
+                        .write_all_at(file, data, *offset)
                         .map_err(Self::io("write", &path))?;
                     self.stage_crcs(
                         &mut batch,
@@ -593,7 +633,7 @@ impl DiskStore {
                     self.preserve(&mut batch, &touched, &object, working, *seq)?;
                     let file = self.head_file(&mut touched, &object)?;
                     let path = self.object_path(&object);
-                    Self::punch_hole(file, &path, *offset, *len)?;
+                    self.punch_hole(file, &path, *offset, *len)?;
                     self.stage_crcs(&mut batch, &object, file, *offset, *offset + *len)?;
                 }
                 ObjectOp::Delete { seq, .. } => {
@@ -648,10 +688,7 @@ impl DiskStore {
             self.stage_meta(&mut batch, &object, working, &mut unrecorded);
         }
         // Data first, then the metadata that vouches for it.
-        for (object, file) in &touched {
-            file.sync_data()
-                .map_err(Self::io("sync", &self.object_path(object)))?;
-        }
+        self.sync_touched(&touched)?;
         batch.put(applied_key(pg), versioned(&index.to_le_bytes()));
         self.db.write(batch).map_err(|e| self.meta_error(e))?;
         if !unrecorded.is_empty() {
@@ -717,9 +754,18 @@ impl DiskStore {
             Err(e) => return Err(Self::io("open", &path)(e)),
         };
         let mut out = vec![0u8; len as usize];
-        for block in offset / BLOCK_BYTES..(offset + len).div_ceil(BLOCK_BYTES) {
-            let bytes = Self::read_block(&file, &path, block)?;
-            let actual = crc32c::crc32c(&bytes);
+        // The whole span of blocks in one read (zero past the end of the
+        // file), then each block checked against its crc.
+        let first = offset / BLOCK_BYTES;
+        let end = (offset + len).div_ceil(BLOCK_BYTES);
+        let mut span = vec![0u8; ((end - first) * BLOCK_BYTES) as usize];
+        self.io
+            .read_at(&file, &mut span, first * BLOCK_BYTES)
+            .map_err(Self::io("read", &path))?;
+        for block in first..end {
+            let at = ((block - first) * BLOCK_BYTES) as usize;
+            let bytes = &span[at..at + BLOCK_BYTES as usize];
+            let actual = crc32c::crc32c(bytes);
             let expected = match self.recorded_crc(object, loc, block)? {
                 Some(crc) => crc,
                 // No crc: the block must read as zeroes.

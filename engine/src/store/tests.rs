@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::pg::backend::MemoryBackend;
+use std::os::unix::fs::FileExt;
 
 struct Rng(u64);
 
@@ -51,8 +52,19 @@ fn discard(object: ObjectId, offset: u64, len: u64, seq: u64) -> ObjectOp {
 /// snapshot read the same from both, and so do the objects' versions.
 #[test]
 fn random_operations_with_snapshots_match_the_model_across_reopens() {
+    random_operations_match_the_model(FileIoKind::Auto);
+}
+
+/// The same with positional I/O, the fallback where io_uring is unavailable.
+#[test]
+fn random_operations_match_the_model_with_positional_io() {
+    random_operations_match_the_model(FileIoKind::Positional);
+}
+
+fn random_operations_match_the_model(io: FileIoKind) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = DiskStore::open(dir.path()).unwrap();
+    let mut store = DiskStore::open_with(dir.path(), io).unwrap();
+    eprintln!("object store I/O: {}", store.io_backend());
     // The in-memory backend is the model: simple enough to be obviously right.
     let model = MemoryBackend::default();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -120,7 +132,7 @@ fn random_operations_with_snapshots_match_the_model_across_reopens() {
         let at = apply(&store, &ops);
         if step % 150 == 0 {
             drop(store);
-            store = DiskStore::open(dir.path()).unwrap();
+            store = DiskStore::open_with(dir.path(), io).unwrap();
             assert_eq!(
                 store.applied_index(7).unwrap(),
                 at,
