@@ -37,6 +37,8 @@ fn device_error(e: VolumeError) -> DeviceError {
     match e {
         VolumeError::OutOfRange { .. } => DeviceError::OutOfRange,
         VolumeError::Unavailable { .. } => DeviceError::Unavailable(e.to_string()),
+        // Lost on every replica: an unrecovered read error, as a disk says it.
+        VolumeError::Corrupt { .. } => DeviceError::Medium(e.to_string()),
         VolumeError::NotFound(_)
         | VolumeError::SnapshotNotFound { .. }
         | VolumeError::TooLarge { .. }

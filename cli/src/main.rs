@@ -7,6 +7,7 @@ mod client;
 mod dev;
 mod iscsi;
 mod iscsi_admin;
+mod scrub;
 mod snap;
 mod table;
 mod transfer;
@@ -466,6 +467,9 @@ enum VolumeCommand {
     Clone { spec: String, name: String },
     /// Copy what a clone still shares with its parent, then cut the link.
     Flatten { name: String },
+    /// Check every block of every replica against its recorded crc32c and
+    /// repair bad ones from another replica (exit 1 if one cannot be).
+    Scrub { name: String },
     /// The clones of a snapshot.
     Children { spec: String },
     /// Show or set a volume's QoS limits, live.
@@ -651,6 +655,7 @@ fn run(cli: Cli) -> Result<(), String> {
             } => admin::volume_resize(&api, &name, &size, allow_shrink, json),
             VolumeCommand::Clone { spec, name } => snap::clone(&api, &spec, &name, json),
             VolumeCommand::Flatten { name } => snap::flatten(&api, &name),
+            VolumeCommand::Scrub { name } => scrub::scrub(&api, &name, json),
             VolumeCommand::Children { spec } => snap::children(&api, &spec, json),
             VolumeCommand::Qos { name, limits } => {
                 snap::volume_qos(&api, &name, limits.into(), json)

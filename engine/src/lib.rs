@@ -7,6 +7,7 @@
 //! - [`net`]: node-to-node gRPC (tonic), carrying Raft between processes.
 //! - [`store`]: the object store of one disk (files + crc32c metadata in RocksDB).
 //! - [`pg`]: placement groups: replicated object operations over a disk backend.
+//! - [`integrity`]: corrupt blocks found (reads, scrub) and repaired from a replica.
 //! - [`volume`]: the volume client: byte-range I/O routed to PG leaders.
 //! - [`ledger`]: the HP chain in the node: block production, gossip, audit records.
 //! - [`api`]: the HTTP/JSON management API.
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod cluster;
 pub mod daemon;
+pub mod integrity;
 pub mod ledger;
 pub mod net;
 pub mod pg;

@@ -87,7 +87,9 @@ impl From<VolumeError> for ApiError {
             VolumeError::OutOfRange { .. } => StatusCode::BAD_REQUEST,
             VolumeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VolumeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            VolumeError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            VolumeError::Failed { .. } | VolumeError::Corrupt { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError::new(status, e.code(), e.to_string())
     }

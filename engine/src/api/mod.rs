@@ -8,6 +8,7 @@
 
 mod chain;
 mod error;
+mod integrity;
 mod iscsi;
 mod openapi;
 mod snapshots;
@@ -44,6 +45,7 @@ pub struct ApiState {
     requests: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     extra_metrics: MetricsRegistry,
+    integrity: Option<crate::integrity::Repairer>,
 }
 
 /// Renders Prometheus families of a service the binary added (the iSCSI
@@ -102,6 +104,7 @@ impl ApiState {
             requests: Arc::new(AtomicU64::new(0)),
             errors: Arc::new(AtomicU64::new(0)),
             extra_metrics: MetricsRegistry::default(),
+            integrity: None,
         }
     }
 }
@@ -110,6 +113,12 @@ impl ApiState {
     /// Renders `registry`'s sources into `/metrics` too.
     pub fn with_metrics(mut self, registry: MetricsRegistry) -> ApiState {
         self.extra_metrics = registry;
+        self
+    }
+
+    /// Serves `POST /v1/volumes/{name}/scrub` with `repairer`.
+    pub fn with_integrity(mut self, repairer: crate::integrity::Repairer) -> ApiState {
+        self.integrity = Some(repairer);
         self
     }
 
@@ -192,6 +201,7 @@ pub fn router(state: ApiState) -> Router {
             post(snapshots::anchor_snapshot),
         )
         .route("/v1/volumes/:name/flatten", post(snapshots::flatten_volume))
+        .route("/v1/volumes/:name/scrub", post(integrity::scrub_volume))
         .route(
             "/v1/volumes/:name/qos",
             get(snapshots::show_qos).put(snapshots::set_volume_qos),

@@ -296,6 +296,51 @@ fn snapshot_schemas() -> Value {
     })
 }
 
+/// Scrub and repair of a volume's blocks.
+fn integrity_paths() -> Value {
+    json!({
+        "/v1/volumes/{name}/scrub": {
+            "parameters": steps_parameters(false),
+            "post": {"summary": "Check every block of every version (head and snapshot clones) of the volume's objects against its recorded crc32c, on every replica, and rewrite each bad block with another replica's copy whose crc32c matches the record; in steps (resumable). A block no replica holds a good copy of is listed under `unrepaired`",
+                "responses": with_errors(json!({"200": json_body("ScrubStep")}))}
+        }
+    })
+}
+
+fn integrity_schemas() -> Value {
+    let finding = json!({"type": "object", "properties": {
+        "object": {"type": "integer"},
+        "version": {"type": "string", "description": "`head`, or `clone@SEQ` for a version kept for snapshots"},
+        "block": {"type": "integer", "description": "4 KiB block of the object"},
+        "volume_offset": {"type": "integer", "description": "Where the block lies in the volume (or in the snapshots reading that version)"},
+        "node": {"type": "integer", "description": "The replica the block was bad on"},
+        "disk": {"type": "integer"},
+        "from_node": {"type": "integer", "description": "Repaired: the replica the good copy came from (absent: the block had to be zero)"},
+        "from_disk": {"type": "integer"},
+        "recorded_crc": {"type": "string", "description": "Not repaired: the crc32c recorded for the block"},
+        "actual_crc": {"type": "string", "description": "Not repaired: the crc32c of what the disk holds"},
+        "reason": {"type": "string", "description": "Not repaired: what each other replica offered"},
+        "lost": {"type": "boolean", "description": "Not repaired: every other replica sent a copy and none matched the record, so the data is lost (false: no copy could be fetched now; scrub again later)"}}});
+    let replica = json!({"type": "object", "properties": {
+        "node": {"type": "integer"}, "disk": {"type": "integer"},
+        "objects": {"type": "integer"}, "reason": {"type": "string"}}});
+    json!({
+        "ScrubStep": {"type": "object", "properties": {
+            "next_object": {"type": "integer"}, "total_objects": {"type": "integer"}, "done": {"type": "boolean"},
+            "objects_checked": {"type": "integer", "description": "Objects of this step, each checked on every replica that answered"},
+            "versions_checked": {"type": "integer", "description": "Object versions (heads and clones) found, over all replicas"},
+            "blocks_checked": {"type": "integer"},
+            "blocks_bad": {"type": "integer"},
+            "blocks_repaired": {"type": "integer"},
+            "blocks_unrepaired": {"type": "integer"},
+            "objects_failed": {"type": "integer", "description": "Object replicas whose check failed (I/O or metadata error), listed in `failed`"},
+            "repaired": {"type": "array", "items": finding.clone(), "description": "At most 1000 per step"},
+            "unrepaired": {"type": "array", "items": finding, "description": "At most 1000 per step"},
+            "failed": {"type": "array", "items": replica.clone()},
+            "skipped": {"type": "array", "items": replica, "description": "Replicas whose node did not answer: not checked"}}}
+    })
+}
+
 /// One trace event, or a batch of them in order.
 fn trace_body_schema() -> Value {
     json!({"oneOf": [
@@ -488,6 +533,12 @@ pub fn document() -> Value {
     for (name, schema) in snapshot_schemas().as_object().expect("object") {
         doc["components"]["schemas"][name] = schema.clone();
     }
+    for (path, item) in integrity_paths().as_object().expect("object") {
+        doc["paths"][path] = item.clone();
+    }
+    for (name, schema) in integrity_schemas().as_object().expect("object") {
+        doc["components"]["schemas"][name] = schema.clone();
+    }
     doc
 }
 
@@ -541,6 +592,7 @@ mod tests {
         ),
         ("/v1/volumes/{name}/snapshots/{snap}/anchor", &["post"]),
         ("/v1/volumes/{name}/flatten", &["post"]),
+        ("/v1/volumes/{name}/scrub", &["post"]),
         ("/v1/volumes/{name}/qos", &["get", "put"]),
         ("/v1/volumes/{name}/usage", &["get"]),
         ("/v1/pools/{name}/qos", &["put"]),

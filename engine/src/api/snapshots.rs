@@ -222,8 +222,8 @@ pub(super) async fn snapshot_children(
 #[derive(Deserialize)]
 pub(super) struct Steps {
     #[serde(default)]
-    from_object: u64,
-    objects: Option<u64>,
+    pub(super) from_object: u64,
+    pub(super) objects: Option<u64>,
 }
 
 fn progress_json(progress: WalkProgress, done: bool) -> Value {

@@ -18,11 +18,12 @@ use crate::cluster::health::decide;
 use crate::cluster::{
     ClusterMapState, Command, HealthPolicy, Liveness, MapClient, MapMachine, Outcome, MAP_GROUP,
 };
+use crate::integrity::Repairer;
 use crate::net::proto::health_client::HealthClient;
 use crate::net::proto::HeartbeatRequest;
 use crate::net::{
-    ClusterMapService, GrpcTransport, HealthService, NodeService, PlacementGroupService,
-    SpaceService,
+    ClusterMapService, GrpcTransport, HealthService, IntegrityService, NodeService,
+    PlacementGroupService, SpaceService,
 };
 use crate::pg::backend::PgBackend;
 use crate::pg::manager::PgManager;
@@ -253,10 +254,12 @@ pub async fn run_with(
     }
     let liveness = Liveness::default();
     let ledger_service = ledger.as_ref().map(|l| l.service());
+    let repairer = Repairer::new(config.id, raft.handle(), map.clone(), backends.clone());
     let grpc = {
         let node = NodeService::new(raft.handle()).into_server();
         let map_service = ClusterMapService::new(raft.handle()).into_server();
-        let pg_service = PlacementGroupService::new(raft.handle()).into_server();
+        let pg_service = PlacementGroupService::new(raft.handle(), repairer.clone()).into_server();
+        let integrity = IntegrityService::new(repairer.clone()).into_server();
         let space =
             SpaceService::new(backends.values().cloned().collect(), raft.handle()).into_server();
         let epoch_map = map.clone();
@@ -284,6 +287,7 @@ pub async fn run_with(
                 .add_service(health)
                 .add_service(pg_service)
                 .add_service(space)
+                .add_service(integrity)
                 .add_optional_service(ledger_service)
                 .serve_with_incoming(incoming)
                 .await
@@ -322,9 +326,14 @@ pub async fn run_with(
         PgManager::new(raft.handle(), backends),
         map.clone(),
     ));
-    let volumes = VolumeClient::new(config.id, raft.handle(), map.clone());
+    let volumes =
+        VolumeClient::new(config.id, raft.handle(), map.clone()).with_repairer(repairer.clone());
     let mut extension_tasks = Vec::new();
     let metrics = crate::api::MetricsRegistry::default();
+    let metrics_repairer = repairer.clone();
+    metrics.register(Arc::new(move |out: &mut String| {
+        metrics_repairer.render_metrics(out)
+    }));
     for extension in extensions {
         let context = NodeContext {
             config: config.clone(),
@@ -354,7 +363,8 @@ pub async fn run_with(
         volumes,
     )
     .with_ledger(ledger.clone())
-    .with_metrics(metrics);
+    .with_metrics(metrics)
+    .with_integrity(repairer);
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, api::router(state)).await {
             tracing::error!("management API server stopped: {e}");

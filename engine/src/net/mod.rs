@@ -18,5 +18,6 @@ pub mod proto {
 
 pub use raft_transport::GrpcTransport;
 pub use server::{
-    ClusterMapService, HealthService, NodeService, PlacementGroupService, SpaceService,
+    ClusterMapService, HealthService, IntegrityService, NodeService, PlacementGroupService,
+    SpaceService,
 };

@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::cluster_map_server::ClusterMap;
 use super::proto::health_server::Health;
+use super::proto::integrity_server::Integrity;
 use super::proto::node_server::Node;
 use super::proto::placement_group_server::PlacementGroup;
 use super::proto::space_server::Space;
@@ -15,6 +16,7 @@ use super::proto::{
 };
 use crate::cluster::Liveness;
 use crate::cluster::MAP_GROUP;
+use crate::integrity::Repairer;
 use crate::replication::ReplicationError;
 use crate::replication::{RaftEnvelope, RaftNodeHandle};
 use std::time::Duration;
@@ -175,14 +177,15 @@ impl Health for HealthService {
 const PG_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `hpchain.node.v1.PlacementGroup` service: object I/O on the PG
-/// replicas this node leads.
+/// replicas this node leads. Reads repair the corrupt blocks they meet.
 pub struct PlacementGroupService {
     raft: RaftNodeHandle,
+    repairer: Repairer,
 }
 
 impl PlacementGroupService {
-    pub fn new(raft: RaftNodeHandle) -> PlacementGroupService {
-        PlacementGroupService { raft }
+    pub fn new(raft: RaftNodeHandle, repairer: Repairer) -> PlacementGroupService {
+        PlacementGroupService { raft, repairer }
     }
 
     pub fn into_server(
@@ -235,11 +238,46 @@ impl PlacementGroup for PlacementGroupService {
 
     async fn read(&self, request: Request<PgRequest>) -> Result<Response<PgReply>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(pg_reply(
-            self.raft
-                .read_async(r.group, r.payload, PG_IO_TIMEOUT)
-                .await,
-        )))
+        Ok(Response::new(
+            self.repairer.read(r.group, r.payload, PG_IO_TIMEOUT).await,
+        ))
+    }
+}
+
+/// The `hpchain.node.v1.Integrity` service: raw block copies for the other
+/// replicas' repairs, and the scrub of this node's replicas.
+pub struct IntegrityService {
+    repairer: Repairer,
+}
+
+impl IntegrityService {
+    pub fn new(repairer: Repairer) -> IntegrityService {
+        IntegrityService { repairer }
+    }
+
+    pub fn into_server(self) -> super::proto::integrity_server::IntegrityServer<IntegrityService> {
+        super::proto::integrity_server::IntegrityServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Integrity for IntegrityService {
+    async fn read_block(
+        &self,
+        request: Request<super::proto::BlockRequest>,
+    ) -> Result<Response<super::proto::BlockReply>, Status> {
+        Ok(Response::new(
+            self.repairer.serve_block(request.into_inner()).await,
+        ))
+    }
+
+    async fn scrub(
+        &self,
+        request: Request<super::proto::ScrubRequest>,
+    ) -> Result<Response<super::proto::ScrubReply>, Status> {
+        Ok(Response::new(
+            self.repairer.scrub_disk(request.into_inner()).await,
+        ))
     }
 }
 

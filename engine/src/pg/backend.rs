@@ -4,8 +4,12 @@
 //! A backend applies a PG's committed operations atomically together with
 //! the PG's applied index (so a restart knows exactly what to replay), and
 //! serves reads. Missing objects and never-written ranges read as zeroes
-//! (thin provisioning).
+//! (thin provisioning). A backend that keeps checksums also checks and
+//! repairs its own blocks ([`PgBackend::scrub_object`],
+//! [`PgBackend::repair_block`]); which bytes are right is always decided
+//! by the backend's own record, never by the caller.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -13,10 +17,97 @@ use super::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
 use super::versions::{ObjectMeta, Version};
 use crate::replication::GroupId;
 
+/// Bytes in a checksummed block.
+pub const CHECKED_BLOCK_BYTES: usize = 4096;
+
+/// The crc32c of an all-zero block: what a block without a record must
+/// hash to.
+pub fn zero_block_crc() -> u32 {
+    crc32c::crc32c(&[0u8; CHECKED_BLOCK_BYTES])
+}
+
 /// Why a backend failed; the text names the object and the disk.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BackendError(pub String);
+pub enum BackendError {
+    /// Anything but corruption (I/O, metadata); the text says what to do.
+    #[error("{0}")]
+    Failed(String),
+    /// A block's bytes do not match their record: another replica may
+    /// hold a good copy ([`PgBackend::repair_block`] takes it).
+    #[error("{message}")]
+    Corrupt { bad: BadBlock, message: String },
+}
+
+/// One 4 KiB block of one version of an object: the head (`clone_seq`
+/// `None`) or the clone version kept for snapshots at `clone_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub object: ObjectId,
+    pub clone_seq: Option<u64>,
+    pub block: u64,
+}
+
+impl std::fmt::Display for BlockRef {
+    /// `object 3 head block 5` or `object 3 clone@2 block 5`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "object {} ", self.object.object_no)?;
+        match self.clone_seq {
+            None => write!(f, "head")?,
+            Some(seq) => write!(f, "clone@{seq}")?,
+        }
+        write!(f, " block {}", self.block)
+    }
+}
+
+/// A block whose bytes on a disk do not match what its record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadBlock {
+    pub at: BlockRef,
+    /// The crc32c recorded for the block; `None`: no record, so the block
+    /// must read as zeroes.
+    pub recorded: Option<u32>,
+    /// The crc32c of the bytes the disk holds.
+    pub actual: u32,
+}
+
+impl BadBlock {
+    /// The crc32c a good copy has.
+    pub fn expected(&self) -> u32 {
+        self.recorded.unwrap_or_else(zero_block_crc)
+    }
+}
+
+/// What checking every block of one object on one disk found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectScrub {
+    /// Versions (head and clones) the disk holds for the object.
+    pub versions: u32,
+    pub blocks_checked: u64,
+    /// Blocks still bad when re-checked under the apply lock (a block
+    /// being written while it was read is not reported).
+    pub bad: Vec<BadBlock>,
+}
+
+/// A block as a disk holds it, unchecked, with its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockCopy {
+    pub bytes: Vec<u8>,
+    pub recorded: Option<u32>,
+}
+
+/// What [`PgBackend::repair_block`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockRepair {
+    /// The block now holds the bytes offered (synced, read back, checked).
+    Rewritten,
+    /// The block matches its record already (rewritten since it was found
+    /// bad, or repaired by someone else): nothing written.
+    AlreadyGood,
+    /// The bytes offered do not hash to the record: nothing written.
+    Refused { expected: u32, offered: u32 },
+    /// The version no longer exists (deleted or trimmed since).
+    Gone,
+}
 
 /// The object store of one disk, as PGs see it. Snapshot versions follow
 /// the rules of [`super::versions`].
@@ -53,6 +144,22 @@ pub trait PgBackend: Send + Sync {
     /// Raft log that could replay them is truncated).
     fn sync(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+    /// Checks every block of every version of `object` against its
+    /// record. A backend without checksums has nothing to check.
+    fn scrub_object(&self, _object: &ObjectId) -> Result<ObjectScrub, BackendError> {
+        Ok(ObjectScrub::default())
+    }
+    /// Block `at` as stored, unchecked, with its record; `None` when this
+    /// backend does not hold that version (or keeps no checksums).
+    fn block_copy(&self, _at: &BlockRef) -> Result<Option<BlockCopy>, BackendError> {
+        Ok(None)
+    }
+    /// Rewrites block `at` with `bytes`, only if their crc32c is the one
+    /// recorded for it (zeroes for a block without a record), atomically
+    /// with respect to applying entries.
+    fn repair_block(&self, _at: &BlockRef, _bytes: &[u8]) -> Result<BlockRepair, BackendError> {
+        Ok(BlockRepair::Gone)
     }
 }
 

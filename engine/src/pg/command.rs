@@ -22,8 +22,16 @@
 //!
 //! A query is version `2` and a kind byte: `1` read (object, offset u64,
 //! length u32, snapshot u64 with `0` for the head), `2` stat (object).
+//!
+//! A read's answer ends with a status byte: `0` after the bytes, `1` alone
+//! (the version does not exist), `2` after a corrupt block's description
+//! (object, clone seq u64 with `0` for the head, block u64, has-record u8,
+//! recorded crc u32, actual crc u32): the leader's node repairs that block
+//! and reads again, so a client never sees status `2`.
 
 use serde::{Deserialize, Serialize};
+
+use super::backend::{BadBlock, BlockRef};
 
 const VERSION_1: u8 = 1;
 const VERSION: u8 = 2;
@@ -453,8 +461,55 @@ pub fn encode_read_answer(data: Option<Vec<u8>>) -> Vec<u8> {
     }
 }
 
+const ANSWER_CORRUPT: u8 = 2;
+const CORRUPT_ANSWER_BYTES: usize = 8 * 4 + 1 + 4 + 4 + 1;
+
+/// A read's answer when a block of the range is corrupt on the replica.
+pub fn encode_corrupt_answer(bad: &BadBlock) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CORRUPT_ANSWER_BYTES);
+    put_object(&mut out, &bad.at.object);
+    out.extend_from_slice(&bad.at.clone_seq.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&bad.at.block.to_le_bytes());
+    out.push(u8::from(bad.recorded.is_some()));
+    out.extend_from_slice(&bad.recorded.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&bad.actual.to_le_bytes());
+    out.push(ANSWER_CORRUPT);
+    out
+}
+
+/// The corrupt block a read's answer reports, if it reports one.
+pub fn corrupt_in_answer(answer: &[u8]) -> Option<BadBlock> {
+    if answer.len() != CORRUPT_ANSWER_BYTES || answer.last() != Some(&ANSWER_CORRUPT) {
+        return None;
+    }
+    let mut r = Reader {
+        bytes: &answer[..CORRUPT_ANSWER_BYTES - 1],
+    };
+    let object = r.object().ok()?;
+    let clone_seq = Some(r.u64("clone").ok()?).filter(|&s| s != 0);
+    let block = r.u64("block").ok()?;
+    let has_record = r.u8("has record").ok()? == 1;
+    let recorded = r.u32("recorded").ok()?;
+    let actual = r.u32("actual").ok()?;
+    Some(BadBlock {
+        at: BlockRef {
+            object,
+            clone_seq,
+            block,
+        },
+        recorded: has_record.then_some(recorded),
+        actual,
+    })
+}
+
 /// The inverse of [`encode_read_answer`].
 pub fn decode_read_answer(mut answer: Vec<u8>) -> Result<Option<Vec<u8>>, DecodeError> {
+    if let Some(bad) = corrupt_in_answer(&answer) {
+        return Err(DecodeError(format!(
+            "{} of volume {:x} is corrupt on the replica that answered and was not repaired",
+            bad.at, bad.at.object.volume
+        )));
+    }
     match answer.pop() {
         Some(0) => Ok(Some(answer)),
         Some(1) if answer.is_empty() => Ok(None),
@@ -551,6 +606,24 @@ mod tests {
         }
         assert!(decode_read_answer(vec![]).is_err());
         assert!(decode_read_answer(vec![5, 1]).is_err());
+        for (clone_seq, recorded) in [(None, Some(0xdead_beef)), (Some(7), None)] {
+            let bad = BadBlock {
+                at: BlockRef {
+                    object: object(4),
+                    clone_seq,
+                    block: 1023,
+                },
+                recorded,
+                actual: 0x1234_5678,
+            };
+            let answer = encode_corrupt_answer(&bad);
+            assert_eq!(corrupt_in_answer(&answer), Some(bad));
+            assert!(decode_read_answer(answer).is_err());
+        }
+        // Data that happens to end like a corrupt answer is still data.
+        let mut data = vec![2u8; CORRUPT_ANSWER_BYTES - 1];
+        data.push(0);
+        assert_eq!(corrupt_in_answer(&data), None);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use super::backend::PgBackend;
-use super::command::{decode, encode_read_answer, CopyUp, Query, ANSWER_COPY_UP_NEEDED};
+use super::backend::{BackendError, PgBackend};
+use super::command::{
+    decode, encode_corrupt_answer, encode_read_answer, CopyUp, Query, ANSWER_COPY_UP_NEEDED,
+};
 use crate::replication::{GroupId, StateMachine};
 
 /// The state machine of one PG replica.
@@ -74,11 +76,19 @@ impl StateMachine for PgMachine {
 
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {
         match Query::decode(query).map_err(|e| e.to_string())? {
-            Query::Read(q) => self
-                .backend
-                .read(&q.object, q.snapshot, q.offset, u64::from(q.len))
-                .map(encode_read_answer)
-                .map_err(|e| e.to_string()),
+            // A corrupt block is an answer, not a failure: the leader's
+            // node repairs it from another replica (off this thread, which
+            // drives every group) and reads again.
+            Query::Read(q) => {
+                match self
+                    .backend
+                    .read(&q.object, q.snapshot, q.offset, u64::from(q.len))
+                {
+                    Ok(data) => Ok(encode_read_answer(data)),
+                    Err(BackendError::Corrupt { bad, .. }) => Ok(encode_corrupt_answer(&bad)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Query::Stat(object) => {
                 let stat = self.backend.stat(&object).map_err(|e| e.to_string())?;
                 serde_json::to_vec(&stat).map_err(|e| e.to_string())

@@ -16,7 +16,9 @@
 //!
 //! A block with no crc key is all zero (never written, or discarded). Every
 //! read checks every block it touches: a mismatch is
-//! [`StoreError::Corrupt`], never silent data. Writes make the data
+//! [`StoreError::Corrupt`], never silent data; `integrity.rs` checks whole
+//! objects (scrub) and rewrites a bad block with a copy that matches its
+//! record (repair). Writes make the data
 //! durable (fdatasync) before the metadata that describes it, and replaying
 //! an entry is harmless, so a crash at any point is repaired by replaying
 //! the PG's Raft log from the applied index. Preserving a head for a
@@ -25,7 +27,8 @@
 //! saying it exists are made durable (synced) before the head changes.
 //!
 //! This module owns files and metadata of one disk; it never decides what
-//! to write (the PG state machine does) and never talks to other nodes.
+//! to write (the PG state machine does, and a repair only restores what
+//! the record already says) and never talks to other nodes.
 
 use rocksdb::{WriteBatch, DB};
 use std::collections::{HashMap, HashSet};
@@ -38,7 +41,9 @@ use std::sync::Mutex;
 pub mod file_io;
 
 use self::file_io::{FileIo, FileIoKind};
-use crate::pg::backend::{BackendError, PgBackend};
+use crate::pg::backend::{
+    BackendError, BadBlock, BlockCopy, BlockRef, BlockRepair, ObjectScrub, PgBackend,
+};
 use crate::pg::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
 use crate::pg::versions::{ObjectMeta, Version};
 use crate::replication::GroupId;
@@ -58,12 +63,16 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// Stored bytes do not match their checksum: the block must be repaired
-    /// from another replica.
-    #[error("object {volume:x}.{object_no:x} block {block}: crc32c {actual:08x} does not match the recorded {expected:08x}; the block is corrupt on this disk and must be repaired from another replica")]
+    /// from another replica (read repair and scrub do it).
+    #[error("object {volume:x}.{object_no:x}{} block {block}: crc32c {actual:08x} does not match the {} {expected:08x}; the block is corrupt on this disk and must be repaired from another replica", .clone_seq.map(|s| format!(" (clone@{s})")).unwrap_or_default(), if *.recorded { "recorded" } else { "all-zero block's" })]
     Corrupt {
         volume: u64,
         object_no: u64,
+        /// The clone version, `None` for the head.
+        clone_seq: Option<u64>,
         block: u64,
+        /// Whether the block has a crc record (without one it must be zero).
+        recorded: bool,
         expected: u32,
         actual: u32,
     },
@@ -85,7 +94,30 @@ impl StoreError {
 
 impl From<StoreError> for BackendError {
     fn from(e: StoreError) -> BackendError {
-        BackendError(format!("{} [{}]", e, e.code()))
+        let message = format!("{} [{}]", e, e.code());
+        match e {
+            StoreError::Corrupt {
+                volume,
+                object_no,
+                clone_seq,
+                block,
+                recorded,
+                expected,
+                actual,
+            } => BackendError::Corrupt {
+                bad: BadBlock {
+                    at: BlockRef {
+                        object: ObjectId { volume, object_no },
+                        clone_seq,
+                        block,
+                    },
+                    recorded: recorded.then_some(expected),
+                    actual,
+                },
+                message,
+            },
+            _ => BackendError::Failed(message),
+        }
     }
 }
 
@@ -101,6 +133,19 @@ fn applied_key(pg: GroupId) -> [u8; 9] {
 enum Loc {
     Head,
     Clone(u64),
+}
+
+impl Loc {
+    fn of(clone_seq: Option<u64>) -> Loc {
+        clone_seq.map_or(Loc::Head, Loc::Clone)
+    }
+
+    fn clone_seq(self) -> Option<u64> {
+        match self {
+            Loc::Head => None,
+            Loc::Clone(seq) => Some(seq),
+        }
+    }
 }
 
 /// A crc key: 25 bytes for the head, 33 for a clone version.
@@ -184,6 +229,9 @@ pub struct DiskStore {
     recorded: Mutex<HashSet<ObjectId>>,
     /// io_uring, or positional I/O where it is unavailable.
     io: Box<dyn FileIo>,
+    /// Held while an entry is applied and while a block is repaired, so
+    /// that a repair never lands between a write and its crc record.
+    apply_lock: Mutex<()>,
 }
 
 impl DiskStore {
@@ -231,6 +279,7 @@ impl DiskStore {
             db,
             recorded: Mutex::new(recorded),
             io,
+            apply_lock: Mutex::new(()),
         })
     }
 
@@ -578,6 +627,7 @@ impl DiskStore {
     }
 
     fn apply_ops(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), StoreError> {
+        let _applying = self.lock_apply();
         let mut batch = WriteBatch::default();
         let mut touched: HashMap<ObjectId, File> = HashMap::new();
         let mut records: HashMap<ObjectId, Working> = HashMap::new();
@@ -700,6 +750,13 @@ impl DiskStore {
         Ok(())
     }
 
+    fn lock_apply(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while applying leaves nothing half-locked to protect.
+        self.apply_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn recorded_crc(
         &self,
         object: &ObjectId,
@@ -712,17 +769,22 @@ impl DiskStore {
             .map_err(|e| self.meta_error(e))?
         {
             None => Ok(None),
-            Some(v) if v.len() == 5 && v[0] == VERSION => Ok(Some(u32::from_le_bytes(
-                v[1..].try_into().expect("4 bytes"),
-            ))),
-            Some(_) => Err(StoreError::Meta {
-                path: self.root.clone(),
-                reason: format!(
-                    "crc of object {:x}.{:x} block {block} is malformed",
-                    object.volume, object.object_no
-                ),
-            }),
+            Some(v) => self.parse_crc(object, block, &v).map(Some),
         }
+    }
+
+    /// A crc key's value: version byte, crc32c u32le.
+    fn parse_crc(&self, object: &ObjectId, block: u64, value: &[u8]) -> Result<u32, StoreError> {
+        if value.len() == 5 && value[0] == VERSION {
+            return Ok(u32::from_le_bytes(value[1..].try_into().expect("4 bytes")));
+        }
+        Err(StoreError::Meta {
+            path: self.root.clone(),
+            reason: format!(
+                "crc of object {:x}.{:x} block {block} is malformed",
+                object.volume, object.object_no
+            ),
+        })
     }
 
     /// Reads and checks `len` bytes of the head of `object` at `offset`
@@ -766,17 +828,20 @@ impl DiskStore {
             let at = ((block - first) * BLOCK_BYTES) as usize;
             let bytes = &span[at..at + BLOCK_BYTES as usize];
             let actual = crc32c::crc32c(bytes);
-            let expected = match self.recorded_crc(object, loc, block)? {
+            let recorded = self.recorded_crc(object, loc, block)?;
+            let expected = match recorded {
                 Some(crc) => crc,
                 // No crc: the block must read as zeroes.
                 None if bytes.iter().all(|&b| b == 0) => continue,
-                None => crc32c::crc32c(&[0u8; BLOCK_BYTES as usize]),
+                None => crate::pg::backend::zero_block_crc(),
             };
             if actual != expected {
                 return Err(StoreError::Corrupt {
                     volume: object.volume,
                     object_no: object.object_no,
+                    clone_seq: loc.clone_seq(),
                     block,
+                    recorded: recorded.is_some(),
                     expected,
                     actual,
                 });
@@ -821,7 +886,7 @@ impl PgBackend for DiskStore {
             Some(v) if v.len() == 9 && v[0] == VERSION => {
                 Ok(u64::from_le_bytes(v[1..].try_into().expect("8 bytes")))
             }
-            Some(_) => Err(BackendError(format!(
+            Some(_) => Err(BackendError::Failed(format!(
                 "applied index of PG {pg:x} is malformed"
             ))),
         }
@@ -904,7 +969,20 @@ impl PgBackend for DiskStore {
         // batches were written without sync, so flush their WAL now.
         Ok(self.db.flush_wal(true).map_err(|e| self.meta_error(e))?)
     }
+
+    fn scrub_object(&self, object: &ObjectId) -> Result<ObjectScrub, BackendError> {
+        Ok(self.check_object(object)?)
+    }
+
+    fn block_copy(&self, at: &BlockRef) -> Result<Option<BlockCopy>, BackendError> {
+        Ok(self.copy_of_block(at)?)
+    }
+
+    fn repair_block(&self, at: &BlockRef, bytes: &[u8]) -> Result<BlockRepair, BackendError> {
+        Ok(self.rewrite_block(at, bytes)?)
+    }
 }
 
+mod integrity;
 #[cfg(test)]
 mod tests;

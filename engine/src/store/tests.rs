@@ -210,7 +210,7 @@ fn corruption_copied_into_a_snapshot_version_is_still_detected() {
     store
         .apply(1, 2, &[write(o, 4096, vec![1; 4096], 1)])
         .unwrap();
-    let message = store.read(&o, Some(1), 0, 100).unwrap_err().0;
+    let message = store.read(&o, Some(1), 0, 100).unwrap_err().to_string();
     assert!(message.contains("block 0"), "{message}");
     assert_eq!(
         store.read(&o, Some(1), 4096, 4096).unwrap(),
@@ -303,4 +303,180 @@ fn one_mib_written_in_a_ten_gib_space_allocates_about_one_mib_and_discard_return
         store.read_object(&object(160), 1 << 20, 100).unwrap(),
         vec![0; 100]
     );
+}
+
+fn flip(path: &std::path::Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x10;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+fn head_block(o: ObjectId, block: u64) -> BlockRef {
+    BlockRef {
+        object: o,
+        clone_seq: None,
+        block,
+    }
+}
+
+#[test]
+fn a_corrupt_block_is_rewritten_only_with_a_copy_matching_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let o = object(1);
+    let good = vec![0x5a; 3 * 4096];
+    store.apply(1, 1, &[write(o, 0, good.clone(), 0)]).unwrap();
+    flip(&store.object_path(&o), 4096 + 100);
+
+    // The read reports the block, structured, for the repair to act on.
+    match store.read(&o, None, 0, 3 * 4096) {
+        Err(BackendError::Corrupt { bad, .. }) => {
+            assert_eq!(bad.at, head_block(o, 1));
+            assert_eq!(bad.recorded, Some(crc32c::crc32c(&[0x5a; 4096])));
+        }
+        other => panic!("corruption not reported: {other:?}"),
+    }
+    let scrub = store.check_object(&o).unwrap();
+    assert_eq!((scrub.versions, scrub.blocks_checked), (1, 3));
+    assert_eq!(scrub.bad.len(), 1);
+    assert_eq!(scrub.bad[0].at, head_block(o, 1));
+
+    // A copy whose crc differs from the record is refused; nothing changes.
+    let before = std::fs::read(store.object_path(&o)).unwrap();
+    let wrong = vec![0x5b; 4096];
+    assert!(matches!(
+        store.rewrite_block(&head_block(o, 1), &wrong).unwrap(),
+        BlockRepair::Refused { .. }
+    ));
+    assert!(matches!(
+        store
+            .rewrite_block(&head_block(o, 1), &[0x5a; 100])
+            .unwrap(),
+        BlockRepair::Refused { .. }
+    ));
+    assert_eq!(std::fs::read(store.object_path(&o)).unwrap(), before);
+
+    // The right bytes repair it; the record is untouched and vouches for them.
+    assert_eq!(
+        store
+            .rewrite_block(&head_block(o, 1), &[0x5a; 4096])
+            .unwrap(),
+        BlockRepair::Rewritten
+    );
+    assert_eq!(store.read_object(&o, 0, 3 * 4096).unwrap(), good);
+    assert!(store.check_object(&o).unwrap().bad.is_empty());
+    assert_eq!(
+        store
+            .rewrite_block(&head_block(o, 1), &[0x5a; 4096])
+            .unwrap(),
+        BlockRepair::AlreadyGood
+    );
+}
+
+#[test]
+fn a_copy_of_the_blocks_previous_contents_is_refused() {
+    // A lagging replica still holds what the block held before the last
+    // write: its copy must never bring that back.
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let o = object(2);
+    store.apply(1, 1, &[write(o, 0, vec![1; 4096], 0)]).unwrap();
+    let old = store.copy_of_block(&head_block(o, 0)).unwrap().unwrap();
+    store.apply(1, 2, &[write(o, 0, vec![2; 4096], 0)]).unwrap();
+    flip(&store.object_path(&o), 7);
+    assert!(matches!(
+        store.rewrite_block(&head_block(o, 0), &old.bytes).unwrap(),
+        BlockRepair::Refused { .. }
+    ));
+    assert!(store.read_object(&o, 0, 4096).is_err());
+    assert_eq!(
+        store.rewrite_block(&head_block(o, 0), &[2; 4096]).unwrap(),
+        BlockRepair::Rewritten
+    );
+    assert_eq!(store.read_object(&o, 0, 4096).unwrap(), vec![2; 4096]);
+}
+
+#[test]
+fn scrub_covers_snapshot_versions_holes_and_lost_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let o = object(3);
+    // Head written, snapshot 1 taken, head rewritten: clone@1 keeps the old.
+    store.apply(1, 1, &[write(o, 0, vec![7; 8192], 0)]).unwrap();
+    store.apply(1, 2, &[write(o, 0, vec![8; 4096], 1)]).unwrap();
+    let clone = BlockRef {
+        object: o,
+        clone_seq: Some(1),
+        block: 1,
+    };
+    flip(&store.version_path(&o, Loc::Clone(1)), 4096 + 5);
+    // Garbage in a block the store never wrote (it must read as zero).
+    let file = OpenOptions::new()
+        .write(true)
+        .open(store.object_path(&o))
+        .unwrap();
+    file.write_all_at(&[9; 3], 5 * 4096).unwrap();
+
+    let scrub = store.check_object(&o).unwrap();
+    assert_eq!(scrub.versions, 2);
+    let bad: Vec<BlockRef> = scrub.bad.iter().map(|b| b.at).collect();
+    assert_eq!(bad, vec![head_block(o, 5), clone]);
+    assert_eq!(scrub.bad[0].recorded, None, "a hole has no record");
+    match store.read(&o, Some(1), 4096, 10) {
+        Err(BackendError::Corrupt { bad, .. }) => assert_eq!(bad.at, clone),
+        other => panic!("clone corruption not reported: {other:?}"),
+    }
+
+    // The hole is repaired with zeroes, the clone with its own bytes.
+    assert_eq!(
+        store.rewrite_block(&head_block(o, 5), &[0; 4096]).unwrap(),
+        BlockRepair::Rewritten
+    );
+    let copy = store.copy_of_block(&clone).unwrap().unwrap();
+    assert_eq!(copy.recorded, Some(crc32c::crc32c(&[7; 4096])));
+    assert!(matches!(
+        store.rewrite_block(&clone, &copy.bytes).unwrap(),
+        BlockRepair::Refused { .. }
+    ));
+    assert_eq!(
+        store.rewrite_block(&clone, &[7; 4096]).unwrap(),
+        BlockRepair::Rewritten
+    );
+    assert!(store.check_object(&o).unwrap().bad.is_empty());
+    assert_eq!(
+        store.read(&o, Some(1), 0, 8192).unwrap(),
+        Some(vec![7; 8192])
+    );
+
+    // A head file lost behind the store's back: every recorded block is bad,
+    // and repairing them brings the file back.
+    std::fs::remove_file(store.object_path(&o)).unwrap();
+    let scrub = store.check_object(&o).unwrap();
+    assert_eq!(
+        scrub.bad.iter().map(|b| b.at).collect::<Vec<_>>(),
+        vec![head_block(o, 0), head_block(o, 1)]
+    );
+    for (block, byte) in [(0, 8), (1, 7)] {
+        assert_eq!(
+            store
+                .rewrite_block(&head_block(o, block), &[byte; 4096])
+                .unwrap(),
+            BlockRepair::Rewritten
+        );
+    }
+    let mut head = vec![8; 4096];
+    head.extend_from_slice(&[7; 4096]);
+    assert_eq!(store.read_object(&o, 0, 8192).unwrap(), head);
+
+    // A version that no longer exists has nothing to repair.
+    let gone = BlockRef {
+        object: object(99),
+        clone_seq: Some(4),
+        block: 0,
+    };
+    assert_eq!(
+        store.rewrite_block(&gone, &[0; 4096]).unwrap(),
+        BlockRepair::Gone
+    );
+    assert_eq!(store.copy_of_block(&gone).unwrap(), None);
 }

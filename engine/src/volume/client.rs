@@ -54,6 +54,11 @@ pub enum VolumeError {
     Unavailable { volume: String, group: GroupId },
     #[error("volume {volume:?}: {reason}")]
     Failed { volume: String, reason: String },
+    /// A block of the range is corrupt on its PG's leader and could not be
+    /// repaired: no replica holds a copy matching its recorded crc32c (the
+    /// data is lost), or none could be fetched now; the reason says which.
+    #[error("volume {volume:?}: {reason}")]
+    Corrupt { volume: String, reason: String },
 }
 
 impl VolumeError {
@@ -66,6 +71,7 @@ impl VolumeError {
             VolumeError::TooLarge { .. } => "volume.io_too_large",
             VolumeError::Unavailable { .. } => "volume.unavailable",
             VolumeError::Failed { .. } => "volume.io_failed",
+            VolumeError::Corrupt { .. } => "volume.corrupt",
         }
     }
 }
@@ -189,6 +195,9 @@ pub struct VolumeClient {
     leaders: Arc<Mutex<HashMap<GroupId, NodeId>>>,
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
     limiters: Arc<Mutex<HashMap<u64, (String, QosLimiter)>>>,
+    /// Serves this node's own PG reads, repairing corrupt blocks; `None`
+    /// reads without repair (tests).
+    repairer: Option<crate::integrity::Repairer>,
 }
 
 impl VolumeClient {
@@ -205,7 +214,15 @@ impl VolumeClient {
             leaders: Arc::new(Mutex::new(HashMap::new())),
             channels: Arc::new(Mutex::new(HashMap::new())),
             limiters: Arc::new(Mutex::new(HashMap::new())),
+            repairer: None,
         }
+    }
+
+    /// Reads of PGs this node leads repair the corrupt blocks they meet,
+    /// as reads arriving over gRPC do.
+    pub fn with_repairer(mut self, repairer: crate::integrity::Repairer) -> VolumeClient {
+        self.repairer = Some(repairer);
+        self
     }
 
     fn view(&self, name: &str) -> Result<VolumeIo, VolumeError> {
@@ -810,11 +827,20 @@ impl VolumeClient {
                         .propose_async(group, payload.clone(), PIECE_ATTEMPT_TIMEOUT)
                         .await
                 }
-                Io::Read(payload) => {
-                    self.local
-                        .read_async(group, payload.clone(), PIECE_ATTEMPT_TIMEOUT)
-                        .await
-                }
+                Io::Read(payload) => match &self.repairer {
+                    Some(repairer) => {
+                        return Some(
+                            repairer
+                                .read(group, payload.clone(), PIECE_ATTEMPT_TIMEOUT)
+                                .await,
+                        )
+                    }
+                    None => {
+                        self.local
+                            .read_async(group, payload.clone(), PIECE_ATTEMPT_TIMEOUT)
+                            .await
+                    }
+                },
             };
             return Some(pg_reply(result));
         }
@@ -869,6 +895,12 @@ impl VolumeClient {
             let target = cached.unwrap_or(replicas[round % replicas.len()]);
             round += 1;
             match self.attempt(target, group, &io).await {
+                Some(reply) if reply.corrupt => {
+                    return Err(VolumeError::Corrupt {
+                        volume: volume.name.clone(),
+                        reason: reply.error,
+                    })
+                }
                 Some(reply) if !reply.error.is_empty() => {
                     return Err(VolumeError::Failed {
                         volume: volume.name.clone(),
