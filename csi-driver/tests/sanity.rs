@@ -118,7 +118,8 @@ fn csi_sanity_passes_against_a_dev_cluster() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let base = 23_000 + (std::process::id() % 400) as u16 * 50;
+    // Below the ephemeral port range (32768 and up).
+    let base = 23_000 + (std::process::id() % 180) as u16 * 50;
     let _cluster = start_cluster(dir.path(), base);
     let socket = dir.path().join("csi.sock");
     let _plugin = Stopped(

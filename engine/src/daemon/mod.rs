@@ -33,6 +33,10 @@ use crate::volume::VolumeClient;
 pub use config::{ConfigError, DaemonConfig, DiskConfig, MonitorConfig};
 use std::collections::HashMap;
 
+/// How often the data of applied entries is synced (the Raft log holds
+/// them durably meanwhile; a restart replays what was not synced).
+const APPLIED_SYNC_EVERY: Duration = Duration::from_millis(100);
+
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -252,6 +256,24 @@ pub async fn run_with(
         );
         backends.insert(disk.id, Arc::new(store));
     }
+    // Applied entries' data is synced in batches (the Raft log already
+    // holds it durably): every 100 ms, one batch per disk.
+    let syncing: Vec<Arc<dyn PgBackend>> = backends.values().cloned().collect();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(APPLIED_SYNC_EVERY);
+        loop {
+            tick.tick().await;
+            for backend in &syncing {
+                let backend = backend.clone();
+                let synced = tokio::task::spawn_blocking(move || backend.sync()).await;
+                if let Ok(Err(e)) = synced {
+                    tracing::warn!(
+                        "object store sync failed (entries will be replayed from the log): {e}"
+                    );
+                }
+            }
+        }
+    });
     let liveness = Liveness::default();
     let ledger_service = ledger.as_ref().map(|l| l.service());
     let repairer = Repairer::new(config.id, raft.handle(), map.clone(), backends.clone());

@@ -10,6 +10,8 @@
 //! | `objects/<volume:016x>/<object:016x>@<seq:016x>` | a clone version kept for snapshots (see [`crate::pg::versions`]) |
 //! | `meta/` | RocksDB |
 //! | key `'a' pg:u64be` | version `1`, applied index u64le |
+//! | key `'d' pg:u64be` | version `1`, durable index u64le: entries up to it have their data synced |
+//! | key `format-deferred-sync` | `1`: the `'d'` keys exist (set once, copying `'a'`, for a store written when every entry synced) |
 //! | key `'c' volume:u64be object:u64be block:u64be` | version `1`, crc32c u32le of that 4 KiB block of the head |
 //! | key `'s' volume:u64be object:u64be seq:u64be block:u64be` | the same for clone version `seq` |
 //! | key `'o' volume:u64be object:u64be` | the object's record ([`ObjectMeta`]); absent while it has no versions and no snapshot has touched it |
@@ -18,10 +20,13 @@
 //! read checks every block it touches: a mismatch is
 //! [`StoreError::Corrupt`], never silent data; `integrity.rs` checks whole
 //! objects (scrub) and rewrites a bad block with a copy that matches its
-//! record (repair). Writes make the data
-//! durable (fdatasync) before the metadata that describes it, and replaying
-//! an entry is harmless, so a crash at any point is repaired by replaying
-//! the PG's Raft log from the applied index. Preserving a head for a
+//! record (repair). An applied entry's data goes to the page cache; every
+//! ~100 ms the data of all entries applied since is synced in one batch
+//! and each PG's durable index recorded after it ([`DiskStore::sync_applied`]).
+//! The Raft log holds those entries durably meanwhile (it is compacted
+//! only after a sync), and replaying an entry is harmless, so a crash at
+//! any point is repaired by replaying the PG's log from the durable index.
+//! Preserving a head for a
 //! snapshot is the one step a replay must not repeat (it would copy a head
 //! that later operations already changed), so the clone and the record
 //! saying it exists are made durable (synced) before the head changes.
@@ -128,6 +133,25 @@ fn applied_key(pg: GroupId) -> [u8; 9] {
     k
 }
 
+/// Up to where a PG's applied entries have their data synced: where a
+/// restart replays the Raft log from.
+fn durable_key(pg: GroupId) -> [u8; 9] {
+    let mut k = applied_key(pg);
+    k[0] = b'd';
+    k
+}
+
+/// Present once the store keeps durable indexes (`'d'` keys).
+const DEFERRED_SYNC_MARKER: &[u8] = b"format-deferred-sync";
+
+/// What applied entries wrote and has not been synced yet.
+#[derive(Default)]
+struct Unsynced {
+    files: HashSet<PathBuf>,
+    /// PG -> the highest index applied (its data is in `files`).
+    applied: HashMap<GroupId, u64>,
+}
+
 /// Which version of an object a file and its crc keys belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Loc {
@@ -232,6 +256,8 @@ pub struct DiskStore {
     /// Held while an entry is applied and while a block is repaired, so
     /// that a repair never lands between a write and its crc record.
     apply_lock: Mutex<()>,
+    /// Written since the last [`DiskStore::sync_applied`].
+    unsynced: Mutex<Unsynced>,
 }
 
 impl DiskStore {
@@ -274,12 +300,44 @@ impl DiskStore {
                 object_no: u64::from_be_bytes(key[9..17].try_into().expect("8 bytes")),
             });
         }
+        if db
+            .get(DEFERRED_SYNC_MARKER)
+            .map_err(|e| StoreError::Meta {
+                path: root.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .is_none()
+        {
+            // Written when every entry synced its data: applied is durable.
+            let mut batch = WriteBatch::default();
+            for item in db.prefix_iterator([b'a']) {
+                let (key, value) = item.map_err(|e| StoreError::Meta {
+                    path: root.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                if key.len() != 9 || key[0] != b'a' {
+                    break;
+                }
+                let mut durable = key.to_vec();
+                durable[0] = b'd';
+                batch.put(durable, value);
+            }
+            batch.put(DEFERRED_SYNC_MARKER, [1u8]);
+            let mut options = rocksdb::WriteOptions::default();
+            options.set_sync(true);
+            db.write_opt(batch, &options)
+                .map_err(|e| StoreError::Meta {
+                    path: root.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+        }
         Ok(DiskStore {
             root: root.to_path_buf(),
             db,
             recorded: Mutex::new(recorded),
             io,
             apply_lock: Mutex::new(()),
+            unsynced: Mutex::new(Unsynced::default()),
         })
     }
 
@@ -550,6 +608,41 @@ impl DiskStore {
         self.db.write(pending).map_err(|e| self.meta_error(e))
     }
 
+    /// Makes what applied entries wrote durable: syncs every file they
+    /// touched (in one batch where the I/O backend can), then records each
+    /// PG's durable index, synced. Called every few tens of milliseconds
+    /// by the node, before log compaction, and on drop.
+    pub fn sync_applied(&self) -> Result<(), StoreError> {
+        let unsynced = std::mem::take(&mut *self.unsynced.lock().expect("unsynced lock"));
+        if unsynced.applied.is_empty() {
+            return Ok(());
+        }
+        let mut files = Vec::with_capacity(unsynced.files.len());
+        for path in &unsynced.files {
+            match File::open(path) {
+                Ok(f) => files.push(f),
+                // Deleted since: nothing of it to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io("open", path)(e)),
+            }
+        }
+        let refs: Vec<&File> = files.iter().collect();
+        self.io.sync_data(&refs).map_err(|source| StoreError::Io {
+            op: "sync",
+            path: self.root.join("objects"),
+            source,
+        })?;
+        let mut batch = WriteBatch::default();
+        for (pg, index) in &unsynced.applied {
+            batch.put(durable_key(*pg), versioned(&index.to_le_bytes()));
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.meta_error(e))
+    }
+
     /// Syncs the data of every touched file, all at once where the I/O
     /// backend can.
     fn sync_touched(&self, touched: &HashMap<ObjectId, File>) -> Result<(), StoreError> {
@@ -651,6 +744,11 @@ impl DiskStore {
                         }
                     }
                     self.stage_crcs(&mut batch, &object, &file, 0, base.len() as u64)?;
+                    // Synced now, not with the entry: a replay must never
+                    // find the head recorded without the parent's bytes.
+                    self.io
+                        .sync_data(&[&file])
+                        .map_err(Self::io("sync", &path))?;
                     touched.insert(object, file);
                     working.meta.head = true;
                 }
@@ -737,10 +835,19 @@ impl DiskStore {
             }
             self.stage_meta(&mut batch, &object, working, &mut unrecorded);
         }
-        // Data first, then the metadata that vouches for it.
-        self.sync_touched(&touched)?;
+        // The entry is durable in the Raft log already: its data is synced
+        // later, in one batch with other entries' (sync_applied), and until
+        // then a restart replays it from the durable index, which every
+        // operation here allows (they are idempotent in order).
         batch.put(applied_key(pg), versioned(&index.to_le_bytes()));
         self.db.write(batch).map_err(|e| self.meta_error(e))?;
+        {
+            let mut unsynced = self.unsynced.lock().expect("unsynced lock");
+            unsynced
+                .files
+                .extend(touched.keys().map(|o| self.object_path(o)));
+            unsynced.applied.insert(pg, index);
+        }
         if !unrecorded.is_empty() {
             let mut recorded = self.recorded.lock().expect("recorded lock");
             for object in unrecorded.iter().filter(|o| records[*o].stored.is_none()) {
@@ -877,9 +984,10 @@ impl DiskStore {
 
 impl PgBackend for DiskStore {
     fn applied_index(&self, pg: GroupId) -> Result<u64, BackendError> {
+        // Where a restart replays from: the durable index.
         match self
             .db
-            .get(applied_key(pg))
+            .get(durable_key(pg))
             .map_err(|e| self.meta_error(e))?
         {
             None => Ok(0),
@@ -965,8 +1073,8 @@ impl PgBackend for DiskStore {
     }
 
     fn sync(&self) -> Result<(), BackendError> {
-        // Object data is already fdatasync'ed per entry; the metadata
-        // batches were written without sync, so flush their WAL now.
+        self.sync_applied()?;
+        // The metadata batches were written without sync: flush their WAL.
         Ok(self.db.flush_wal(true).map_err(|e| self.meta_error(e))?)
     }
 
@@ -984,5 +1092,17 @@ impl PgBackend for DiskStore {
 }
 
 mod integrity;
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        // A restart would replay what is unsynced; a clean stop spares it.
+        if let Err(e) = self.sync_applied() {
+            tracing::warn!(
+                "object store {}: final sync failed: {e}",
+                self.root.display()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
