@@ -282,16 +282,14 @@ impl DiskStore {
         })?;
         let mut options = rocksdb::Options::default();
         options.create_if_missing(true);
-        let db = DB::open(&options, root.join("meta")).map_err(|e| StoreError::Meta {
+        let meta = |e: rocksdb::Error| StoreError::Meta {
             path: root.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        };
+        let db = DB::open(&options, root.join("meta")).map_err(meta)?;
         let mut recorded = HashSet::new();
         for item in db.prefix_iterator([b'o']) {
-            let (key, _) = item.map_err(|e| StoreError::Meta {
-                path: root.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            let (key, _) = item.map_err(meta)?;
             if key.len() != 17 || key[0] != b'o' {
                 break;
             }
@@ -300,21 +298,11 @@ impl DiskStore {
                 object_no: u64::from_be_bytes(key[9..17].try_into().expect("8 bytes")),
             });
         }
-        if db
-            .get(DEFERRED_SYNC_MARKER)
-            .map_err(|e| StoreError::Meta {
-                path: root.to_path_buf(),
-                reason: e.to_string(),
-            })?
-            .is_none()
-        {
+        if db.get(DEFERRED_SYNC_MARKER).map_err(meta)?.is_none() {
             // Written when every entry synced its data: applied is durable.
             let mut batch = WriteBatch::default();
             for item in db.prefix_iterator([b'a']) {
-                let (key, value) = item.map_err(|e| StoreError::Meta {
-                    path: root.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
+                let (key, value) = item.map_err(meta)?;
                 if key.len() != 9 || key[0] != b'a' {
                     break;
                 }
@@ -325,11 +313,7 @@ impl DiskStore {
             batch.put(DEFERRED_SYNC_MARKER, [1u8]);
             let mut options = rocksdb::WriteOptions::default();
             options.set_sync(true);
-            db.write_opt(batch, &options)
-                .map_err(|e| StoreError::Meta {
-                    path: root.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
+            db.write_opt(batch, &options).map_err(meta)?;
         }
         Ok(DiskStore {
             root: root.to_path_buf(),

@@ -722,14 +722,7 @@ impl VolumeClient {
     /// (total, available) bytes of every disk of each node that answers
     /// within a second, and the nodes that did not.
     pub async fn disk_space_by_node(&self) -> (HashMap<NodeId, (u64, u64)>, Vec<NodeId>) {
-        let nodes: Vec<NodeId> = self
-            .map
-            .read()
-            .expect("map lock")
-            .nodes
-            .keys()
-            .copied()
-            .collect();
+        let nodes = self.node_ids();
         let answers = self
             .ask_every_node(&nodes, |mut client| async move {
                 let disks = client
@@ -749,17 +742,21 @@ impl VolumeClient {
         (answers, missing)
     }
 
-    /// The Raft groups each node leads, with its replicas' progress, from
-    /// every node that answers within a second.
-    pub async fn led_groups_by_node(&self) -> HashMap<NodeId, Vec<crate::net::proto::LedGroup>> {
-        let nodes: Vec<NodeId> = self
-            .map
+    /// Every node of the map.
+    fn node_ids(&self) -> Vec<NodeId> {
+        self.map
             .read()
             .expect("map lock")
             .nodes
             .keys()
             .copied()
-            .collect();
+            .collect()
+    }
+
+    /// The Raft groups each node leads, with its replicas' progress, from
+    /// every node that answers within a second.
+    pub async fn led_groups_by_node(&self) -> HashMap<NodeId, Vec<crate::net::proto::LedGroup>> {
+        let nodes = self.node_ids();
         self.ask_every_node(&nodes, |mut client| async move {
             Ok(client
                 .led_groups(crate::net::proto::LedGroupsRequest {})
