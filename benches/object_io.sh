@@ -19,6 +19,7 @@ for round in $(seq 1 "$ROUNDS"); do
       source benches/dev_cluster.sh objio 29800
       grep -q "through $io" "$WORK"/data/node1.log || { echo "node 1 is not using $io" >&2; exit 1; }
       "$HPCHAIN" volume bench demo --pattern write --block-size 4M --queue-depth 8 --seconds 3 >/dev/null
+      sync # the fill's writeback must not slow what is measured next
       for w in "${WORKLOADS[@]}"; do
         set -- $w
         "$HPCHAIN" --json volume bench demo --pattern "$1" --block-size "$2" --queue-depth "$3" --seconds "$SECONDS_EACH" |

@@ -27,6 +27,7 @@ fio_run() { # rw bs qd fsync -> "iops MiB/s p50 p99"
 
 # Fill the volume's first GiB so reads hit data, not holes.
 "$HPCHAIN" volume bench demo --pattern write --block-size 4M --queue-depth 8 --seconds 3 >/dev/null
+sync # the fill's writeback must not slow what is measured next
 fio --name=fill --filename="$WORK/fio.file" --size=1G --rw=write --bs=4M --direct=1 --ioengine=io_uring >/dev/null 2>&1
 
 printf "%-34s %10s %10s %10s %10s\n" "workload" "IOPS" "MiB/s" "p50 us" "p99 us"
