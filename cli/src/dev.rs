@@ -184,6 +184,28 @@ fn wait_registered(api: &ApiClient, nodes: usize) -> Result<(), String> {
     }
 }
 
+/// Waits until every placement group has a leader, so that `ready` means
+/// I/O is served at once (elections take a second or two after start).
+fn wait_active(api: &ApiClient) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let inactive = api
+            .get("/v1/pgs")
+            .ok()
+            .map(|a| a["summary"]["inactive"].as_u64().unwrap_or(0));
+        if inactive == Some(0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} placement groups have no leader after {READY_TIMEOUT:?}; see the nodes' logs",
+                inactive.map_or("some".to_string(), |n| n.to_string())
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Creates something unless it exists already (a restarted dev cluster).
 fn ensure(api: &ApiClient, path: &str, body: serde_json::Value) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -299,6 +321,7 @@ fn setup_and_wait(
     )?;
     api.put("/v1/volumes/demo/iscsi", &json!({}))
         .map_err(|e| format!("exporting demo over iSCSI: {}", e.message))?;
+    wait_active(&api)?;
 
     say!(
         "hpchain dev: a {}-node cluster on loopback\n",

@@ -22,6 +22,10 @@ fn dev_cluster_manages_volumes_survives_a_killed_node_and_stops_cleanly() {
     assert_eq!(demo["size_bytes"], 1u64 << 30);
     let status = json(cli(&cluster, &["--json", "cluster", "status"]));
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+    assert!(
+        status["pgs"].get("inactive").is_none(),
+        "ready means every placement group has a leader: {status}"
+    );
 
     // Prometheus metrics, without a token.
     let metrics = http_get(&format!("{}/metrics", cluster.api(1)));
