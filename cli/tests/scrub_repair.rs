@@ -18,24 +18,6 @@ const MIB: usize = 1 << 20;
 const OBJECT: usize = 4 * MIB;
 const BLOCK: usize = 4096;
 
-/// `len` bytes that differ per `seed` and per offset, never zero.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) | 1)
-        .collect()
-}
-
-fn write_at(cluster: &DevCluster, volume: &str, offset: usize, data: &[u8]) {
-    let path = format!("/v1/volumes/{volume}/data?offset={offset}");
-    let (status, body) = http_put(cluster, &path, data);
-    assert_eq!(
-        status,
-        204,
-        "write of {} bytes to {path}: {body}",
-        data.len()
-    );
-}
-
 /// `volume export` through node 1; the bytes, or the CLI's error.
 fn export(cluster: &DevCluster, spec: &str) -> Result<Vec<u8>, String> {
     let file = cluster

@@ -7,28 +7,9 @@ mod support;
 use hpchain_iscsi::initiator::Initiator;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{cli, failed, http_put, json, ok, start, wait_for, DevCluster, HPCHAIN};
+use support::{cli, failed, json, ok, pattern, start, wait_for, write_at, DevCluster, HPCHAIN};
 
 const MIB: usize = 1 << 20;
-
-/// `len` bytes that differ per `seed` and per offset.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
-        .collect()
-}
-
-/// Writes `data` at `offset` of `volume` through the data API.
-fn write_at(cluster: &DevCluster, volume: &str, offset: usize, data: &[u8]) {
-    let path = format!("/v1/volumes/{volume}/data?offset={offset}");
-    let (status, body) = http_put(cluster, &path, data);
-    assert_eq!(
-        status,
-        204,
-        "write of {} bytes to {path}: {body}",
-        data.len()
-    );
-}
 
 /// The whole volume or snapshot (`VOL@SNAP`), through `volume export`.
 fn export(cluster: &DevCluster, spec: &str) -> Vec<u8> {

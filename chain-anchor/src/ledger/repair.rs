@@ -89,7 +89,7 @@ impl Ledger {
                 })
             }
             _ => {
-                let accepted = self.reconnect(&good, peer_blocks)?;
+                let accepted = self.reconnect(good, peer_blocks)?;
                 self.store.rewrite_final(accepted, None)?;
                 let last = accepted.last().expect("reconnect accepts at least one block");
                 ("blocks", Some((bad.height, last.header.height)))
@@ -108,7 +108,7 @@ impl Ledger {
     /// validates on the verified prefix and ends on a block this store
     /// vouches for: the final tip's hash, or the parent hash of the stored
     /// block above it.
-    fn reconnect<'b>(&self, good: &Replayed, peer_blocks: &'b [Block]) -> Result<&'b [Block]> {
+    fn reconnect<'b>(&self, good: Replayed, peer_blocks: &'b [Block]) -> Result<&'b [Block]> {
         let first = good.height + 1;
         let tip = self.store.final_tip()?;
         let start = peer_blocks
@@ -118,13 +118,7 @@ impl Ledger {
                 height: first,
                 reason: format!("the peer sent no block at height {first}; ask another peer"),
             })?;
-        let mut at = Replayed {
-            height: good.height,
-            hash: good.hash,
-            slot: good.slot,
-            state: good.state.clone(),
-            active: good.active.clone(),
-        };
+        let mut at = good;
         let mut anchored = None;
         let mut refusal = None;
         for (i, b) in peer_blocks[start..].iter().enumerate() {

@@ -311,3 +311,22 @@ pub fn restart_node(cluster: &mut DevCluster, n: usize) {
         .unwrap();
     cluster.restarted.push(child);
 }
+
+/// `len` bytes that differ per `seed` and per offset, never zero.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+/// Writes `data` at `offset` of `volume` through the data API.
+pub fn write_at(cluster: &DevCluster, volume: &str, offset: usize, data: &[u8]) {
+    let path = format!("/v1/volumes/{volume}/data?offset={offset}");
+    let (status, body) = http_put(cluster, &path, data);
+    assert_eq!(
+        status,
+        204,
+        "write of {} bytes to {path}: {body}",
+        data.len()
+    );
+}

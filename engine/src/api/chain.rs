@@ -194,7 +194,7 @@ pub(super) async fn chain_audit(
 
 /// Re-verifies the stored chain. Damage found is recorded (the node then
 /// serves and builds nothing from it) and, with `auto_repair`, repaired
-/// from peers in the background.
+/// from peers by the ledger's own loop within about two seconds.
 pub(super) async fn chain_verify(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let node = ledger(&state)?;
     let report = node
@@ -203,14 +203,6 @@ pub(super) async fn chain_verify(State(state): State<ApiState>) -> Result<Json<V
         .expect("ledger lock")
         .check_store()
         .map_err(store_error)?;
-    if !report.is_ok() && node.auto_repair() {
-        let node = node.clone();
-        tokio::spawn(async move {
-            if let Err(e) = node.repair().await {
-                tracing::warn!("{e}");
-            }
-        });
-    }
     Ok(Json(json!({
         "ok": report.is_ok(),
         "final_height": report.final_height,
@@ -520,11 +512,18 @@ pub(super) async fn trace_add(
     bytes: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let node = ledger(&state)?;
-    let is_batch = body::<Value>(&bytes)?.get("events").is_some();
+    // Parsed once; a batch of 10,000 events is megabytes of JSON.
+    let value = body::<Value>(&bytes)?;
+    let is_batch = value.get("events").is_some();
+    let invalid = |e: serde_json::Error| {
+        ApiError::bad_request("request.invalid_body", format!("request body: {e}"))
+    };
     let events = if is_batch {
-        body::<TraceBatch>(&bytes)?.events
+        serde_json::from_value::<TraceBatch>(value)
+            .map_err(invalid)?
+            .events
     } else {
-        vec![body::<TraceEvent>(&bytes)?]
+        vec![serde_json::from_value::<TraceEvent>(value).map_err(invalid)?]
     };
     let payloads = events.into_iter().map(Payload::Trace).collect();
     let hashes = node.submit_many(payloads).await.map_err(|e| {

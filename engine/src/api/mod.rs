@@ -794,11 +794,6 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "Leader changes seen by this node's replica.",
         &per_group(&|g| g.leader_changes),
     );
-    let local_map = state
-        .local_map
-        .read()
-        .map(|m| m.clone())
-        .unwrap_or_default();
     let led = std::collections::BTreeMap::from([(
         state.node_id,
         groups
@@ -808,8 +803,13 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             .map(crate::net::server::led_group)
             .collect::<Vec<_>>(),
     )]);
+    // Read under the lock: a scrape must not copy the whole map.
+    let led_views = match state.local_map.read() {
+        Ok(map) => crate::pg::state::pg_views(&map, &led, None),
+        Err(_) => Vec::new(),
+    };
     let led_states = crate::pg::state::summary(
-        &crate::pg::state::pg_views(&local_map, &led, None)
+        &led_views
             .into_iter()
             .filter(|v| v.leader_node == Some(state.node_id))
             .collect::<Vec<_>>(),

@@ -1,7 +1,7 @@
 //! Repairing this node's blocks from the other replicas of their PG, and
 //! serving this node's block copies to them.
 
-use hpchain_placement::{place, ClusterMap, PgId};
+use hpchain_placement::ClusterMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +20,7 @@ use crate::pg::backend::{
     BackendError, BadBlock, BlockRef, BlockRepair, PgBackend, CHECKED_BLOCK_BYTES,
 };
 use crate::pg::command::{corrupt_in_answer, ObjectId};
-use crate::pg::pg_of_group;
+use crate::pg::{pg_disks, pg_of_group};
 use crate::replication::{GroupId, NodeId, RaftNodeHandle};
 
 /// Reads retried after repairing what the previous one met.
@@ -172,20 +172,10 @@ impl Repairer {
             .values()
             .find(|p| p.id == pool_id)
             .ok_or_else(|| format!("PG {group:x}: pool {pool_id} is not in the map"))?;
-        let pg = PgId {
-            pool: pool_id,
-            index,
-        };
-        let disks = match place(&placement, &pool.name, pg, pool.size as usize) {
-            Ok(disks) => disks,
-            Err(hpchain_placement::PlacementError::Shortfall { partial, .. }) => {
-                partial.into_iter().flatten().collect()
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let (disks, _) = pg_disks(&placement, pool, index)?;
         Ok(disks
-            .iter()
-            .filter_map(|d| map.node_of_disk(d.0).map(|n| (d.0, n.id)))
+            .into_iter()
+            .filter_map(|d| map.node_of_disk(d).map(|n| (d, n.id)))
             .collect())
     }
 

@@ -6,13 +6,12 @@
 //! configuration. Changing the membership of an existing PG (a disk out,
 //! a disk added) is not done yet: the manager reports it.
 
-use hpchain_placement::{place, PgId, PlacementError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::backend::PgBackend;
 use super::machine::PgMachine;
-use super::{group_id, peer_of_disk};
+use super::{group_id, peer_of_disk, pg_disks};
 use crate::cluster::ClusterMapState;
 use crate::replication::{GroupId, RaftNodeHandle};
 
@@ -62,32 +61,24 @@ impl PgManager {
         for pool in map.pools.values() {
             for index in 0..pool.pg_num {
                 let group = group_id(pool.id, index);
-                let pg = PgId {
-                    pool: pool.id,
-                    index,
-                };
-                let disks = match place(&placement, &pool.name, pg, pool.size as usize) {
-                    Ok(disks) => disks,
-                    Err(PlacementError::Shortfall { partial, .. }) => {
-                        report.degraded.push(group);
-                        partial.into_iter().flatten().collect()
-                    }
-                    Err(e) => return Err(e.to_string()),
-                };
-                let voters: Vec<u64> = disks.iter().map(|d| peer_of_disk(d.0)).collect();
+                let (disks, short) = pg_disks(&placement, pool, index)?;
+                if short {
+                    report.degraded.push(group);
+                }
+                let voters: Vec<u64> = disks.iter().map(|d| peer_of_disk(*d)).collect();
                 if let Some(existing) = self.hosted.get(&group) {
                     if *existing != voters {
                         report.moved.push(group);
                     }
                     continue;
                 }
-                for disk in disks.iter().filter(|d| local.contains(&d.0)) {
-                    let backend = self.backends[&disk.0].clone();
+                for disk in disks.iter().filter(|d| local.contains(d)) {
+                    let backend = self.backends[disk].clone();
                     let machine = PgMachine::open(group, backend)?;
                     self.raft
                         .create_group(
                             group,
-                            peer_of_disk(disk.0),
+                            peer_of_disk(*disk),
                             voters.clone(),
                             Box::new(machine),
                         )

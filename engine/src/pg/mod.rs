@@ -28,6 +28,27 @@ pub fn pg_of_group(group: GroupId) -> Option<(u32, u32)> {
     (pool != 0).then_some((pool, group as u32))
 }
 
+/// The disks placement gives PG `index` of `pool`, in order, and whether
+/// they are fewer than the pool's size: a map with too few disks runs
+/// the group short rather than not at all.
+pub fn pg_disks(
+    placement: &hpchain_placement::ClusterMap,
+    pool: &crate::cluster::map::Pool,
+    index: u32,
+) -> Result<(Vec<u32>, bool), String> {
+    let pg = hpchain_placement::PgId {
+        pool: pool.id,
+        index,
+    };
+    match hpchain_placement::place(placement, &pool.name, pg, pool.size as usize) {
+        Ok(disks) => Ok((disks.iter().map(|d| d.0).collect(), false)),
+        Err(hpchain_placement::PlacementError::Shortfall { partial, .. }) => {
+            Ok((partial.into_iter().flatten().map(|d| d.0).collect(), true))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The Raft peer id of the replica on `disk`.
 pub fn peer_of_disk(disk: u32) -> u64 {
     u64::from(disk) + 1

@@ -1,6 +1,6 @@
 //! The volume client: byte-range I/O on a volume, routed to PG leaders.
 
-use hpchain_placement::{pg_of, place, ClusterMap, PgId};
+use hpchain_placement::{pg_of, ClusterMap};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
@@ -784,20 +784,10 @@ impl VolumeClient {
     /// The nodes holding `group`'s replicas, primary first.
     fn replica_nodes(&self, pool: &Pool, index: u32) -> Result<Vec<NodeId>, String> {
         let (placement, map) = self.placement()?;
-        let pg = PgId {
-            pool: pool.id,
-            index,
-        };
-        let disks = match place(&placement, &pool.name, pg, pool.size as usize) {
-            Ok(d) => d,
-            Err(hpchain_placement::PlacementError::Shortfall { partial, .. }) => {
-                partial.into_iter().flatten().collect()
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let (disks, _) = crate::pg::pg_disks(&placement, pool, index)?;
         Ok(disks
-            .iter()
-            .filter_map(|d| map.node_of_disk(d.0).map(|n| n.id))
+            .into_iter()
+            .filter_map(|d| map.node_of_disk(d).map(|n| n.id))
             .collect())
     }
 
