@@ -95,10 +95,11 @@ pub fn pg_ls(api: &ApiClient, pool: Option<&str>, json_output: bool) -> Result<(
                     .flatten()
                     .map(|r| {
                         format!(
-                            "disk{}@node{}{}{}",
+                            "disk{}@node{}{}{}{}",
                             r["disk"],
                             text(&r["node"]),
                             if r["up"] == true { "" } else { " DOWN" },
+                            if r["learner"] == true { " learner" } else { "" },
                             match r["behind"].as_u64() {
                                 Some(0) | None => String::new(),
                                 Some(n) => format!(" -{n}"),

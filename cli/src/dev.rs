@@ -31,6 +31,9 @@ pub struct DevOptions {
     pub delegates: Option<u64>,
     /// How the nodes' object stores move data.
     pub object_io: hpchain_engine::store::file_io::FileIoKind,
+    /// How long a node may be down before its placement groups get new
+    /// replicas on the other nodes.
+    pub out_after_secs: u64,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -119,7 +122,7 @@ fn configs(options: &DevOptions, chain_dir: &Path) -> Vec<DaemonConfig> {
                 api_token_file: options.data_dir.join("api-token"),
                 tick_ms: 100,
                 down_after_secs: 5,
-                out_after_secs: 60,
+                out_after_secs: options.out_after_secs,
                 chain: Some(ChainConfig {
                     genesis: chain_dir.join("genesis.json"),
                     key: Some(chain_dir.join(format!("delegate-{}.key.json", i - 1))),
@@ -421,6 +424,7 @@ mod tests {
             nodes,
             delegates,
             object_io: Default::default(),
+            out_after_secs: 60,
         }
     }
 

@@ -85,6 +85,10 @@ enum Top {
         /// or positional.
         #[arg(long, default_value = "auto", value_parser = parse_object_io)]
         object_io: hpchain_engine::store::file_io::FileIoKind,
+        /// Seconds a node may be down before its placement groups are
+        /// re-replicated on the other nodes (at least 5).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
+        out_after: u64,
     },
     /// Cluster status.
     Cluster {
@@ -597,6 +601,7 @@ fn run(cli: Cli) -> Result<(), String> {
             nodes,
             delegates,
             object_io,
+            out_after,
         } => dev::run(dev::DevOptions {
             data_dir,
             base_port,
@@ -604,6 +609,7 @@ fn run(cli: Cli) -> Result<(), String> {
             nodes,
             delegates,
             object_io,
+            out_after_secs: out_after,
         }),
         Top::Cluster {
             command: ClusterCommand::Status,
@@ -825,7 +831,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Top::Node { .. } | Top::Dev { .. }) {
+        // A one-shot command piped into `head` ends quietly, as Unix tools
+        // do, instead of panicking on the closed pipe. The daemons keep
+        // Rust's default (ignored), their sockets must not kill them.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hpchain: {e}");

@@ -23,6 +23,7 @@ pub mod integrity;
 pub mod ledger;
 pub mod net;
 pub mod pg;
+pub mod recovery;
 pub mod replication;
 pub mod store;
 pub mod volume;

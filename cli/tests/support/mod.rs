@@ -81,6 +81,16 @@ pub fn start(slot: u16, nodes: usize) -> DevCluster {
 /// Like [`start`], with `hpchain dev --delegates` (fewer delegate seats
 /// than nodes leaves the last nodes candidates outside the set).
 pub fn start_with_delegates(slot: u16, nodes: usize, delegates: Option<usize>) -> DevCluster {
+    let seats = delegates.map(|d| d.to_string());
+    let args: Vec<&str> = match &seats {
+        Some(d) => vec!["--delegates", d],
+        None => Vec::new(),
+    };
+    start_with_args(slot, nodes, &args)
+}
+
+/// Like [`start`], with more `hpchain dev` arguments.
+pub fn start_with_args(slot: u16, nodes: usize, args: &[&str]) -> DevCluster {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port(slot);
     let data = dir.path().join("data");
@@ -94,9 +104,7 @@ pub fn start_with_delegates(slot: u16, nodes: usize, delegates: Option<usize>) -
     if nodes != 3 {
         command.args(["--nodes", &nodes.to_string()]);
     }
-    if let Some(d) = delegates {
-        command.args(["--delegates", &d.to_string()]);
-    }
+    command.args(args);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -82,6 +82,12 @@ pub struct Pool {
     /// QoS for volumes of the pool that set no limit of their own.
     #[serde(default)]
     pub qos_default: QosLimits,
+    /// The nodes as the pool was created: the placement they give is
+    /// each PG's first Raft configuration, which only those replicas
+    /// bootstrap; replicas placed later join through membership changes.
+    /// `None` for pools created before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_with: Option<BTreeMap<u64, NodeInfo>>,
 }
 
 /// A thin volume.
@@ -529,6 +535,7 @@ impl ClusterMapState {
                     failure_domain,
                     object_size,
                     qos_default: QosLimits::default(),
+                    created_with: Some(self.nodes.clone()),
                 };
                 self.pools.insert(name, pool);
             }
@@ -993,6 +1000,23 @@ impl ClusterMapState {
             ));
         }
         ClusterMap::from_spec(spec)
+    }
+
+    /// The placement `pool` had when it was created (see
+    /// [`Pool::created_with`]); the current one for older pools.
+    pub fn initial_placement(
+        &self,
+        pool: &Pool,
+    ) -> Result<ClusterMap, hpchain_placement::MapError> {
+        match &pool.created_with {
+            Some(nodes) => ClusterMapState {
+                nodes: nodes.clone(),
+                pools: BTreeMap::from([(pool.name.clone(), pool.clone())]),
+                ..ClusterMapState::default()
+            }
+            .placement_map(),
+            None => self.placement_map(),
+        }
     }
 
     /// The node that holds disk `disk`.

@@ -36,6 +36,9 @@ use std::collections::HashMap;
 /// How often the data of applied entries is synced (the Raft log holds
 /// them durably meanwhile; a restart replays what was not synced).
 const APPLIED_SYNC_EVERY: Duration = Duration::from_millis(100);
+/// How often the PG manager brings replicas in line with the map (each
+/// pass moves a group at most one membership step).
+const PG_MANAGE_EVERY: Duration = Duration::from_millis(500);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -276,8 +279,21 @@ pub async fn run_with(
     });
     let liveness = Liveness::default();
     let ledger_service = ledger.as_ref().map(|l| l.service());
+    let local_map_replica = monitor.then(|| raft.handle());
+    let mut client = MapClient::new(
+        config.id,
+        local_map_replica,
+        config.monitors.iter().map(|m| m.id).collect(),
+        addresses,
+    );
+    if let Some(ledger) = &ledger {
+        client = client.with_auditor(ledger.clone());
+    }
     let repairer = Repairer::new(config.id, raft.handle(), map.clone(), backends.clone());
     let grpc = {
+        let recovery =
+            crate::recovery::RecoveryService::new(backends.clone(), raft.handle(), client.clone())
+                .into_server();
         let node = NodeService::new(raft.handle()).into_server();
         let map_service = ClusterMapService::new(raft.handle()).into_server();
         let pg_service = PlacementGroupService::new(raft.handle(), repairer.clone()).into_server();
@@ -310,6 +326,7 @@ pub async fn run_with(
                 .add_service(pg_service)
                 .add_service(space)
                 .add_service(integrity)
+                .add_service(recovery)
                 .add_optional_service(ledger_service)
                 .serve_with_incoming(incoming)
                 .await
@@ -319,16 +336,6 @@ pub async fn run_with(
         })
     };
 
-    let local_map_replica = monitor.then(|| raft.handle());
-    let mut client = MapClient::new(
-        config.id,
-        local_map_replica,
-        config.monitors.iter().map(|m| m.id).collect(),
-        addresses,
-    );
-    if let Some(ledger) = &ledger {
-        client = client.with_auditor(ledger.clone());
-    }
     let chain_task = ledger.clone().map(|l| tokio::spawn(l.run()));
     let registration = tokio::spawn(register(client.clone(), config.clone()));
     let watcher = (!monitor).then(|| tokio::spawn(watch_map(client.clone(), map.clone())));
@@ -344,8 +351,16 @@ pub async fn run_with(
         ))
     });
 
+    raft.handle()
+        .set_snapshot_installer(Arc::new(crate::recovery::PgInstaller::new(
+            tokio::runtime::Handle::current(),
+            backends.clone(),
+            map.clone(),
+            client.clone(),
+        )))
+        .map_err(|e| DaemonError::Replication(e.to_string()))?;
     let pgs = tokio::spawn(manage_pgs(
-        PgManager::new(raft.handle(), backends),
+        PgManager::new(raft.handle(), db.clone(), backends),
         map.clone(),
     ));
     let volumes =
@@ -530,13 +545,14 @@ async fn check_health(
     }
 }
 
-/// Creates this node's PG replicas whenever the map's epoch changes.
+/// Keeps this node's PG replicas in line with the map: creates them,
+/// moves groups it leads toward their placement, drops removed ones.
 async fn manage_pgs(manager: PgManager, map: Arc<RwLock<ClusterMapState>>) {
     let manager = Arc::new(std::sync::Mutex::new(manager));
-    let mut seen_epoch = None;
+    let mut last_report = None;
     loop {
         let snapshot = map.read().map(|m| m.clone()).ok();
-        if let Some(snapshot) = snapshot.filter(|m| Some(m.epoch) != seen_epoch) {
+        if let Some(snapshot) = snapshot.filter(|m| m.epoch > 0) {
             let epoch = snapshot.epoch;
             let manager = manager.clone();
             let result = tokio::task::spawn_blocking(move || {
@@ -545,23 +561,25 @@ async fn manage_pgs(manager: PgManager, map: Arc<RwLock<ClusterMapState>>) {
             .await;
             match result {
                 Ok(Ok(report)) => {
-                    if report.created > 0 || !report.moved.is_empty() || !report.degraded.is_empty()
-                    {
+                    let changed = report.created > 0 || !report.destroyed.is_empty();
+                    let summary = (report.hosted, report.degraded.len());
+                    if changed || last_report != Some(summary) {
                         tracing::info!(
                             epoch,
                             created = report.created,
+                            joining = report.joining,
+                            destroyed = report.destroyed.len(),
                             hosted = report.hosted,
-                            moved = report.moved.len(),
                             degraded = report.degraded.len(),
                             "placement groups synced with the map"
                         );
+                        last_report = Some(summary);
                     }
-                    seen_epoch = Some(epoch);
                 }
                 Ok(Err(e)) => tracing::error!(epoch, "placement groups: {e}"),
                 Err(e) => tracing::error!(epoch, "placement groups: {e}"),
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(PG_MANAGE_EVERY).await;
     }
 }

@@ -377,6 +377,7 @@ pub fn led_group(g: crate::replication::node_loop::GroupStatus) -> super::proto:
                 peer: r.peer,
                 matched: r.matched,
                 replicating: r.replicating,
+                learner: r.learner,
             })
             .collect(),
     }

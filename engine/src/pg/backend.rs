@@ -161,6 +161,51 @@ pub trait PgBackend: Send + Sync {
     fn repair_block(&self, _at: &BlockRef, _bytes: &[u8]) -> Result<BlockRepair, BackendError> {
         Ok(BlockRepair::Gone)
     }
+    /// The numbers of `volume`'s objects this backend holds anything of.
+    fn object_numbers(&self, _volume: u64) -> Result<Vec<u64>, BackendError> {
+        Err(BackendError::Failed(NO_COPY.into()))
+    }
+    /// Every version of `object` with its record, as of one moment
+    /// between applied entries (for a new replica's copy).
+    fn export_object(&self, _object: &ObjectId) -> Result<ObjectImage, BackendError> {
+        Err(BackendError::Failed(NO_COPY.into()))
+    }
+    /// Replaces everything held of `image.object` with the image. Not
+    /// durable until [`PgBackend::finish_import`].
+    fn import_object(&self, _image: &ObjectImage) -> Result<(), BackendError> {
+        Err(BackendError::Failed(NO_COPY.into()))
+    }
+    /// Deletes everything held of `object` (a copy did not contain it).
+    fn remove_object(&self, _object: &ObjectId) -> Result<(), BackendError> {
+        Err(BackendError::Failed(NO_COPY.into()))
+    }
+    /// Makes the imported objects durable and records `pg` as applied up
+    /// to `index`.
+    fn finish_import(&self, _pg: GroupId, _index: u64) -> Result<(), BackendError> {
+        Err(BackendError::Failed(NO_COPY.into()))
+    }
+}
+
+const NO_COPY: &str = "this object backend cannot copy replicas";
+
+/// One version of an object, in a replica copy: its recorded blocks with
+/// their crc32c as recorded (a block corrupt in the source stays
+/// detectable in the copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionImage {
+    /// `None` for the head.
+    pub clone_seq: Option<u64>,
+    /// (block number, recorded crc32c, the 4 KiB as stored).
+    pub blocks: Vec<(u64, u32, Vec<u8>)>,
+}
+
+/// An object in a replica copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectImage {
+    pub object: ObjectId,
+    /// The object's record ([`ObjectMeta::encode`]), if it has one.
+    pub record: Option<Vec<u8>>,
+    pub versions: Vec<VersionImage>,
 }
 
 /// One object of the in-memory backend.

@@ -74,6 +74,22 @@ impl StateMachine for PgMachine {
         self.backend.sync().map_err(|e| e.to_string())
     }
 
+    fn restore(&mut self, index: u64) -> Result<(), String> {
+        // The installer recorded the copy as applied at `index`, synced.
+        let durable = self
+            .backend
+            .applied_index(self.group)
+            .map_err(|e| e.to_string())?;
+        if durable != index {
+            return Err(format!(
+                "PG {:x}: the copied state is recorded at index {durable}, not at the snapshot's {index}",
+                self.group
+            ));
+        }
+        self.applied = index;
+        Ok(())
+    }
+
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {
         match Query::decode(query).map_err(|e| e.to_string())? {
             // A corrupt block is an answer, not a failure: the leader's

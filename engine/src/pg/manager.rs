@@ -1,95 +1,174 @@
-//! Creates the PG replicas this node must host, as the cluster map says.
+//! Keeps this node's PG replicas in line with the cluster map.
 //!
-//! On every new epoch the manager computes, for every pool and PG, the
-//! disks placement gives it, and creates a Raft group replica for each of
-//! this node's disks among them, with all of the PG's disks as the first
-//! configuration. Changing the membership of an existing PG (a disk out,
-//! a disk added) is not done yet: the manager reports it.
+//! Each pass computes, for every pool and PG, the disks placement gives
+//! it (the target), and:
+//! - hosts a replica for each group this node has Raft state for (after a
+//!   restart), and for each group placement puts on a local disk. Only
+//!   the replicas of a PG's first placement (the map as its pool was
+//!   created) bootstrap the group with that configuration; any replica
+//!   placed later starts empty and joins through the leader (a learner,
+//!   a snapshot with a copy of the objects, then a vote);
+//! - asks the leaders among its replicas to take one membership step
+//!   toward the target (`Peer::reconfigure`): add a learner, promote it in
+//!   place of a replica placement no longer wants, remove one;
+//! - drops replicas the group has removed, with their objects.
 
+use rocksdb::DB;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::backend::PgBackend;
 use super::machine::PgMachine;
-use super::{group_id, peer_of_disk, pg_disks};
+use super::{disk_of_peer, group_id, peer_of_disk, pg_disks};
 use crate::cluster::ClusterMapState;
-use crate::replication::{GroupId, RaftNodeHandle};
+use crate::replication::log_store::LogStore;
+use crate::replication::{GroupId, PeerId, RaftNodeHandle};
 
 /// What one pass of the manager did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
     pub created: usize,
     pub hosted: usize,
-    /// PGs whose placement now differs from their replicas' configuration.
-    pub moved: Vec<GroupId>,
+    /// Replicas created empty, to join their group through a snapshot.
+    pub joining: usize,
     /// PGs that cannot get `size` disks (too few failure domains).
     pub degraded: Vec<GroupId>,
+    /// Replicas dropped because their group removed them.
+    pub destroyed: Vec<GroupId>,
 }
 
 /// Keeps this node's PG replicas in line with the map.
 pub struct PgManager {
     raft: RaftNodeHandle,
+    db: Arc<DB>,
     backends: HashMap<u32, Arc<dyn PgBackend>>,
-    /// group -> the voters it was created with
-    hosted: HashMap<GroupId, Vec<u64>>,
-    last_epoch: Option<u64>,
+    /// group -> this node's replica of it
+    hosted: HashMap<GroupId, PeerId>,
+    /// Groups with Raft state on this node when it started, and their
+    /// configuration (read once).
+    on_disk: Option<HashMap<GroupId, Vec<PeerId>>>,
 }
 
 impl PgManager {
-    /// `backends` maps each local disk id to its object backend.
-    pub fn new(raft: RaftNodeHandle, backends: HashMap<u32, Arc<dyn PgBackend>>) -> PgManager {
+    /// `backends` maps each local disk id to its object backend; `db`
+    /// holds this node's Raft state.
+    pub fn new(
+        raft: RaftNodeHandle,
+        db: Arc<DB>,
+        backends: HashMap<u32, Arc<dyn PgBackend>>,
+    ) -> PgManager {
         PgManager {
             raft,
+            db,
             backends,
             hosted: HashMap::new(),
-            last_epoch: None,
+            on_disk: None,
         }
     }
 
-    /// Brings the hosted replicas in line with `map` (blocking; call off the
-    /// async runtime). Does nothing if the epoch did not change.
+    /// One pass (blocking; call off the async runtime).
     pub fn sync(&mut self, map: &ClusterMapState) -> Result<SyncReport, String> {
-        if self.last_epoch == Some(map.epoch) {
-            return Ok(SyncReport {
-                hosted: self.hosted.len(),
-                ..SyncReport::default()
-            });
+        if self.on_disk.is_none() {
+            let groups = LogStore::initialized_groups(&self.db).map_err(|e| e.to_string())?;
+            self.on_disk = Some(
+                groups
+                    .into_iter()
+                    .map(|(group, conf)| {
+                        let peers = conf
+                            .voters
+                            .iter()
+                            .chain(&conf.learners)
+                            .chain(&conf.voters_outgoing)
+                            .copied()
+                            .collect();
+                        (group, peers)
+                    })
+                    .collect(),
+            );
         }
         let placement = map.placement_map().map_err(|e| e.to_string())?;
         let mut report = SyncReport::default();
         let local: HashSet<u32> = self.backends.keys().copied().collect();
+        let mut targets = Vec::new();
         for pool in map.pools.values() {
+            let mut initial = None;
             for index in 0..pool.pg_num {
                 let group = group_id(pool.id, index);
                 let (disks, short) = pg_disks(&placement, pool, index)?;
                 if short {
                     report.degraded.push(group);
                 }
-                let voters: Vec<u64> = disks.iter().map(|d| peer_of_disk(*d)).collect();
-                if let Some(existing) = self.hosted.get(&group) {
-                    if *existing != voters {
-                        report.moved.push(group);
-                    }
-                    continue;
-                }
-                for disk in disks.iter().filter(|d| local.contains(d)) {
-                    let backend = self.backends[disk].clone();
-                    let machine = PgMachine::open(group, backend)?;
+                let target: Vec<PeerId> = disks.iter().map(|d| peer_of_disk(*d)).collect();
+                if !self.hosted.contains_key(&group) {
+                    let restarted =
+                        self.on_disk
+                            .as_ref()
+                            .and_then(|g| g.get(&group))
+                            .and_then(|peers| {
+                                peers
+                                    .iter()
+                                    .copied()
+                                    .find(|p| disk_of_peer(*p).is_some_and(|d| local.contains(&d)))
+                            });
+                    let (peer, voters) = match restarted {
+                        Some(peer) => (peer, Vec::new()),
+                        None => match disks.iter().find(|d| local.contains(d)) {
+                            Some(&disk) => {
+                                if initial.is_none() {
+                                    initial = Some(
+                                        map.initial_placement(pool).map_err(|e| e.to_string())?,
+                                    );
+                                }
+                                let first = initial.as_ref().expect("just set");
+                                let (first_disks, _) = pg_disks(first, pool, index)?;
+                                let voters: Vec<PeerId> = if first_disks.contains(&disk) {
+                                    first_disks.iter().map(|d| peer_of_disk(*d)).collect()
+                                } else {
+                                    report.joining += 1;
+                                    Vec::new()
+                                };
+                                (peer_of_disk(disk), voters)
+                            }
+                            None => {
+                                targets.push((group, target));
+                                continue;
+                            }
+                        },
+                    };
+                    let disk = disk_of_peer(peer).expect("a local disk's peer");
+                    let machine = PgMachine::open(group, self.backends[&disk].clone())?;
                     self.raft
-                        .create_group(
-                            group,
-                            peer_of_disk(*disk),
-                            voters.clone(),
-                            Box::new(machine),
-                        )
+                        .create_group(group, peer, voters, Box::new(machine))
                         .map_err(|e| e.to_string())?;
-                    self.hosted.insert(group, voters.clone());
+                    self.hosted.insert(group, peer);
                     report.created += 1;
                 }
+                targets.push((group, target));
             }
         }
+        let wanted: HashMap<GroupId, Vec<PeerId>> = targets.iter().cloned().collect();
+        self.raft.reconfigure(targets).map_err(|e| e.to_string())?;
+        // Replicas whose group removed them, and that placement does not
+        // want here either: their Raft state and objects go.
+        for status in self.raft.status().map_err(|e| e.to_string())? {
+            let unwanted = wanted
+                .get(&status.group)
+                .is_some_and(|target| !target.contains(&status.peer));
+            if !(status.removed && unwanted) {
+                continue;
+            }
+            self.raft
+                .destroy_group(status.group)
+                .map_err(|e| e.to_string())?;
+            self.hosted.remove(&status.group);
+            if let Some(backend) = disk_of_peer(status.peer).and_then(|d| self.backends.get(&d)) {
+                for object in crate::recovery::group_objects(&**backend, map, status.group)? {
+                    backend.remove_object(&object).map_err(|e| e.to_string())?;
+                }
+            }
+            report.destroyed.push(status.group);
+        }
         report.hosted = self.hosted.len();
-        self.last_epoch = Some(map.epoch);
         Ok(report)
     }
 }

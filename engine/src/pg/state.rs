@@ -5,7 +5,7 @@
 //! | state | meaning |
 //! |---|---|
 //! | `active+clean` | a leader serves I/O; every replica the pool asks for is on an up node and has the log |
-//! | `active+recovering` | every replica is up, but one is catching up (behind the log, or being probed) |
+//! | `active+recovering` | every replica is up, but one is catching up (behind the log, being probed, or a new replica being copied) |
 //! | `active+degraded` | a leader serves I/O, but a replica is on a down node, or fewer replicas exist than the pool's size |
 //! | `inactive` | no leader answered: I/O to the group waits |
 
@@ -36,6 +36,8 @@ pub struct ReplicaView {
     pub matched: u64,
     /// Entries behind the group's commit index.
     pub behind: u64,
+    /// A new replica being copied or catching up (not yet a voter).
+    pub learner: bool,
 }
 
 /// One placement group.
@@ -116,6 +118,7 @@ pub fn pg_views(
                         leader: r.peer == g.leader_peer,
                         matched: r.matched,
                         behind: g.commit.saturating_sub(r.matched),
+                        learner: r.learner,
                     })
                 })
                 .collect();
@@ -197,6 +200,7 @@ mod tests {
                 failure_domain: FailureDomain::Disk,
                 object_size: 4 << 20,
                 qos_default: Default::default(),
+                created_with: None,
             },
         );
         m
@@ -214,6 +218,7 @@ mod tests {
                     peer: peer_of_disk(d),
                     matched: matched[d as usize],
                     replicating: replicating[d as usize],
+                    learner: false,
                 })
                 .collect(),
         }

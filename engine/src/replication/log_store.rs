@@ -11,6 +11,13 @@
 //! | `'r' group:u64 0x03` | version `1`, truncated index:u64, truncated term:u64 |
 //! | `'r' group:u64 0x10 index:u64` | version `1`, `Entry` (protobuf) |
 //!
+//! A group is bootstrapped with its log starting after index
+//! [`BOOTSTRAP_INDEX`] (term [`BOOTSTRAP_TERM`]), as if entries up to it
+//! had been compacted. A replica created later, empty, therefore always
+//! needs a snapshot, which carries the group's configuration; it can never
+//! be fed the log from index 1, which would not (the first configuration
+//! is not a log entry).
+//!
 //! Writes are never made here directly: [`LogStore::stage`] puts them in the
 //! node loop's shared write batch, and [`LogStore::commit_staged`] updates
 //! the in-memory view once that batch is synced. This module never decides
@@ -29,6 +36,13 @@ const KIND_HARD_STATE: u8 = 0x01;
 const KIND_CONF_STATE: u8 = 0x02;
 const KIND_TRUNCATED: u8 = 0x03;
 const KIND_ENTRY: u8 = 0x10;
+
+/// Where a bootstrapped group's log starts (exclusive), and its term.
+pub const BOOTSTRAP_INDEX: u64 = 5;
+pub const BOOTSTRAP_TERM: u64 = 5;
+/// The data of every snapshot this store makes: the state itself is not
+/// in the message; the receiver copies it from the sender's replica.
+pub const SNAPSHOT_MARKER: &[u8] = b"hpchain.pg-copy.v1";
 
 fn key(group: GroupId, kind: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(18);
@@ -82,6 +96,9 @@ pub struct LogStore {
     /// raft-rs calls all the time) does not read and decode an entry that
     /// may hold megabytes of data.
     terms: TermRuns,
+    /// The state machine's applied index (set by the node loop): where a
+    /// snapshot made now stands.
+    applied: u64,
 }
 
 struct Staged {
@@ -193,7 +210,98 @@ impl LogStore {
             last_index,
             staged: None,
             terms: TermRuns::default(),
+            applied: 0,
         })
+    }
+
+    /// Every group with Raft state in `db`, with its configuration.
+    pub fn initialized_groups(db: &DB) -> raft::Result<Vec<(GroupId, ConfState)>> {
+        let mut out = Vec::new();
+        let mut it = db.raw_iterator();
+        it.seek([b'r']);
+        while let Some(k) = it.key() {
+            if k.len() < 10 || k[0] != b'r' {
+                break;
+            }
+            let group = u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"));
+            if let Some(v) = db
+                .get(key(group, KIND_CONF_STATE))
+                .map_err(|e| storage_error(format!("group {group}: read: {e}")))?
+            {
+                let conf: ConfState = decode("conf state", &v)?;
+                if !conf.voters.is_empty() || !conf.learners.is_empty() {
+                    out.push((group, conf));
+                }
+            }
+            // Skip the rest of this group's keys.
+            match group.checked_add(1) {
+                Some(next) => it.seek(key(next, 0)),
+                None => break,
+            }
+        }
+        it.status()
+            .map_err(|e| storage_error(format!("scan groups: {e}")))?;
+        Ok(out)
+    }
+
+    /// Deletes every key of group `group` (its replica left the group),
+    /// synced.
+    pub fn destroy(db: &DB, group: GroupId) -> raft::Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(key(group, 0), key(group, u8::MAX));
+        batch.delete(key(group, u8::MAX));
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        db.write_opt(batch, &options)
+            .map_err(|e| storage_error(format!("group {group}: destroy: {e}")))
+    }
+
+    /// The configuration as last applied.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Records how far the state machine has applied.
+    pub fn set_applied(&mut self, applied: u64) {
+        self.applied = applied;
+    }
+
+    /// Replaces this replica's log with snapshot `meta` (the state machine
+    /// already holds the state at or after its index): entries dropped, the
+    /// log restarting after its index, its configuration adopted. Written
+    /// synced, with a hard state that covers the snapshot.
+    pub fn apply_snapshot(&mut self, meta: &raft::eraftpb::SnapshotMetadata) -> raft::Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(entry_key(self.group, 0), entry_key(self.group, u64::MAX));
+        batch.delete(entry_key(self.group, u64::MAX));
+        let mut body = meta.index.to_be_bytes().to_vec();
+        body.extend_from_slice(&meta.term.to_be_bytes());
+        batch.put(key(self.group, KIND_TRUNCATED), versioned(body));
+        let conf_state = meta.get_conf_state().clone();
+        batch.put(
+            key(self.group, KIND_CONF_STATE),
+            versioned(conf_state.encode_to_vec()),
+        );
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        batch.put(
+            key(self.group, KIND_HARD_STATE),
+            versioned(hs.encode_to_vec()),
+        );
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| storage_error(format!("group {}: install snapshot: {e}", self.group)))?;
+        self.hard_state = hs;
+        self.conf_state = conf_state;
+        self.truncated_index = meta.index;
+        self.truncated_term = meta.term;
+        self.last_index = meta.index;
+        self.terms = TermRuns::default();
+        self.applied = self.applied.max(meta.index);
+        Ok(())
     }
 
     /// Whether this group has any Raft state on disk.
@@ -202,7 +310,8 @@ impl LogStore {
     }
 
     /// Stages a fresh group's first configuration (all initial replicas of
-    /// a new PG start from the same one, so no snapshot is needed).
+    /// a new PG start from the same one, so no snapshot is needed), with
+    /// the log starting after [`BOOTSTRAP_INDEX`].
     pub fn stage_bootstrap(&mut self, batch: &mut WriteBatch, voters: &[u64]) {
         self.conf_state = ConfState {
             voters: voters.to_vec(),
@@ -212,6 +321,22 @@ impl LogStore {
             key(self.group, KIND_CONF_STATE),
             versioned(self.conf_state.encode_to_vec()),
         );
+        let mut body = BOOTSTRAP_INDEX.to_be_bytes().to_vec();
+        body.extend_from_slice(&BOOTSTRAP_TERM.to_be_bytes());
+        batch.put(key(self.group, KIND_TRUNCATED), versioned(body));
+        self.hard_state = HardState {
+            term: BOOTSTRAP_TERM,
+            commit: BOOTSTRAP_INDEX,
+            ..Default::default()
+        };
+        batch.put(
+            key(self.group, KIND_HARD_STATE),
+            versioned(self.hard_state.encode_to_vec()),
+        );
+        self.truncated_index = BOOTSTRAP_INDEX;
+        self.truncated_term = BOOTSTRAP_TERM;
+        self.last_index = BOOTSTRAP_INDEX;
+        self.applied = BOOTSTRAP_INDEX;
     }
 
     /// Stages a conf state change (after `apply_conf_change`).
@@ -425,12 +550,26 @@ impl Storage for LogStore {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshot transfer for new replicas comes with PG membership
-        // changes; until then logs are never truncated, so raft-rs never
-        // needs one.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        // Only metadata: the index the state machine has applied and the
+        // configuration applied with it. The receiver copies the state
+        // from this replica, which by then has applied at least as far;
+        // replaying the log after the index over a newer copy is harmless
+        // (see `crate::store`).
+        let index = self.applied.max(self.truncated_index).min(self.last_index);
+        if index == 0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot {
+            data: SNAPSHOT_MARKER.to_vec(),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = self.term(index)?;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(snapshot)
     }
 }
 

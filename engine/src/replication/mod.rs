@@ -55,6 +55,36 @@ pub trait StateMachine: Send {
     fn sync(&mut self) -> Result<(), String> {
         Ok(())
     }
+    /// Takes `index` as applied: a [`SnapshotInstaller`] has put the
+    /// state of another replica, at or after `index`, in place (durably).
+    fn restore(&mut self, index: u64) -> Result<(), String> {
+        let _ = index;
+        Err("this state machine cannot install snapshots".into())
+    }
+}
+
+/// Copies a group's state from another replica for a snapshot.
+///
+/// Raft snapshots here carry no data (see `log_store`): when a replica
+/// receives one, the node loop asks the installer to bring the replica's
+/// state machine to the state of the sender's replica, which has applied
+/// at least `index`, and steps the snapshot only once that is durable.
+pub trait SnapshotInstaller: Send + Sync + 'static {
+    /// Starts the copy and returns at once; `done` is called exactly once,
+    /// from any thread.
+    fn install(&self, request: InstallRequest, done: Box<dyn FnOnce(Result<(), String>) + Send>);
+}
+
+/// What to copy, for [`SnapshotInstaller::install`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallRequest {
+    pub group: GroupId,
+    /// The replica receiving the state.
+    pub peer: PeerId,
+    /// The replica (the group's leader) that sent the snapshot.
+    pub from: PeerId,
+    /// The snapshot's index: the copy must be at least this recent.
+    pub index: u64,
 }
 
 /// Errors a caller of the replication layer sees.

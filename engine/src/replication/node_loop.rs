@@ -9,7 +9,7 @@
 //! flight, whatever the number of groups.
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use raft::RawNode;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use super::log_store::LogStore;
 use super::peer::{ApplyEffects, Callback, Peer};
 use super::transport::{PeerResolver, RaftEnvelope, Transport};
-use super::{ApplyResult, GroupId, NodeId, PeerId, ReplicationError, StateMachine};
+use super::{
+    ApplyResult, GroupId, InstallRequest, NodeId, PeerId, ReplicationError, SnapshotInstaller,
+    StateMachine,
+};
 
 /// Most inbox items taken in one round, so a flood of proposals cannot
 /// starve ticks and persistence.
@@ -75,9 +78,16 @@ pub struct GroupStatus {
     pub first_index: u64,
     /// The last index in this replica's log.
     pub last_index: u64,
-    /// How far each voter (this one included) has the log, as the leader
-    /// knows it; empty on a follower.
+    /// How far each replica (this one included) has the log, as the
+    /// leader knows it; empty on a follower.
     pub progress: Vec<ReplicaProgress>,
+    /// The group's configuration as this replica last applied it.
+    pub voters: Vec<PeerId>,
+    pub learners: Vec<PeerId>,
+    /// The applied configuration no longer holds this replica.
+    pub removed: bool,
+    /// A snapshot's state is being copied to this replica.
+    pub installing: bool,
 }
 
 /// One voter of a group, as its leader sees it.
@@ -89,6 +99,8 @@ pub struct ReplicaProgress {
     /// The leader streams entries to it (raft-rs `Replicate` state), as
     /// opposed to probing for where its log ends or sending a snapshot.
     pub replicating: bool,
+    /// A learner: it receives the log but does not vote (yet).
+    pub learner: bool,
 }
 
 enum Command {
@@ -112,6 +124,20 @@ enum Command {
     },
     Campaign(GroupId),
     Status(Sender<Vec<GroupStatus>>),
+    /// Leaders move their groups one step toward these replicas.
+    Reconfigure(Vec<(GroupId, Vec<PeerId>)>),
+    SetInstaller(Arc<dyn SnapshotInstaller>),
+    /// A snapshot's state was copied (or not): step the snapshot.
+    Installed {
+        group: GroupId,
+        message: Box<Message>,
+        result: Result<(), String>,
+    },
+    /// Drops a replica that left its group, with its log.
+    DestroyGroup {
+        group: GroupId,
+        done: Sender<Result<(), ReplicationError>>,
+    },
     Stop,
 }
 
@@ -139,7 +165,7 @@ impl RaftNode {
         let (tx, rx) = crossbeam_channel::bounded(INBOX_CAPACITY);
         let handle = RaftNodeHandle {
             node_id: config.node_id,
-            inbox: tx,
+            inbox: tx.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-node-{}", config.node_id))
@@ -151,6 +177,8 @@ impl RaftNode {
                     resolver,
                     peers: BTreeMap::new(),
                     logger: slog::Logger::root(slog::Discard, slog::o!()),
+                    installer: None,
+                    inbox: tx,
                 };
                 node_loop.run(rx);
             })
@@ -212,8 +240,35 @@ impl RaftNodeHandle {
         )
     }
 
+    /// Where snapshots' state is copied from (without one, a replica that
+    /// needs a snapshot waits).
+    pub fn set_snapshot_installer(
+        &self,
+        installer: Arc<dyn SnapshotInstaller>,
+    ) -> Result<(), ReplicationError> {
+        self.send(Command::SetInstaller(installer))
+    }
+
+    /// Asks the leaders of these groups to move one step toward the given
+    /// replicas (a no-op for groups this node does not lead).
+    pub fn reconfigure(
+        &self,
+        targets: Vec<(GroupId, Vec<PeerId>)>,
+    ) -> Result<(), ReplicationError> {
+        self.send(Command::Reconfigure(targets))
+    }
+
+    /// Drops this node's replica of `group` and its Raft state.
+    pub fn destroy_group(&self, group: GroupId) -> Result<(), ReplicationError> {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        self.send(Command::DestroyGroup { group, done })?;
+        wait.recv().map_err(|_| ReplicationError::Stopped)?
+    }
+
     /// Hosts a replica of `group` with id `peer`; `voters` is the group's
-    /// first configuration, the same on every initial replica.
+    /// first configuration, the same on every initial replica. Empty
+    /// `voters` makes a replica that waits for a snapshot from the group's
+    /// leader (a replica added to a running group).
     pub fn create_group(
         &self,
         group: GroupId,
@@ -343,6 +398,9 @@ struct NodeLoop {
     resolver: Arc<dyn PeerResolver>,
     peers: BTreeMap<GroupId, Peer>,
     logger: slog::Logger,
+    installer: Option<Arc<dyn SnapshotInstaller>>,
+    /// This loop's own inbox, for installers' answers.
+    inbox: Sender<Command>,
 }
 
 impl NodeLoop {
@@ -401,11 +459,65 @@ impl NodeLoop {
         match command {
             Command::Messages(batch) => {
                 for envelope in batch {
+                    if envelope.message.get_msg_type() == MessageType::MsgSnapshot {
+                        self.on_snapshot(envelope);
+                        continue;
+                    }
                     if let Some(peer) = self.peers.get_mut(&envelope.group) {
-                        // Stale or misrouted messages are Raft's to ignore.
-                        let _ = peer.raw.step(envelope.message);
+                        // While a copy replaces its state, the replica hears
+                        // nothing: the leader resends what matters.
+                        if peer.installing.is_none() {
+                            // Stale or misrouted messages are Raft's to ignore.
+                            let _ = peer.raw.step(envelope.message);
+                        }
                     }
                 }
+            }
+            Command::Reconfigure(targets) => {
+                for (group, target) in targets {
+                    if let Some(peer) = self.peers.get_mut(&group) {
+                        if let Some(step) = peer.reconfigure(&target) {
+                            tracing::info!(
+                                group = format!("{group:x}"),
+                                ?step,
+                                "membership change"
+                            );
+                        }
+                    }
+                }
+            }
+            Command::SetInstaller(installer) => self.installer = Some(installer),
+            Command::Installed {
+                group,
+                message,
+                result,
+            } => {
+                if let Some(peer) = self.peers.get_mut(&group) {
+                    let index = peer.installing.take();
+                    match (result, index) {
+                        (Ok(()), Some(index)) => match peer.restore(index) {
+                            Ok(()) => {
+                                let _ = peer.raw.step(*message);
+                            }
+                            Err(e) => tracing::error!("group {group:x}: snapshot {index}: {e}"),
+                        },
+                        (Err(e), _) => tracing::warn!(
+                            "group {group:x}: copying a snapshot's state failed: {e}; the leader sends it again"
+                        ),
+                        (Ok(()), None) => {}
+                    }
+                }
+            }
+            Command::DestroyGroup { group, done } => {
+                let result = match self.peers.remove(&group) {
+                    Some(mut peer) => {
+                        peer.fail_all(ReplicationError::GroupNotFound(group));
+                        LogStore::destroy(&self.db, group)
+                            .map_err(|e| ReplicationError::Storage(e.to_string()))
+                    }
+                    None => Ok(()),
+                };
+                let _ = done.send(result);
             }
             Command::Propose {
                 group,
@@ -453,6 +565,7 @@ impl NodeLoop {
                         first_index: p.raw.store().first_index_now(),
                         last_index: p.raw.raft.raft_log.last_index(),
                         progress: if p.is_leader() {
+                            let learners = &p.raw.store().conf_state().learners;
                             p.raw
                                 .raft
                                 .prs()
@@ -461,17 +574,67 @@ impl NodeLoop {
                                     peer: *id,
                                     matched: pr.matched,
                                     replicating: pr.state == raft::ProgressState::Replicate,
+                                    learner: learners.contains(id),
                                 })
                                 .collect()
                         } else {
                             Vec::new()
                         },
+                        voters: p.raw.store().conf_state().voters.clone(),
+                        learners: p.raw.store().conf_state().learners.clone(),
+                        removed: p.removed(),
+                        installing: p.installing.is_some(),
                     })
                     .collect();
                 let _ = reply.send(status);
             }
             Command::Stop => unreachable!("handled by the loop"),
         }
+    }
+
+    /// A snapshot for one of this node's replicas: its state is copied
+    /// first (by the installer, off this thread), and the snapshot stepped
+    /// into Raft only once that is done. Snapshots the replica does not
+    /// need, or that arrive while a copy runs, go to Raft (which ignores
+    /// them) or nowhere.
+    fn on_snapshot(&mut self, envelope: RaftEnvelope) {
+        let group = envelope.group;
+        let Some(peer) = self.peers.get_mut(&group) else {
+            return;
+        };
+        let index = envelope.message.get_snapshot().get_metadata().index;
+        if index <= peer.raw.raft.raft_log.committed {
+            let _ = peer.raw.step(envelope.message);
+            return;
+        }
+        if peer.installing.is_some() {
+            return;
+        }
+        let Some(installer) = self.installer.clone() else {
+            tracing::warn!(
+                "group {group:x}: a snapshot arrived, but this node has no installer to copy state"
+            );
+            return;
+        };
+        peer.installing = Some(index);
+        let request = InstallRequest {
+            group,
+            peer: peer.id,
+            from: envelope.message.from,
+            index,
+        };
+        let inbox = self.inbox.clone();
+        let message = Box::new(envelope.message);
+        installer.install(
+            request,
+            Box::new(move |result| {
+                let _ = inbox.send(Command::Installed {
+                    group,
+                    message,
+                    result,
+                });
+            }),
+        );
     }
 
     fn create_group(
@@ -486,12 +649,17 @@ impl NodeLoop {
         }
         let mut store = LogStore::open(self.db.clone(), group)
             .map_err(|e| ReplicationError::Storage(e.to_string()))?;
-        if !store.is_initialized() {
+        if !store.is_initialized() && !voters.is_empty() {
             let mut batch = WriteBatch::default();
             store.stage_bootstrap(&mut batch, &voters);
             self.write_synced(batch)?;
         }
-        let applied = machine.applied_index().min(store.hard_state().commit);
+        let first_applied = store.first_index_now() - 1;
+        let applied = machine
+            .applied_index()
+            .min(store.hard_state().commit)
+            .max(first_applied);
+        store.set_applied(machine.applied_index().max(first_applied));
         let config = raft::Config {
             id: peer_id,
             election_tick: self.config.election_ticks,
@@ -519,6 +687,12 @@ impl NodeLoop {
         let mut batch = WriteBatch::default();
         let mut readies = Vec::new();
         for (&group, peer) in self.peers.iter_mut() {
+            if peer.installing.is_some() {
+                // Its state machine is being replaced: nothing may apply
+                // (an old entry landing between copied objects would
+                // corrupt them) and nothing needs saying until it is done.
+                continue;
+            }
             if peer.commit_dirty {
                 let commit = peer.raw.raft.raft_log.committed;
                 peer.raw.mut_store().stage_commit(&mut batch, commit);
@@ -531,11 +705,25 @@ impl NodeLoop {
             if let Some(ss) = ready.ss() {
                 peer.on_soft_state(ss.leader_id, ss.raft_state);
             }
-            route(&*self.resolver, &mut outbox, group, ready.take_messages());
-            if !ready.snapshot().data.is_empty() || ready.snapshot().get_metadata().index != 0 {
-                return Err(ReplicationError::Storage(format!(
-                    "group {group}: snapshot received, but snapshot install is not supported yet"
-                )));
+            let messages = ready.take_messages();
+            let snapshots_to: Vec<PeerId> = messages
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                .map(|m| m.to)
+                .collect();
+            route(&*self.resolver, &mut outbox, group, messages);
+            // A snapshot message carries no state (see LogStore::snapshot),
+            // so it is "sent" at once: the leader probes again, and resends
+            // it until the replica has copied the state and stepped it.
+            for to in snapshots_to {
+                peer.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
+            if !ready.snapshot().is_empty() {
+                let meta = ready.snapshot().get_metadata().clone();
+                peer.raw
+                    .mut_store()
+                    .apply_snapshot(&meta)
+                    .map_err(|e| ReplicationError::Storage(e.to_string()))?;
             }
             let effects = peer.apply(ready.take_committed_entries())?;
             apply_effects(&self.db, peer, effects)?;
@@ -617,6 +805,8 @@ fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), ReplicationError> {
 /// Makes what applying entries asked for durable: a new configuration, a
 /// truncated log.
 fn apply_effects(db: &DB, peer: &mut Peer, effects: ApplyEffects) -> Result<(), ReplicationError> {
+    let applied = peer.applied_index();
+    peer.raw.mut_store().set_applied(applied);
     if let Some(cs) = effects.conf_state {
         let mut batch = WriteBatch::default();
         peer.raw.mut_store().stage_conf_state(&mut batch, cs);

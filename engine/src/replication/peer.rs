@@ -5,11 +5,11 @@
 //! I/O except through the log store (reads) and the state machine.
 
 use prost011::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
-use raft::{RawNode, StateRole};
-use std::collections::VecDeque;
+use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType};
+use raft::{ProgressState, RawNode, StateRole};
+use std::collections::{BTreeSet, VecDeque};
 
-use super::log_store::LogStore;
+use super::log_store::{LogStore, BOOTSTRAP_INDEX};
 use super::{ApplyResult, GroupId, PeerId, ReplicationError, StateMachine};
 
 /// The Raft entry context that marks a log compaction (data: index u64le).
@@ -60,6 +60,78 @@ pub struct Peer {
     pub commit_dirty: bool,
     /// A compaction proposed by this leader has not been applied yet.
     compact_pending: bool,
+    /// The index of a snapshot whose state is being copied here.
+    pub installing: Option<u64>,
+}
+
+/// Entries a learner may trail the commit index by and be promoted (writes
+/// keep arriving while it catches up).
+pub const PROMOTE_LAG_MAX: u64 = 64;
+
+/// One membership change a leader proposes to move its group toward the
+/// replicas placement wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipStep {
+    /// Add a replica as a learner: it receives a snapshot, then the log.
+    AddLearner(PeerId),
+    /// Drop a learner placement no longer wants.
+    RemoveLearner(PeerId),
+    /// Promote a caught-up learner, replacing an unwanted voter in the same
+    /// (joint) change when there is one.
+    Promote {
+        learner: PeerId,
+        replaces: Option<PeerId>,
+    },
+    /// Drop a voter placement no longer wants (no replacement pending).
+    RemoveVoter(PeerId),
+    /// This leader is the unwanted voter: hand leadership to a wanted one.
+    TransferLeader(PeerId),
+}
+
+/// The next membership step from configuration `conf` toward `target`,
+/// given which replicas are caught up and which peer leads. `None` when
+/// the group matches `target` or must wait (a learner catching up).
+pub fn next_membership_step(
+    conf: &raft::eraftpb::ConfState,
+    target: &BTreeSet<PeerId>,
+    leader: PeerId,
+    caught_up: impl Fn(PeerId) -> bool,
+) -> Option<MembershipStep> {
+    if target.is_empty() || !conf.voters_outgoing.is_empty() {
+        return None; // nothing placed, or a joint change raft-rs is leaving
+    }
+    let voters: BTreeSet<PeerId> = conf.voters.iter().copied().collect();
+    let learners: BTreeSet<PeerId> = conf.learners.iter().copied().collect();
+    if let Some(&l) = learners.iter().find(|l| !target.contains(l)) {
+        return Some(MembershipStep::RemoveLearner(l));
+    }
+    if let Some(&p) = target
+        .iter()
+        .find(|p| !voters.contains(p) && !learners.contains(p))
+    {
+        return Some(MembershipStep::AddLearner(p));
+    }
+    let unwanted: Vec<PeerId> = voters.difference(target).copied().collect();
+    if let Some(&learner) = learners.iter().find(|l| caught_up(**l)) {
+        return Some(MembershipStep::Promote {
+            learner,
+            replaces: unwanted.iter().copied().find(|&v| v != leader),
+        });
+    }
+    if !learners.is_empty() {
+        return None; // wait: removing a voter first would lower redundancy
+    }
+    if let Some(&old) = unwanted.iter().find(|&&v| v != leader) {
+        return Some(MembershipStep::RemoveVoter(old));
+    }
+    if unwanted.contains(&leader) {
+        return voters
+            .iter()
+            .copied()
+            .find(|&v| v != leader && target.contains(&v) && caught_up(v))
+            .map(MembershipStep::TransferLeader);
+    }
+    None
 }
 
 impl Peer {
@@ -81,7 +153,89 @@ impl Peer {
             leader: None,
             commit_dirty: false,
             compact_pending: false,
+            installing: None,
         }
+    }
+
+    /// On the leader: proposes the next change toward `target` (one at a
+    /// time: nothing while a change is pending). Returns what it proposed.
+    pub fn reconfigure(&mut self, target: &[PeerId]) -> Option<MembershipStep> {
+        if !self.is_leader() || self.raw.raft.has_pending_conf() {
+            return None;
+        }
+        let target: BTreeSet<PeerId> = target.iter().copied().collect();
+        let committed = self.raw.raft.raft_log.committed;
+        let prs = self.raw.raft.prs();
+        let caught_up = |p: PeerId| {
+            prs.get(p).is_some_and(|pr| {
+                pr.state == ProgressState::Replicate && pr.matched + PROMOTE_LAG_MAX >= committed
+            })
+        };
+        let step =
+            next_membership_step(self.raw.store().conf_state(), &target, self.id, caught_up)?;
+        let single = |id, ty| ConfChangeSingle {
+            node_id: id,
+            change_type: ty as i32,
+        };
+        let changes = match &step {
+            MembershipStep::AddLearner(_)
+                if self.raw.store().first_index_now() <= BOOTSTRAP_INDEX + 1 =>
+            {
+                // A joining replica must get a snapshot (which carries the
+                // configuration), never the log from where it starts: an
+                // empty replica (or one bootstrapped at BOOTSTRAP_INDEX by
+                // mistake) could take entries without the first
+                // configuration. Compact first; add it on a later pass.
+                self.propose_compaction(self.machine.applied_index());
+                return None;
+            }
+            MembershipStep::AddLearner(p) => vec![single(*p, ConfChangeType::AddLearnerNode)],
+            MembershipStep::RemoveLearner(p) | MembershipStep::RemoveVoter(p) => {
+                vec![single(*p, ConfChangeType::RemoveNode)]
+            }
+            MembershipStep::Promote { learner, replaces } => {
+                let mut changes = vec![single(*learner, ConfChangeType::AddNode)];
+                if let Some(old) = replaces {
+                    changes.push(single(*old, ConfChangeType::RemoveNode));
+                }
+                changes
+            }
+            MembershipStep::TransferLeader(to) => {
+                self.raw.transfer_leader(*to);
+                return Some(step);
+            }
+        };
+        let cc = ConfChangeV2 {
+            changes,
+            ..Default::default()
+        };
+        self.raw.propose_conf_change(Vec::new(), cc).ok()?;
+        Some(step)
+    }
+
+    /// Whether this replica's applied configuration no longer has it.
+    pub fn removed(&self) -> bool {
+        let conf = self.raw.store().conf_state();
+        let has_conf = !conf.voters.is_empty() || !conf.learners.is_empty();
+        has_conf
+            && !conf
+                .voters
+                .iter()
+                .chain(&conf.learners)
+                .chain(&conf.voters_outgoing)
+                .any(|&p| p == self.id)
+    }
+
+    /// Takes the state a snapshot installer copied as applied at `index`.
+    pub fn restore(&mut self, index: u64) -> Result<(), ReplicationError> {
+        self.machine
+            .restore(index)
+            .map_err(|reason| ReplicationError::Apply {
+                group: self.group,
+                reason,
+            })?;
+        self.raw.mut_store().set_applied(index);
+        Ok(())
     }
 
     fn not_leader(&self) -> ReplicationError {
@@ -258,6 +412,15 @@ impl Peer {
         if target < first + threshold {
             return;
         }
+        self.propose_compaction(target);
+    }
+
+    /// Proposes truncating the log up to `target` (a replica that needs
+    /// entries before it then gets a snapshot).
+    fn propose_compaction(&mut self, target: u64) {
+        if self.compact_pending || target < self.raw.store().first_index_now() {
+            return;
+        }
         if self
             .raw
             .propose(COMPACT_CONTEXT.to_vec(), target.to_le_bytes().to_vec())
@@ -320,5 +483,101 @@ impl Peer {
 
     pub fn applied_index(&self) -> u64 {
         self.machine.applied_index()
+    }
+}
+
+#[cfg(test)]
+mod membership_tests {
+    use super::*;
+    use raft::eraftpb::ConfState;
+
+    fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
+        ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn set(peers: &[u64]) -> BTreeSet<u64> {
+        peers.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_replaced_replica_is_added_as_learner_promoted_in_its_place_then_nothing() {
+        let target = set(&[1, 2, 4]);
+        let none_caught_up = |_| false;
+        let all_caught_up = |_| true;
+        // 3 is dead and out; 4 is where placement moved its replica.
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3], &[]), &target, 1, none_caught_up),
+            Some(MembershipStep::AddLearner(4))
+        );
+        // While 4 catches up, nothing else changes (3 keeps its vote).
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3], &[4]), &target, 1, none_caught_up),
+            None
+        );
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3], &[4]), &target, 1, all_caught_up),
+            Some(MembershipStep::Promote {
+                learner: 4,
+                replaces: Some(3)
+            })
+        );
+        // A joint configuration is raft-rs's to leave.
+        let joint = ConfState {
+            voters: vec![1, 2, 4],
+            voters_outgoing: vec![1, 2, 3],
+            ..Default::default()
+        };
+        assert_eq!(
+            next_membership_step(&joint, &target, 1, all_caught_up),
+            None
+        );
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 4], &[]), &target, 1, all_caught_up),
+            None
+        );
+    }
+
+    #[test]
+    fn the_leader_never_removes_itself_and_hands_over_instead() {
+        let target = set(&[2, 3, 4]);
+        // Leader 1 is the unwanted one: 4 is promoted without a removal.
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3], &[4]), &target, 1, |_| true),
+            Some(MembershipStep::Promote {
+                learner: 4,
+                replaces: None
+            })
+        );
+        // Then leadership moves to a caught-up wanted voter.
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3, 4], &[]), &target, 1, |p| p == 3),
+            Some(MembershipStep::TransferLeader(3))
+        );
+        // The new leader removes 1.
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3, 4], &[]), &target, 3, |_| true),
+            Some(MembershipStep::RemoveVoter(1))
+        );
+    }
+
+    #[test]
+    fn unwanted_learners_go_first_and_an_empty_target_changes_nothing() {
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3], &[5]), &set(&[1, 2, 3]), 1, |_| true),
+            Some(MembershipStep::RemoveLearner(5))
+        );
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3], &[]), &set(&[]), 1, |_| true),
+            None
+        );
+        // A shrunken target (too few failure domains): the extra voter goes.
+        assert_eq!(
+            next_membership_step(&conf(&[1, 2, 3], &[]), &set(&[1, 2]), 1, |_| true),
+            Some(MembershipStep::RemoveVoter(3))
+        );
     }
 }

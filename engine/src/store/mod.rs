@@ -47,7 +47,7 @@ pub mod file_io;
 
 use self::file_io::{FileIo, FileIoKind};
 use crate::pg::backend::{
-    BackendError, BadBlock, BlockCopy, BlockRef, BlockRepair, ObjectScrub, PgBackend,
+    BackendError, BadBlock, BlockCopy, BlockRef, BlockRepair, ObjectImage, ObjectScrub, PgBackend,
 };
 use crate::pg::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
 use crate::pg::versions::{ObjectMeta, Version};
@@ -1075,9 +1075,30 @@ impl PgBackend for DiskStore {
     fn repair_block(&self, at: &BlockRef, bytes: &[u8]) -> Result<BlockRepair, BackendError> {
         Ok(self.rewrite_block(at, bytes)?)
     }
+
+    fn object_numbers(&self, volume: u64) -> Result<Vec<u64>, BackendError> {
+        Ok(self.object_numbers_of(volume)?)
+    }
+
+    fn export_object(&self, object: &ObjectId) -> Result<ObjectImage, BackendError> {
+        Ok(self.export(object)?)
+    }
+
+    fn import_object(&self, image: &ObjectImage) -> Result<(), BackendError> {
+        Ok(self.import(image)?)
+    }
+
+    fn remove_object(&self, object: &ObjectId) -> Result<(), BackendError> {
+        Ok(self.remove(object)?)
+    }
+
+    fn finish_import(&self, pg: GroupId, index: u64) -> Result<(), BackendError> {
+        Ok(self.finish_copy(pg, index)?)
+    }
 }
 
 mod integrity;
+mod transfer;
 impl Drop for DiskStore {
     fn drop(&mut self) {
         // A restart would replay what is unsynced; a clean stop spares it.

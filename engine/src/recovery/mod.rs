@@ -1,0 +1,397 @@
+//! Re-replication: bringing a new replica of a PG up to date.
+//!
+//! When placement moves a PG to a new disk, the group's leader adds the
+//! replica as a Raft learner and sends it a snapshot that carries no data
+//! (`replication::log_store`). The receiving node's [`PgInstaller`] then
+//! copies the PG's objects from the leader's replica ([`RecoveryService`],
+//! a gRPC stream, object by object), drops any object it held that the
+//! copy lacks, records the copy as applied at the snapshot's index
+//! (synced), and lets Raft step the snapshot; the log after the index
+//! follows as usual, and the leader promotes the learner once it has
+//! caught up.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{ClusterMapState, MapClient};
+use crate::net::proto::recovery_client::RecoveryClient;
+use crate::net::proto::recovery_server::Recovery;
+use crate::net::proto::{CopiedBlock, CopiedObject, CopiedVersion, CopyPgRequest};
+use crate::pg::backend::{ObjectImage, PgBackend, VersionImage};
+use crate::pg::command::ObjectId;
+use crate::pg::{disk_of_peer, pg_of_group};
+use crate::replication::{GroupId, InstallRequest, RaftNodeHandle, SnapshotInstaller};
+
+/// Largest message of a copy stream; an object's versions are split to
+/// stay under it.
+const COPY_MESSAGE_MAX_BYTES: usize = 16 << 20;
+/// How long the source waits for its replica to apply the snapshot's index.
+const APPLIED_WAIT: Duration = Duration::from_secs(30);
+
+/// The objects of `group` that `backend` holds, per the map's volumes.
+pub fn group_objects(
+    backend: &dyn PgBackend,
+    map: &ClusterMapState,
+    group: GroupId,
+) -> Result<Vec<ObjectId>, String> {
+    let (pool_id, index) = pg_of_group(group).ok_or("the map group has no objects")?;
+    let pool = map
+        .pools
+        .values()
+        .find(|p| p.id == pool_id)
+        .ok_or_else(|| format!("pool {pool_id} is not in the map"))?;
+    let mut out = Vec::new();
+    for volume in map.volumes.values().filter(|v| v.pool == pool.name) {
+        for object_no in backend
+            .object_numbers(volume.id)
+            .map_err(|e| e.to_string())?
+        {
+            if hpchain_placement::pg_of(volume.id, object_no, pool.pg_num) == index {
+                out.push(ObjectId {
+                    volume: volume.id,
+                    object_no,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The messages that carry `image`, each under [`COPY_MESSAGE_MAX_BYTES`]
+/// unless a single version is larger.
+fn image_messages(mut image: ObjectImage) -> Vec<CopiedObject> {
+    let new_message = |image: &ObjectImage| CopiedObject {
+        volume: image.object.volume,
+        object: image.object.object_no,
+        has_record: image.record.is_some(),
+        record: image.record.clone().unwrap_or_default(),
+        versions: Vec::new(),
+        more: false,
+    };
+    let mut out = vec![new_message(&image)];
+    let mut size = 0usize;
+    for version in std::mem::take(&mut image.versions) {
+        let bytes: usize = version.blocks.iter().map(|(_, _, d)| d.len() + 16).sum();
+        if size > 0 && size + bytes > COPY_MESSAGE_MAX_BYTES {
+            out.last_mut().expect("one message").more = true;
+            out.push(new_message(&image));
+            size = 0;
+        }
+        size += bytes;
+        out.last_mut()
+            .expect("one message")
+            .versions
+            .push(CopiedVersion {
+                clone_seq: version.clone_seq.unwrap_or(0),
+                blocks: version
+                    .blocks
+                    .into_iter()
+                    .map(|(block, crc, data)| CopiedBlock { block, crc, data })
+                    .collect(),
+            });
+    }
+    out
+}
+
+/// The `hpchain.node.v1.Recovery` service: streams a PG replica's objects.
+pub struct RecoveryService {
+    backends: Arc<HashMap<u32, Arc<dyn PgBackend>>>,
+    raft: RaftNodeHandle,
+    maps: MapClient,
+}
+
+impl RecoveryService {
+    pub fn new(
+        backends: HashMap<u32, Arc<dyn PgBackend>>,
+        raft: RaftNodeHandle,
+        maps: MapClient,
+    ) -> RecoveryService {
+        RecoveryService {
+            backends: Arc::new(backends),
+            raft,
+            maps,
+        }
+    }
+
+    pub fn into_server(
+        self,
+    ) -> crate::net::proto::recovery_server::RecoveryServer<RecoveryService> {
+        crate::net::proto::recovery_server::RecoveryServer::new(self)
+            .max_encoding_message_size(2 * COPY_MESSAGE_MAX_BYTES)
+    }
+
+    /// Waits until this node's replica of `group` applied `index`.
+    async fn wait_applied(&self, group: GroupId, index: u64) -> Result<(), Status> {
+        let deadline = Instant::now() + APPLIED_WAIT;
+        loop {
+            let raft = self.raft.clone();
+            let status = tokio::task::spawn_blocking(move || raft.status())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let applied = status
+                .iter()
+                .find(|g| g.group == group)
+                .map(|g| g.applied)
+                .ok_or_else(|| {
+                    Status::not_found(format!("group {group:x} has no replica on this node"))
+                })?;
+            if applied >= index {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Status::unavailable(format!(
+                    "group {group:x}: this replica applied {applied}, the copy needs {index}; retry later"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+type CopyStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<CopiedObject, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Recovery for RecoveryService {
+    type CopyPgStream = CopyStream;
+
+    async fn copy_pg(
+        &self,
+        request: Request<CopyPgRequest>,
+    ) -> Result<Response<CopyStream>, Status> {
+        let request = request.into_inner();
+        let backend = self.backends.get(&request.disk).cloned().ok_or_else(|| {
+            Status::not_found(format!("disk {} is not on this node", request.disk))
+        })?;
+        self.wait_applied(request.group, request.min_applied)
+            .await?;
+        // A map read after the replica applied the index: it has every
+        // volume whose objects those entries wrote.
+        let map = self
+            .maps
+            .read()
+            .await
+            .map_err(|e| Status::unavailable(format!("cluster map: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let group = request.group;
+        tokio::task::spawn_blocking(move || {
+            let objects = match group_objects(&*backend, &map, group) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(e)));
+                    return;
+                }
+            };
+            for object in objects {
+                let image = match backend.export_object(&object) {
+                    Ok(image) => image,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                            "object {:x}.{:x}: {e}",
+                            object.volume, object.object_no
+                        ))));
+                        return;
+                    }
+                };
+                for message in image_messages(image) {
+                    if tx.blocking_send(Ok(message)).is_err() {
+                        return; // the receiver went away
+                    }
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Copies snapshots' state into this node's replicas (see the module docs).
+pub struct PgInstaller {
+    runtime: tokio::runtime::Handle,
+    backends: Arc<HashMap<u32, Arc<dyn PgBackend>>>,
+    map: Arc<RwLock<ClusterMapState>>,
+    maps: MapClient,
+}
+
+impl PgInstaller {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        backends: HashMap<u32, Arc<dyn PgBackend>>,
+        map: Arc<RwLock<ClusterMapState>>,
+        maps: MapClient,
+    ) -> PgInstaller {
+        PgInstaller {
+            runtime,
+            backends: Arc::new(backends),
+            map,
+            maps,
+        }
+    }
+}
+
+impl SnapshotInstaller for PgInstaller {
+    fn install(&self, request: InstallRequest, done: Box<dyn FnOnce(Result<(), String>) + Send>) {
+        let backends = self.backends.clone();
+        let map = self.map.clone();
+        let maps = self.maps.clone();
+        self.runtime.spawn(async move {
+            let started = Instant::now();
+            let result = copy_replica(&request, &backends, &map, &maps).await;
+            match &result {
+                Ok(copied) => tracing::info!(
+                    group = format!("{:x}", request.group),
+                    index = request.index,
+                    objects = copied.objects,
+                    bytes = copied.bytes,
+                    removed = copied.removed,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "new replica copied"
+                ),
+                Err(e) => tracing::warn!(
+                    group = format!("{:x}", request.group),
+                    "copying the replica failed: {e}"
+                ),
+            }
+            done(result.map(|_| ()));
+        });
+    }
+}
+
+/// What a copy moved.
+#[derive(Debug, Default)]
+struct Copied {
+    objects: u64,
+    bytes: u64,
+    removed: u64,
+}
+
+/// Progress is logged this often during a long copy.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+async fn copy_replica(
+    request: &InstallRequest,
+    backends: &HashMap<u32, Arc<dyn PgBackend>>,
+    map: &RwLock<ClusterMapState>,
+    maps: &MapClient,
+) -> Result<Copied, String> {
+    let group = request.group;
+    let local_disk = disk_of_peer(request.peer).ok_or("bad replica id")?;
+    let source_disk = disk_of_peer(request.from).ok_or("bad sender id")?;
+    let backend = backends
+        .get(&local_disk)
+        .cloned()
+        .ok_or_else(|| format!("disk {local_disk} is not on this node"))?;
+    let source_addr = {
+        let map = map.read().map_err(|_| "cluster map lock poisoned")?;
+        map.node_of_disk(source_disk)
+            .map(|n| n.peer_addr.clone())
+            .ok_or_else(|| format!("disk {source_disk} (the leader's) is not in the map"))?
+    };
+    let channel = Channel::from_shared(format!("http://{source_addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| format!("connect to {source_addr}: {e}"))?;
+    let mut client =
+        RecoveryClient::new(channel).max_decoding_message_size(4 * COPY_MESSAGE_MAX_BYTES);
+    let mut stream = client
+        .copy_pg(CopyPgRequest {
+            group,
+            disk: source_disk,
+            min_applied: request.index,
+        })
+        .await
+        .map_err(|e| format!("copy from {source_addr}: {}", e.message()))?
+        .into_inner();
+    let mut copied = Copied::default();
+    let mut seen = BTreeSet::new();
+    let mut pending: Option<ObjectImage> = None;
+    let mut last_report = Instant::now();
+    loop {
+        let message = stream
+            .message()
+            .await
+            .map_err(|e| format!("copy from {source_addr}: {}", e.message()))?;
+        let Some(message) = message else { break };
+        let object = ObjectId {
+            volume: message.volume,
+            object_no: message.object,
+        };
+        let image = pending.get_or_insert_with(|| ObjectImage {
+            object,
+            record: message.has_record.then(|| message.record.clone()),
+            versions: Vec::new(),
+        });
+        if image.object != object {
+            return Err(format!(
+                "copy from {source_addr}: object {:x}.{:x} interrupted by {:x}.{:x}",
+                image.object.volume, image.object.object_no, object.volume, object.object_no
+            ));
+        }
+        for version in message.versions {
+            image.versions.push(VersionImage {
+                clone_seq: (version.clone_seq != 0).then_some(version.clone_seq),
+                blocks: version
+                    .blocks
+                    .into_iter()
+                    .map(|b| {
+                        copied.bytes += b.data.len() as u64;
+                        (b.block, b.crc, b.data)
+                    })
+                    .collect(),
+            });
+        }
+        if message.more {
+            continue;
+        }
+        let image = pending.take().expect("an object in progress");
+        seen.insert(image.object);
+        let import = backend.clone();
+        tokio::task::spawn_blocking(move || import.import_object(&image))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        copied.objects += 1;
+        if last_report.elapsed() > PROGRESS_EVERY {
+            last_report = Instant::now();
+            tracing::info!(
+                group = format!("{group:x}"),
+                objects = copied.objects,
+                bytes = copied.bytes,
+                "copying a new replica"
+            );
+        }
+    }
+    if pending.is_some() {
+        return Err(format!(
+            "copy from {source_addr}: the stream ended inside an object"
+        ));
+    }
+    // Objects this disk held of the group (a replica that was here
+    // before) that the copy does not have: gone since.
+    let fresh_map = maps.read().await.map_err(|e| format!("cluster map: {e}"))?;
+    let finish = backend.clone();
+    let index = request.index;
+    copied.removed = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let mut removed = 0;
+        for object in group_objects(&*finish, &fresh_map, group)? {
+            if !seen.contains(&object) {
+                finish.remove_object(&object).map_err(|e| e.to_string())?;
+                removed += 1;
+            }
+        }
+        finish
+            .finish_import(group, index)
+            .map_err(|e| e.to_string())?;
+        Ok(removed)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(copied)
+}
