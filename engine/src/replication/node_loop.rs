@@ -43,8 +43,11 @@ pub struct NodeConfig {
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
     /// A leader truncates its group's log once every replica has this many
-    /// entries beyond the log's start.
+    /// entries beyond the log's start, or this many bytes of entry data
+    /// were appended: a log kept short stays in RocksDB's memtable and
+    /// is dropped before it costs flushes and compactions.
     pub compact_threshold_entries: u64,
+    pub compact_threshold_bytes: u64,
     /// Ticks between checks for log truncation.
     pub compact_check_ticks: u64,
 }
@@ -58,7 +61,8 @@ impl NodeConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             compact_threshold_entries: 4096,
-            compact_check_ticks: 50,
+            compact_threshold_bytes: 4 << 20,
+            compact_check_ticks: 10,
         }
     }
 }
@@ -434,7 +438,10 @@ impl NodeLoop {
                 for peer in self.peers.values_mut() {
                     peer.raw.tick();
                     if check_compaction {
-                        peer.maybe_propose_compaction(self.config.compact_threshold_entries);
+                        peer.maybe_propose_compaction(
+                            self.config.compact_threshold_entries,
+                            self.config.compact_threshold_bytes,
+                        );
                     }
                 }
                 next_tick += self.config.tick_interval;

@@ -393,9 +393,10 @@ impl Peer {
     }
 
     /// On the leader: proposes truncating the log up to what every replica
-    /// has, once that is more than `threshold` entries. A replica that is
-    /// down holds compaction back (it must catch up from the log).
-    pub fn maybe_propose_compaction(&mut self, threshold: u64) {
+    /// has, once that is more than `threshold` entries or `threshold_bytes`
+    /// of data. A replica that is down holds compaction back (it catches
+    /// up from the log, or gets a snapshot once placement replaces it).
+    pub fn maybe_propose_compaction(&mut self, threshold: u64, threshold_bytes: u64) {
         if !self.is_leader() || self.compact_pending {
             return;
         }
@@ -409,7 +410,8 @@ impl Peer {
             .unwrap_or(0);
         let target = min_matched.min(self.machine.applied_index());
         let first = self.raw.store().first_index_now();
-        if target < first + threshold {
+        let big = self.raw.store().appended_bytes() >= threshold_bytes;
+        if target < first + threshold && !(big && target >= first) {
             return;
         }
         self.propose_compaction(target);

@@ -363,16 +363,26 @@ impl DiskStore {
 
     fn open_for_write(&self, object: &ObjectId, loc: Loc) -> Result<File, StoreError> {
         let path = self.version_path(object, loc);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        match open() {
+            Ok(file) => Ok(file),
+            // The volume's first object here: make its directory. Tried
+            // second, so that the common write pays no mkdir.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
+                }
+                open().map_err(Self::io("open", &path))
+            }
+            Err(e) => Err(Self::io("open", &path)(e)),
         }
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Self::io("open", &path))
     }
 
     fn remove_file(path: &Path) -> Result<(), StoreError> {
@@ -418,6 +428,47 @@ impl DiskStore {
                     versioned(&crc32c::crc32c(&bytes).to_le_bytes()),
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// [`DiskStore::stage_crcs`] after writing `data` at `offset`: the
+    /// blocks `data` covers whole are hashed from it, only the partial
+    /// ones at its ends are read back.
+    fn stage_written_crcs(
+        &self,
+        batch: &mut WriteBatch,
+        object: &ObjectId,
+        file: &File,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let end = offset + data.len() as u64;
+        let first_whole = offset.div_ceil(BLOCK_BYTES);
+        let end_whole = (end / BLOCK_BYTES).max(first_whole);
+        if first_whole * BLOCK_BYTES > offset {
+            self.stage_crcs(
+                batch,
+                object,
+                file,
+                offset,
+                (first_whole * BLOCK_BYTES).min(end),
+            )?;
+        }
+        for block in first_whole..end_whole {
+            let at = (block * BLOCK_BYTES - offset) as usize;
+            let bytes = &data[at..at + BLOCK_BYTES as usize];
+            if bytes.iter().all(|&b| b == 0) {
+                batch.delete(crc_key(object, block));
+            } else {
+                batch.put(
+                    crc_key(object, block),
+                    versioned(&crc32c::crc32c(bytes).to_le_bytes()),
+                );
+            }
+        }
+        if end_whole * BLOCK_BYTES < end && end_whole >= first_whole {
+            self.stage_crcs(batch, object, file, end_whole * BLOCK_BYTES, end)?;
         }
         Ok(())
     }
@@ -747,13 +798,7 @@ impl DiskStore {
                     self.io
                         .write_all_at(file, data, *offset)
                         .map_err(Self::io("write", &path))?;
-                    self.stage_crcs(
-                        &mut batch,
-                        &object,
-                        file,
-                        *offset,
-                        *offset + data.len() as u64,
-                    )?;
+                    self.stage_written_crcs(&mut batch, &object, file, *offset, data)?;
                     working.meta.head = true;
                 }
                 ObjectOp::Discard {
