@@ -170,9 +170,9 @@ pub trait PgBackend: Send + Sync {
     fn export_object(&self, _object: &ObjectId) -> Result<ObjectImage, BackendError> {
         Err(BackendError::Failed(NO_COPY.into()))
     }
-    /// Replaces everything held of `image.object` with the image. Not
-    /// durable until [`PgBackend::finish_import`].
-    fn import_object(&self, _image: &ObjectImage) -> Result<(), BackendError> {
+    /// Replaces everything held of `image.object` (of `pg`) with the
+    /// image. Not durable until [`PgBackend::finish_import`].
+    fn import_object(&self, _pg: GroupId, _image: &ObjectImage) -> Result<(), BackendError> {
         Err(BackendError::Failed(NO_COPY.into()))
     }
     /// Deletes everything held of `object` (a copy did not contain it).

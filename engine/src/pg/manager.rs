@@ -148,13 +148,16 @@ impl PgManager {
         }
         let wanted: HashMap<GroupId, Vec<PeerId>> = targets.iter().cloned().collect();
         self.raft.reconfigure(targets).map_err(|e| e.to_string())?;
-        // Replicas whose group removed them, and that placement does not
-        // want here either: their Raft state and objects go.
+        // Replicas whose group removed them (or that never joined it and
+        // hold nothing), and that placement does not want here either:
+        // their Raft state and objects go.
         for status in self.raft.status().map_err(|e| e.to_string())? {
             let unwanted = wanted
                 .get(&status.group)
                 .is_some_and(|target| !target.contains(&status.peer));
-            if !(status.removed && unwanted) {
+            let never_joined =
+                status.voters.is_empty() && status.learners.is_empty() && !status.installing;
+            if !(unwanted && (status.removed || never_joined)) {
                 continue;
             }
             self.raft

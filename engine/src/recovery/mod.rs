@@ -353,7 +353,7 @@ async fn copy_replica(
         let image = pending.take().expect("an object in progress");
         seen.insert(image.object);
         let import = backend.clone();
-        tokio::task::spawn_blocking(move || import.import_object(&image))
+        tokio::task::spawn_blocking(move || import.import_object(group, &image))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;

@@ -258,6 +258,8 @@ pub struct DiskStore {
     apply_lock: Mutex<()>,
     /// Written since the last [`DiskStore::sync_applied`].
     unsynced: Mutex<Unsynced>,
+    /// Files a replica copy wrote, per PG, until its copy is finished.
+    copied: Mutex<HashMap<GroupId, Vec<PathBuf>>>,
 }
 
 impl DiskStore {
@@ -322,6 +324,7 @@ impl DiskStore {
             io,
             apply_lock: Mutex::new(()),
             unsynced: Mutex::new(Unsynced::default()),
+            copied: Mutex::new(HashMap::new()),
         })
     }
 
@@ -1129,8 +1132,8 @@ impl PgBackend for DiskStore {
         Ok(self.export(object)?)
     }
 
-    fn import_object(&self, image: &ObjectImage) -> Result<(), BackendError> {
-        Ok(self.import(image)?)
+    fn import_object(&self, pg: GroupId, image: &ObjectImage) -> Result<(), BackendError> {
+        Ok(self.import(pg, image)?)
     }
 
     fn remove_object(&self, object: &ObjectId) -> Result<(), BackendError> {

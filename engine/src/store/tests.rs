@@ -557,7 +557,7 @@ fn an_object_copied_to_a_new_replica_reads_the_same_after_the_log_replays_over_i
     assert_eq!(source.object_numbers_of(9).unwrap(), vec![1]);
     let image = source.export(&o).unwrap();
     assert_eq!(image.versions.len(), 2, "head and clone 1");
-    target.import(&image).unwrap();
+    target.import(3, &image).unwrap();
     target.remove(&gone).unwrap();
     target.finish_copy(3, 2).unwrap(); // the snapshot was at index 2
                                        // Entry 3 replays from the log over a copy that already has it.

@@ -131,9 +131,9 @@ impl DiskStore {
         Ok(())
     }
 
-    /// Replaces everything held of the image's object with the image; its
-    /// files are synced by [`DiskStore::finish_copy`].
-    pub fn import(&self, image: &ObjectImage) -> Result<(), StoreError> {
+    /// Replaces everything held of the image's object (of PG `pg`) with
+    /// the image; its files are synced by [`DiskStore::finish_copy`].
+    pub fn import(&self, pg: GroupId, image: &ObjectImage) -> Result<(), StoreError> {
         let object = &image.object;
         let _applying = self.lock_apply();
         let mut batch = WriteBatch::default();
@@ -170,26 +170,49 @@ impl DiskStore {
         if image.record.is_none() {
             self.recorded.lock().expect("recorded lock").remove(object);
         }
-        self.unsynced
+        self.copied
             .lock()
-            .expect("unsynced lock")
-            .files
+            .expect("copied lock")
+            .entry(pg)
+            .or_default()
             .extend(written);
         Ok(())
     }
 
-    /// Syncs what imports wrote and records `pg` applied (and durable) at
-    /// `index`.
+    /// Syncs what the copy of `pg` wrote and records `pg` applied (and
+    /// durable) at `index`. Its own files, synced here: the periodic sync
+    /// may run meanwhile, and must not be what the copy's durability
+    /// depends on.
     pub fn finish_copy(&self, pg: GroupId, index: u64) -> Result<(), StoreError> {
+        let paths = self
+            .copied
+            .lock()
+            .expect("copied lock")
+            .remove(&pg)
+            .unwrap_or_default();
+        let mut files = Vec::with_capacity(paths.len());
+        for path in &paths {
+            match File::open(path) {
+                Ok(f) => files.push(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io("open", path)(e)),
+            }
+        }
+        let refs: Vec<&File> = files.iter().collect();
+        self.io.sync_data(&refs).map_err(|source| StoreError::Io {
+            op: "sync",
+            path: self.root.join("objects"),
+            source,
+        })?;
         let _applying = self.lock_apply();
         self.unsynced
             .lock()
             .expect("unsynced lock")
             .applied
-            .insert(pg, index);
-        self.sync_applied()?;
+            .remove(&pg);
         let mut batch = WriteBatch::default();
         batch.put(super::applied_key(pg), versioned(&index.to_le_bytes()));
+        batch.put(super::durable_key(pg), versioned(&index.to_le_bytes()));
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(true);
         self.db
