@@ -10,22 +10,10 @@ mod support;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{cli, json, ok, pattern, start_with_args, wait_for, write_at, DevCluster};
+use support::{cli, export, json, ok, pattern, start_with_args, wait_for, write_at, DevCluster};
 
 const MIB: usize = 1 << 20;
 const SIZE: usize = 64 * MIB;
-
-fn export(cluster: &DevCluster, spec: &str) -> Vec<u8> {
-    let file = cluster
-        .dir
-        .path()
-        .join(format!("{}.img", spec.replace('@', "-")));
-    ok(cli(
-        cluster,
-        &["volume", "export", spec, file.to_str().unwrap()],
-    ));
-    std::fs::read(&file).unwrap()
-}
 
 fn pgs(cluster: &DevCluster) -> Vec<Value> {
     json(cli(cluster, &["pg", "ls", "--json"]))["pgs"]

@@ -7,22 +7,11 @@ mod support;
 use hpchain_iscsi::initiator::Initiator;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{cli, failed, json, ok, pattern, start, wait_for, write_at, DevCluster, HPCHAIN};
+use support::{
+    cli, export, failed, json, ok, pattern, start, wait_for, write_at, DevCluster, HPCHAIN,
+};
 
 const MIB: usize = 1 << 20;
-
-/// The whole volume or snapshot (`VOL@SNAP`), through `volume export`.
-fn export(cluster: &DevCluster, spec: &str) -> Vec<u8> {
-    let file = cluster
-        .dir
-        .path()
-        .join(format!("{}.img", spec.replace('@', "-")));
-    ok(cli(
-        cluster,
-        &["volume", "export", spec, file.to_str().unwrap()],
-    ));
-    std::fs::read(&file).unwrap()
-}
 
 fn restart_node(cluster: &mut DevCluster, n: usize) {
     let config = cluster.data.join(format!("node{n}.toml"));

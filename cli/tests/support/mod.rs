@@ -338,3 +338,16 @@ pub fn write_at(cluster: &DevCluster, volume: &str, offset: usize, data: &[u8]) 
         data.len()
     );
 }
+
+/// The whole volume or snapshot (`VOL@SNAP`), through `volume export`.
+pub fn export(cluster: &DevCluster, spec: &str) -> Vec<u8> {
+    let file = cluster
+        .dir
+        .path()
+        .join(format!("{}.img", spec.replace('@', "-")));
+    ok(cli(
+        cluster,
+        &["volume", "export", spec, file.to_str().unwrap()],
+    ));
+    std::fs::read(&file).unwrap()
+}

@@ -655,21 +655,7 @@ impl DiskStore {
         if unsynced.applied.is_empty() {
             return Ok(());
         }
-        let mut files = Vec::with_capacity(unsynced.files.len());
-        for path in &unsynced.files {
-            match File::open(path) {
-                Ok(f) => files.push(f),
-                // Deleted since: nothing of it to keep.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Self::io("open", path)(e)),
-            }
-        }
-        let refs: Vec<&File> = files.iter().collect();
-        self.io.sync_data(&refs).map_err(|source| StoreError::Io {
-            op: "sync",
-            path: self.root.join("objects"),
-            source,
-        })?;
+        self.sync_paths(&unsynced.files)?;
         let mut batch = WriteBatch::default();
         for (pg, index) in &unsynced.applied {
             batch.put(durable_key(*pg), versioned(&index.to_le_bytes()));
@@ -679,6 +665,28 @@ impl DiskStore {
         self.db
             .write_opt(batch, &options)
             .map_err(|e| self.meta_error(e))
+    }
+
+    /// Syncs the data of the files at `paths`, all at once where the I/O
+    /// backend can; a file deleted since has nothing left to keep.
+    fn sync_paths<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a PathBuf>,
+    ) -> Result<(), StoreError> {
+        let mut files = Vec::new();
+        for path in paths {
+            match File::open(path) {
+                Ok(f) => files.push(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io("open", path)(e)),
+            }
+        }
+        let refs: Vec<&File> = files.iter().collect();
+        self.io.sync_data(&refs).map_err(|source| StoreError::Io {
+            op: "sync",
+            path: self.root.join("objects"),
+            source,
+        })
     }
 
     /// Syncs the data of every touched file, all at once where the I/O

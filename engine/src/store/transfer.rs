@@ -11,6 +11,7 @@
 use rocksdb::WriteBatch;
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::path::PathBuf;
 
 use super::{crc_key_at, meta_key, versioned, DiskStore, Loc, StoreError, BLOCK_BYTES};
 use crate::pg::backend::{ObjectImage, VersionImage};
@@ -18,24 +19,34 @@ use crate::pg::command::ObjectId;
 use crate::replication::GroupId;
 
 impl DiskStore {
+    /// The files of `volume`'s directory (none if it does not exist), by
+    /// name.
+    fn volume_files(&self, volume: u64) -> Result<Vec<(String, PathBuf)>, StoreError> {
+        let dir = self.root.join("objects").join(format!("{volume:016x}"));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io("list", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Self::io("list", &dir))?;
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+        Ok(out)
+    }
+
     /// The numbers of `volume`'s objects with a file or a record here.
     pub fn object_numbers_of(&self, volume: u64) -> Result<Vec<u64>, StoreError> {
         let mut numbers = BTreeSet::new();
-        let dir = self.root.join("objects").join(format!("{volume:016x}"));
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for entry in entries {
-                    let entry = entry.map_err(Self::io("list", &dir))?;
-                    let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    let number = name.split('@').next().unwrap_or_default();
-                    if let Ok(n) = u64::from_str_radix(number, 16) {
-                        numbers.insert(n);
-                    }
-                }
+        for (name, _) in self.volume_files(volume)? {
+            let number = name.split('@').next().unwrap_or_default();
+            if let Ok(n) = u64::from_str_radix(number, 16) {
+                numbers.insert(n);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Self::io("list", &dir)(e)),
         }
         let mut prefix = vec![b'o'];
         prefix.extend_from_slice(&volume.to_be_bytes());
@@ -91,24 +102,11 @@ impl DiskStore {
 
     /// Deletes every file, crc and record of `object` into `batch`.
     fn stage_removal(&self, batch: &mut WriteBatch, object: &ObjectId) -> Result<(), StoreError> {
-        let dir = self
-            .root
-            .join("objects")
-            .join(format!("{:016x}", object.volume));
         let head = format!("{:016x}", object.object_no);
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for entry in entries {
-                    let entry = entry.map_err(Self::io("list", &dir))?;
-                    let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    if name == head.as_str() || name.starts_with(&format!("{head}@")) {
-                        Self::remove_file(&entry.path())?;
-                    }
-                }
+        for (name, path) in self.volume_files(object.volume)? {
+            if name == head || name.starts_with(&format!("{head}@")) {
+                Self::remove_file(&path)?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Self::io("list", &dir)(e)),
         }
         Self::delete_crcs(batch, object, Loc::Head);
         // Every clone's crcs: 's' volume object, any seq.
@@ -190,20 +188,7 @@ impl DiskStore {
             .expect("copied lock")
             .remove(&pg)
             .unwrap_or_default();
-        let mut files = Vec::with_capacity(paths.len());
-        for path in &paths {
-            match File::open(path) {
-                Ok(f) => files.push(f),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Self::io("open", path)(e)),
-            }
-        }
-        let refs: Vec<&File> = files.iter().collect();
-        self.io.sync_data(&refs).map_err(|source| StoreError::Io {
-            op: "sync",
-            path: self.root.join("objects"),
-            source,
-        })?;
+        self.sync_paths(&paths)?;
         let _applying = self.lock_apply();
         self.unsynced
             .lock()
