@@ -65,6 +65,20 @@ fn allocated_all_replicas(cluster: &DevCluster) -> u64 {
         .unwrap()
 }
 
+/// [`allocated_all_replicas`] once it holds still: a write is
+/// acknowledged when a majority has it, and the last replica may still be
+/// applying it (a snapshot's copy-on-write allocates there too).
+fn settled_allocation(cluster: &DevCluster) -> u64 {
+    let mut last = allocated_all_replicas(cluster);
+    wait_for("allocation to settle", Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = allocated_all_replicas(cluster);
+        let settled = now == last;
+        last = now;
+        settled.then_some(now)
+    })
+}
+
 fn assert_near(actual: u64, expected: u64, what: &str) {
     let (lo, hi) = (expected - expected / 50, expected + expected / 50);
     assert!(
@@ -98,7 +112,7 @@ fn a_dead_nodes_groups_are_rebuilt_elsewhere_and_move_back() {
     let (start, len) = (8 * MIB + 4096, 12 * MIB);
     data[start..start + len].copy_from_slice(&pattern(len, 2));
     write_at(&cluster, "rv", start, &data[start..start + len]);
-    let three_copies = allocated_all_replicas(&cluster);
+    let three_copies = settled_allocation(&cluster);
     assert!(
         three_copies >= 3 * 52 * MIB as u64,
         "{three_copies} bytes allocated"
@@ -127,7 +141,7 @@ fn a_dead_nodes_groups_are_rebuilt_elsewhere_and_move_back() {
     // Three whole copies again on the three live nodes: the new replicas
     // hold every block and clone (empty ones would leave about two).
     assert_near(
-        allocated_all_replicas(&cluster),
+        settled_allocation(&cluster),
         three_copies,
         "allocated on nodes 1, 3 and 4 after the rebuild",
     );
