@@ -9,6 +9,7 @@
 //! | `'r' group:u64 0x01` | version `1`, `HardState` (protobuf) |
 //! | `'r' group:u64 0x02` | version `1`, `ConfState` (protobuf) |
 //! | `'r' group:u64 0x03` | version `1`, truncated index:u64, truncated term:u64 |
+//! | `'r' group:u64 0x04` | version `1`, index:u64 of the conf change that made the `0x02` configuration |
 //! | `'r' group:u64 0x10 index:u64` | version `1`, `Entry` (protobuf) |
 //!
 //! A group is bootstrapped with its log starting after index
@@ -35,6 +36,7 @@ const FORMAT_VERSION: u8 = 1;
 const KIND_HARD_STATE: u8 = 0x01;
 const KIND_CONF_STATE: u8 = 0x02;
 const KIND_TRUNCATED: u8 = 0x03;
+const KIND_CONF_INDEX: u8 = 0x04;
 const KIND_ENTRY: u8 = 0x10;
 
 /// Where a bootstrapped group's log starts (exclusive), and its term.
@@ -87,6 +89,8 @@ pub struct LogStore {
     group: GroupId,
     hard_state: HardState,
     conf_state: ConfState,
+    /// The index of the entry (or snapshot) that made `conf_state`.
+    conf_index: u64,
     truncated_index: u64,
     truncated_term: u64,
     last_index: u64,
@@ -175,6 +179,16 @@ impl LogStore {
             Some(v) => decode("conf state", &v)?,
             None => ConfState::default(),
         };
+        let conf_index = match get(KIND_CONF_INDEX)? {
+            Some(v) => {
+                let body = unversioned("conf index", &v)?;
+                u64::from_be_bytes(
+                    body.try_into()
+                        .map_err(|_| storage_error("conf index: bad length".into()))?,
+                )
+            }
+            None => 0,
+        };
         let (truncated_index, truncated_term) = match get(KIND_TRUNCATED)? {
             Some(v) => {
                 let body = unversioned("truncated state", &v)?;
@@ -209,6 +223,7 @@ impl LogStore {
             group,
             hard_state,
             conf_state,
+            conf_index,
             truncated_index,
             truncated_term,
             last_index,
@@ -287,6 +302,10 @@ impl LogStore {
             key(self.group, KIND_CONF_STATE),
             versioned(conf_state.encode_to_vec()),
         );
+        batch.put(
+            key(self.group, KIND_CONF_INDEX),
+            versioned(meta.index.to_be_bytes().to_vec()),
+        );
         let mut hs = self.hard_state.clone();
         hs.term = hs.term.max(meta.term);
         hs.commit = hs.commit.max(meta.index);
@@ -301,6 +320,7 @@ impl LogStore {
             .map_err(|e| storage_error(format!("group {}: install snapshot: {e}", self.group)))?;
         self.hard_state = hs;
         self.conf_state = conf_state;
+        self.conf_index = meta.index;
         self.truncated_index = meta.index;
         self.truncated_term = meta.term;
         self.last_index = meta.index;
@@ -345,13 +365,24 @@ impl LogStore {
         self.applied = BOOTSTRAP_INDEX;
     }
 
-    /// Stages a conf state change (after `apply_conf_change`).
-    pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, conf_state: ConfState) {
+    /// Stages a conf state change made by entry `index` (after
+    /// `apply_conf_change`).
+    pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, index: u64, conf_state: ConfState) {
         batch.put(
             key(self.group, KIND_CONF_STATE),
             versioned(conf_state.encode_to_vec()),
         );
+        batch.put(
+            key(self.group, KIND_CONF_INDEX),
+            versioned(index.to_be_bytes().to_vec()),
+        );
         self.conf_state = conf_state;
+        self.conf_index = index;
+    }
+
+    /// The index of the entry (or snapshot) that made the configuration.
+    pub fn conf_index(&self) -> u64 {
+        self.conf_index
     }
 
     /// Stages new entries (replacing any conflicting suffix) and a new hard

@@ -814,9 +814,9 @@ fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), ReplicationError> {
 fn apply_effects(db: &DB, peer: &mut Peer, effects: ApplyEffects) -> Result<(), ReplicationError> {
     let applied = peer.applied_index();
     peer.raw.mut_store().set_applied(applied);
-    if let Some(cs) = effects.conf_state {
+    if let Some((index, cs)) = effects.conf_state {
         let mut batch = WriteBatch::default();
-        peer.raw.mut_store().stage_conf_state(&mut batch, cs);
+        peer.raw.mut_store().stage_conf_state(&mut batch, index, cs);
         write_synced(db, batch)?;
     }
     if let Some(index) = effects.compact_to {

@@ -18,7 +18,8 @@ pub const COMPACT_CONTEXT: &[u8] = b"hpchain.compact.v1";
 /// What applying entries asks the node loop to do next.
 #[derive(Debug, Default)]
 pub struct ApplyEffects {
-    pub conf_state: Option<raft::eraftpb::ConfState>,
+    /// The configuration after the last conf change applied, and its index.
+    pub conf_state: Option<(u64, raft::eraftpb::ConfState)>,
     /// Truncate this replica's log up to this index.
     pub compact_to: Option<u64>,
 }
@@ -368,21 +369,34 @@ impl Peer {
                             reason,
                         })
                 }
+                // A conf change at or before the stored configuration's
+                // index is in it already: the machine's durable index lags
+                // (data is synced in batches), so a restart replays such
+                // entries, and raft-rs refuses to apply one twice (leaving
+                // a joint configuration that is no longer joint).
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+                    if entry.index <= self.raw.store().conf_index() =>
+                {
+                    self.machine.apply_noop(entry.index);
+                    Ok(Vec::new())
+                }
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::decode(entry.data.as_slice())
                         .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
-                    effects.conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
+                    let conf = self.raw.apply_conf_change(&cc).map_err(|e| {
                         ReplicationError::Storage(format!("apply conf change: {e}"))
-                    })?);
+                    })?;
+                    effects.conf_state = Some((entry.index, conf));
                     self.machine.apply_noop(entry.index);
                     Ok(Vec::new())
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::decode(entry.data.as_slice())
                         .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
-                    effects.conf_state = Some(self.raw.apply_conf_change(&cc).map_err(|e| {
+                    let conf = self.raw.apply_conf_change(&cc).map_err(|e| {
                         ReplicationError::Storage(format!("apply conf change: {e}"))
-                    })?);
+                    })?;
+                    effects.conf_state = Some((entry.index, conf));
                     self.machine.apply_noop(entry.index);
                     Ok(Vec::new())
                 }
