@@ -743,12 +743,7 @@ async fn bench_volume(
 
 /// Prometheus text format.
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let raft = state.raft.clone();
-    let groups = tokio::task::spawn_blocking(move || raft.status())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let groups = state.raft.status_async().await.unwrap_or_default();
     let epoch = state.local_map.read().map(|m| m.epoch).unwrap_or(0);
     let node = format!("node=\"{}\"", state.node_id);
     let per_group =

@@ -517,11 +517,10 @@ async fn check_health(
     let mut tick = tokio::time::interval(policy.heartbeat_every);
     loop {
         tick.tick().await;
-        let status_raft = raft.clone();
-        let leads = tokio::task::spawn_blocking(move || status_raft.status())
+        let leads = raft
+            .status_async()
             .await
             .ok()
-            .and_then(Result::ok)
             .is_some_and(|groups| groups.iter().any(|g| g.group == MAP_GROUP && g.is_leader));
         if !leads {
             was_leader = false;
@@ -550,9 +549,14 @@ async fn check_health(
 async fn manage_pgs(manager: PgManager, map: Arc<RwLock<ClusterMapState>>) {
     let manager = Arc::new(std::sync::Mutex::new(manager));
     let mut last_report = None;
+    // The map is copied only when its epoch changes, not on every pass.
+    let mut current: Option<Arc<ClusterMapState>> = None;
     loop {
-        let snapshot = map.read().map(|m| m.clone()).ok();
-        if let Some(snapshot) = snapshot.filter(|m| m.epoch > 0) {
+        let epoch = map.read().map(|m| m.epoch).unwrap_or(0);
+        if epoch > 0 && current.as_ref().map(|m| m.epoch) != Some(epoch) {
+            current = map.read().ok().map(|m| Arc::new(m.clone()));
+        }
+        if let Some(snapshot) = current.clone() {
             let epoch = snapshot.epoch;
             let manager = manager.clone();
             let result = tokio::task::spawn_blocking(move || {

@@ -348,10 +348,10 @@ impl Space for SpaceService {
         &self,
         _request: Request<super::proto::LedGroupsRequest>,
     ) -> Result<Response<super::proto::LedGroupsReply>, Status> {
-        let raft = self.raft.clone();
-        let groups = tokio::task::spawn_blocking(move || raft.status())
+        let groups = self
+            .raft
+            .status_async()
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let groups = groups
             .into_iter()

@@ -47,6 +47,15 @@ pub struct PgManager {
     /// Groups with Raft state on this node when it started, and their
     /// configuration (read once).
     on_disk: Option<HashMap<GroupId, Vec<PeerId>>>,
+    /// Placement as of one map epoch: computed again only when the map
+    /// changes (every pass sends the targets to the leaders).
+    placed: Option<Placed>,
+}
+
+struct Placed {
+    epoch: u64,
+    targets: Vec<(GroupId, Vec<PeerId>)>,
+    degraded: Vec<GroupId>,
 }
 
 impl PgManager {
@@ -63,6 +72,7 @@ impl PgManager {
             backends,
             hosted: HashMap::new(),
             on_disk: None,
+            placed: None,
         }
     }
 
@@ -86,8 +96,60 @@ impl PgManager {
                     .collect(),
             );
         }
-        let placement = map.placement_map().map_err(|e| e.to_string())?;
         let mut report = SyncReport::default();
+        let targets = match &self.placed {
+            Some(placed) if placed.epoch == map.epoch => {
+                report.degraded = placed.degraded.clone();
+                placed.targets.clone()
+            }
+            _ => {
+                let targets = self.place(map, &mut report)?;
+                self.placed = Some(Placed {
+                    epoch: map.epoch,
+                    targets: targets.clone(),
+                    degraded: report.degraded.clone(),
+                });
+                targets
+            }
+        };
+        let wanted: HashMap<GroupId, Vec<PeerId>> = targets.iter().cloned().collect();
+        self.raft.reconfigure(targets).map_err(|e| e.to_string())?;
+        // Replicas whose group removed them (or that never joined it and
+        // hold nothing), and that placement does not want here either:
+        // their Raft state and objects go.
+        for status in self.raft.status().map_err(|e| e.to_string())? {
+            let unwanted = wanted
+                .get(&status.group)
+                .is_some_and(|target| !target.contains(&status.peer));
+            let never_joined =
+                status.voters.is_empty() && status.learners.is_empty() && !status.installing;
+            if !(unwanted && (status.removed || never_joined)) {
+                continue;
+            }
+            self.raft
+                .destroy_group(status.group)
+                .map_err(|e| e.to_string())?;
+            self.hosted.remove(&status.group);
+            if let Some(backend) = disk_of_peer(status.peer).and_then(|d| self.backends.get(&d)) {
+                for object in crate::recovery::group_objects(&**backend, map, status.group)? {
+                    backend.remove_object(&object).map_err(|e| e.to_string())?;
+                }
+            }
+            report.destroyed.push(status.group);
+        }
+        report.hosted = self.hosted.len();
+        Ok(report)
+    }
+
+    /// Each group's placement target under `map`; creates the replicas
+    /// this node must host (see the module docs). Short groups go to
+    /// `report.degraded`.
+    fn place(
+        &mut self,
+        map: &ClusterMapState,
+        report: &mut SyncReport,
+    ) -> Result<Vec<(GroupId, Vec<PeerId>)>, String> {
+        let placement = map.placement_map().map_err(|e| e.to_string())?;
         let local: HashSet<u32> = self.backends.keys().copied().collect();
         let mut targets = Vec::new();
         for pool in map.pools.values() {
@@ -146,32 +208,6 @@ impl PgManager {
                 targets.push((group, target));
             }
         }
-        let wanted: HashMap<GroupId, Vec<PeerId>> = targets.iter().cloned().collect();
-        self.raft.reconfigure(targets).map_err(|e| e.to_string())?;
-        // Replicas whose group removed them (or that never joined it and
-        // hold nothing), and that placement does not want here either:
-        // their Raft state and objects go.
-        for status in self.raft.status().map_err(|e| e.to_string())? {
-            let unwanted = wanted
-                .get(&status.group)
-                .is_some_and(|target| !target.contains(&status.peer));
-            let never_joined =
-                status.voters.is_empty() && status.learners.is_empty() && !status.installing;
-            if !(unwanted && (status.removed || never_joined)) {
-                continue;
-            }
-            self.raft
-                .destroy_group(status.group)
-                .map_err(|e| e.to_string())?;
-            self.hosted.remove(&status.group);
-            if let Some(backend) = disk_of_peer(status.peer).and_then(|d| self.backends.get(&d)) {
-                for object in crate::recovery::group_objects(&**backend, map, status.group)? {
-                    backend.remove_object(&object).map_err(|e| e.to_string())?;
-                }
-            }
-            report.destroyed.push(status.group);
-        }
-        report.hosted = self.hosted.len();
-        Ok(report)
+        Ok(targets)
     }
 }

@@ -128,10 +128,10 @@ impl RecoveryService {
     async fn wait_applied(&self, group: GroupId, index: u64) -> Result<(), Status> {
         let deadline = Instant::now() + APPLIED_WAIT;
         loop {
-            let raft = self.raft.clone();
-            let status = tokio::task::spawn_blocking(move || raft.status())
+            let status = self
+                .raft
+                .status_async()
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             let applied = status
                 .iter()

@@ -393,6 +393,15 @@ impl RaftNodeHandle {
         self.send(Command::Status(tx))?;
         rx.recv().map_err(|_| ReplicationError::Stopped)
     }
+
+    /// [`RaftNodeHandle::status`] from async code (off the runtime's
+    /// threads while it waits for the loop).
+    pub async fn status_async(&self) -> Result<Vec<GroupStatus>, ReplicationError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.status())
+            .await
+            .map_err(|_| ReplicationError::Stopped)?
+    }
 }
 
 struct NodeLoop {
