@@ -21,7 +21,7 @@
 //! [`StoreError::Corrupt`], never silent data; `integrity.rs` checks whole
 //! objects (scrub) and rewrites a bad block with a copy that matches its
 //! record (repair). An applied entry's data goes to the page cache; every
-//! ~100 ms the data of all entries applied since is synced in one batch
+//! second the data of all entries applied since is synced in one batch
 //! and each PG's durable index recorded after it ([`DiskStore::sync_applied`]).
 //! The Raft log holds those entries durably meanwhile (it is compacted
 //! only after a sync), and replaying an entry is harmless, so a crash at
@@ -284,6 +284,12 @@ impl DiskStore {
         })?;
         let mut options = rocksdb::Options::default();
         options.create_if_missing(true);
+        // Applying an entry writes its metadata without a sync: the log
+        // replays it from the durable index after a crash. So the
+        // write-ahead log is buffered in memory and written out by the
+        // next synced write (sync_applied, preserve, finish_copy), not by
+        // a write(2) per entry.
+        options.set_manual_wal_flush(true);
         let meta = |e: rocksdb::Error| StoreError::Meta {
             path: root.to_path_buf(),
             reason: e.to_string(),

@@ -124,7 +124,12 @@ impl DiskStore {
         let _applying = self.lock_apply();
         let mut batch = WriteBatch::default();
         self.stage_removal(&mut batch, object)?;
-        self.db.write(batch).map_err(|e| self.meta_error(e))?;
+        // Synced: the files are gone already, and no log replays this.
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.meta_error(e))?;
         self.recorded.lock().expect("recorded lock").remove(object);
         Ok(())
     }
