@@ -5,6 +5,7 @@
 //! a Raft message (the node loop does) and never blocks the node loop: a
 //! full queue to a slow or dead peer drops, and Raft retransmits.
 
+pub mod pg_stream;
 pub mod raft_transport;
 pub mod server;
 

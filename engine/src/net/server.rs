@@ -192,8 +192,8 @@ impl PlacementGroupService {
         self,
     ) -> super::proto::placement_group_server::PlacementGroupServer<PlacementGroupService> {
         super::proto::placement_group_server::PlacementGroupServer::new(self)
-            .max_decoding_message_size(80 << 20)
-            .max_encoding_message_size(80 << 20)
+            .max_decoding_message_size(super::pg_stream::STREAM_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(super::pg_stream::STREAM_MESSAGE_MAX_BYTES)
     }
 }
 
@@ -241,6 +241,33 @@ impl PlacementGroup for PlacementGroupService {
         Ok(Response::new(
             self.repairer.read(r.group, r.payload, PG_IO_TIMEOUT).await,
         ))
+    }
+
+    type StreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<super::proto::PgAnswers, Status>> + Send>,
+    >;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<super::proto::PgCalls>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let raft = self.raft.clone();
+        let repairer = self.repairer.clone();
+        let answers = super::pg_stream::serve_stream(request.into_inner(), move |call| {
+            let raft = raft.clone();
+            let repairer = repairer.clone();
+            async move {
+                if call.write {
+                    pg_reply(
+                        raft.propose_async(call.group, call.payload, PG_IO_TIMEOUT)
+                            .await,
+                    )
+                } else {
+                    repairer.read(call.group, call.payload, PG_IO_TIMEOUT).await
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 }
 

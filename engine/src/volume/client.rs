@@ -12,9 +12,9 @@ use tonic::transport::Channel;
 use super::qos::{IoKind, QosLimiter, QosLimits};
 use crate::cluster::map::{ParentRef, Pool};
 use crate::cluster::ClusterMapState;
-use crate::net::proto::placement_group_client::PlacementGroupClient;
+use crate::net::pg_stream::PgStreams;
 use crate::net::proto::space_client::SpaceClient;
-use crate::net::proto::{PgReply, PgRequest};
+use crate::net::proto::PgReply;
 use crate::net::server::pg_reply;
 use crate::pg::command::{
     decode_read_answer, encode, CopyUp, ObjectId, ObjectOp, ObjectStat, Query, ReadQuery,
@@ -194,6 +194,8 @@ pub struct VolumeClient {
     placement: Arc<Mutex<Option<PlacementAtEpoch>>>,
     leaders: Arc<Mutex<HashMap<GroupId, NodeId>>>,
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+    /// PG I/O to other nodes, pipelined on one stream per node.
+    streams: PgStreams,
     limiters: Arc<Mutex<HashMap<u64, (String, QosLimiter)>>>,
     /// Serves this node's own PG reads, repairing corrupt blocks; `None`
     /// reads without repair (tests).
@@ -213,6 +215,7 @@ impl VolumeClient {
             placement: Arc::new(Mutex::new(None)),
             leaders: Arc::new(Mutex::new(HashMap::new())),
             channels: Arc::new(Mutex::new(HashMap::new())),
+            streams: PgStreams::default(),
             limiters: Arc::new(Mutex::new(HashMap::new())),
             repairer: None,
         }
@@ -801,6 +804,11 @@ impl VolumeClient {
             .ok()?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            // A peer that stops answering breaks the I/O stream within
+            // seconds, so calls move on instead of each timing out.
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         channels.insert(node, channel.clone());
         Some(channel)
@@ -831,25 +839,20 @@ impl VolumeClient {
             };
             return Some(pg_reply(result));
         }
-        let mut client = PlacementGroupClient::new(self.channel(node)?)
-            .max_decoding_message_size(80 << 20)
-            .max_encoding_message_size(80 << 20);
-        let (payload, is_write) = match io {
+        let (payload, write) = match io {
             Io::Write(p) => (p.clone(), true),
             Io::Read(p) => (p.clone(), false),
         };
-        let request = PgRequest { group, payload };
-        let call = async {
-            if is_write {
-                client.write(request).await
-            } else {
-                client.read(request).await
-            }
-        };
-        match tokio::time::timeout(PIECE_ATTEMPT_TIMEOUT, call).await {
-            Ok(Ok(reply)) => Some(reply.into_inner()),
-            _ => None,
-        }
+        self.streams
+            .call(
+                node,
+                || self.channel(node),
+                write,
+                group,
+                payload,
+                PIECE_ATTEMPT_TIMEOUT,
+            )
+            .await
     }
 
     async fn call(
