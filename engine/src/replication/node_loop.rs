@@ -689,9 +689,17 @@ impl NodeLoop {
         };
         let raw = RawNode::new(&config, store, &self.logger)
             .map_err(|e| ReplicationError::Storage(format!("group {group}: {e}")))?;
-        self.peers
-            .insert(group, Peer::new(group, peer_id, raw, machine));
+        self.peers.insert(
+            group,
+            Peer::new(group, peer_id, raw, machine, self.lease_span()),
+        );
         Ok(())
+    }
+
+    /// How long a leader's confirmed lease lasts (see `peer::Lease`): two
+    /// ticks short of the election timeout its followers keep.
+    fn lease_span(&self) -> Duration {
+        self.config.tick_interval * (self.config.election_ticks.saturating_sub(2) as u32)
     }
 
     fn write_synced(&self, batch: WriteBatch) -> Result<(), ReplicationError> {

@@ -8,6 +8,7 @@ use prost011::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType};
 use raft::{ProgressState, RawNode, StateRole};
 use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::log_store::{LogStore, BOOTSTRAP_INDEX};
 use super::{ApplyResult, GroupId, PeerId, ReplicationError, StateMachine};
@@ -40,9 +41,36 @@ struct PendingRead {
     /// on a leader that has not committed an entry of its term yet, so
     /// those wait here until it has.
     issued: bool,
+    /// When `read_index` was called: a confirmation proves leadership
+    /// from then on (see [`Peer::lease`]).
+    issued_at: Instant,
     context: u64,
     query: Vec<u8>,
     callback: Callback,
+}
+
+/// The leader's lease: while it holds, a read is served at the commit
+/// index without asking the followers (no heartbeat round per read).
+///
+/// A ReadIndex confirmation means a quorum received this leader's
+/// heartbeat after the request was issued at `t`. With `check_quorum`, each
+/// of those followers refuses to vote (raft-rs's `in_lease`) until
+/// `election_ticks` of its own ticks have passed without a heartbeat, and
+/// ticks never come faster than the tick interval, so no other leader can
+/// be elected before `t + (election_ticks - 1) * tick`. The lease ends two
+/// ticks short of that, is dropped by a leadership transfer (the target
+/// campaigns by force, ignoring leases) and by every configuration change
+/// (the quorum changes), and each confirmation extends it.
+#[derive(Debug, Default)]
+struct Lease {
+    /// How long a confirmation issued at `t` proves leadership after `t`.
+    span: Duration,
+    until: Option<Instant>,
+    /// A read_index issued only to extend the lease: context, issue time.
+    renewal: Option<(u64, Instant)>,
+    /// This leader has committed an entry of its term (raft-rs answers no
+    /// ReadIndex before that, and the commit index may lag until then).
+    committed_in_term: bool,
 }
 
 /// A replica of a group hosted on this node.
@@ -54,6 +82,7 @@ pub struct Peer {
     proposals: VecDeque<Proposal>,
     reads: Vec<PendingRead>,
     next_read_context: u64,
+    lease: Lease,
     /// How many times this replica saw a new leader (for metrics).
     pub leader_changes: u64,
     pub leader: Option<PeerId>,
@@ -141,6 +170,7 @@ impl Peer {
         id: PeerId,
         raw: RawNode<LogStore>,
         machine: Box<dyn StateMachine>,
+        lease_span: Duration,
     ) -> Peer {
         Peer {
             group,
@@ -150,6 +180,10 @@ impl Peer {
             proposals: VecDeque::new(),
             reads: Vec::new(),
             next_read_context: 1,
+            lease: Lease {
+                span: lease_span,
+                ..Lease::default()
+            },
             leader_changes: 0,
             leader: None,
             commit_dirty: false,
@@ -269,24 +303,83 @@ impl Peer {
         });
     }
 
-    /// Starts a linearizable read (Raft ReadIndex) on the leader.
+    /// Starts a linearizable read on the leader: at the commit index while
+    /// the lease holds, else through Raft ReadIndex.
     pub fn read(&mut self, query: Vec<u8>, callback: Callback) {
         if !self.is_leader() {
             return callback(Err(self.not_leader()));
         }
+        let now = Instant::now();
+        if let Some(index) = self.lease_read_index(now) {
+            self.reads.push(PendingRead {
+                index: Some(index),
+                issued: true,
+                issued_at: now,
+                context: 0,
+                query,
+                callback,
+            });
+            self.renew_lease(now);
+            return;
+        }
         let context = self.next_read_context;
         self.next_read_context += 1;
-        let issued = self.raw.raft.commit_to_current_term();
+        let issued = self.committed_in_term();
         if issued {
             self.raw.read_index(context.to_be_bytes().to_vec());
         }
         self.reads.push(PendingRead {
             index: None,
             issued,
+            issued_at: now,
             context,
             query,
             callback,
         });
+    }
+
+    fn committed_in_term(&mut self) -> bool {
+        if !self.lease.committed_in_term {
+            self.lease.committed_in_term = self.raw.raft.commit_to_current_term();
+        }
+        self.lease.committed_in_term
+    }
+
+    /// The index a read may be served at without a ReadIndex round, if the
+    /// lease holds.
+    fn lease_read_index(&mut self, now: Instant) -> Option<u64> {
+        let until = self.lease.until?;
+        if now >= until || self.raw.raft.lead_transferee.is_some() || !self.committed_in_term() {
+            return None;
+        }
+        Some(self.raw.raft.raft_log.committed)
+    }
+
+    /// Extends a lease past its half-life with a ReadIndex of its own, so
+    /// that steady reads never wait for one.
+    fn renew_lease(&mut self, now: Instant) {
+        if let Some((_, issued)) = self.lease.renewal {
+            if now.saturating_duration_since(issued) < self.lease.span {
+                return; // still in flight
+            }
+        }
+        let Some(until) = self.lease.until else {
+            return;
+        };
+        if until.saturating_duration_since(now) > self.lease.span / 2 {
+            return;
+        }
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        self.raw.read_index(context.to_be_bytes().to_vec());
+        self.lease.renewal = Some((context, now));
+    }
+
+    fn extend_lease(&mut self, issued_at: Instant) {
+        let until = issued_at + self.lease.span;
+        if self.lease.until.is_none_or(|u| u < until) {
+            self.lease.until = Some(until);
+        }
     }
 
     /// Issues the reads that waited for this leader's first commit.
@@ -297,11 +390,13 @@ impl Peer {
         if !self.reads.iter().any(|r| !r.issued) {
             return;
         }
-        if !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+        if !self.is_leader() || !self.committed_in_term() {
             return;
         }
+        let now = Instant::now();
         for read in self.reads.iter_mut().filter(|r| !r.issued) {
             read.issued = true;
+            read.issued_at = now;
             self.raw.read_index(read.context.to_be_bytes().to_vec());
         }
     }
@@ -313,8 +408,17 @@ impl Peer {
                 continue;
             };
             let context = u64::from_be_bytes(bytes);
+            if let Some((renewal, issued_at)) = self.lease.renewal {
+                if renewal == context {
+                    self.lease.renewal = None;
+                    self.extend_lease(issued_at);
+                    continue;
+                }
+            }
             if let Some(read) = self.reads.iter_mut().find(|r| r.context == context) {
                 read.index = Some(state.index);
+                let issued_at = read.issued_at;
+                self.extend_lease(issued_at);
             }
         }
     }
@@ -327,6 +431,11 @@ impl Peer {
             self.leader_changes += 1;
             self.leader = leader;
         }
+        // A new role or leader starts without a lease.
+        self.lease = Lease {
+            span: self.lease.span,
+            ..Lease::default()
+        };
         if role != StateRole::Leader {
             self.compact_pending = false;
             let error = self.not_leader();
@@ -388,6 +497,7 @@ impl Peer {
                     })?;
                     effects.conf_state = Some((entry.index, conf));
                     self.machine.apply_noop(entry.index);
+                    self.lease.until = None; // the quorum changed
                     Ok(Vec::new())
                 }
                 EntryType::EntryConfChangeV2 => {
@@ -398,6 +508,7 @@ impl Peer {
                     })?;
                     effects.conf_state = Some((entry.index, conf));
                     self.machine.apply_noop(entry.index);
+                    self.lease.until = None; // the quorum changed
                     Ok(Vec::new())
                 }
             };

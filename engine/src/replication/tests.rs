@@ -270,6 +270,70 @@ fn an_isolated_leader_cannot_commit_and_the_majority_moves_on() {
     assert_eq!(cluster.get(1, "x"), "2");
 }
 
+/// Reads on a leader are served from its lease; once cut off, it must
+/// stop before the majority can elect a new leader and commit, or a read
+/// would return a value already overwritten.
+#[test]
+fn an_isolated_leader_stops_serving_reads_before_a_newer_write_commits() {
+    let cluster = Cluster::new(&[1, 2, 3], &[1]);
+    cluster.put(1, "x", "1");
+    assert_eq!(cluster.get(1, "x"), "1");
+    let old = cluster.leader(1);
+    let reader = cluster.handle(old);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Reads on the old leader without pause: each (start, answer).
+    let reads = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let started = Instant::now();
+                let answer = reader.read(1, b"x".to_vec(), Duration::from_millis(300));
+                answers.push((started, answer));
+            }
+            answers
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let isolated = Instant::now();
+    cluster.isolate(old);
+    let deadline = Instant::now() + TIMEOUT;
+    let new = loop {
+        let l = cluster.leader(1);
+        if l != old {
+            break l;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    cluster
+        .handle(new)
+        .propose(1, b"x=2".to_vec(), TIMEOUT)
+        .unwrap();
+    let overwritten = Instant::now();
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = reads.join().unwrap();
+    let served_before = answers
+        .iter()
+        .filter(|(t, a)| *t < isolated && a.is_ok())
+        .count();
+    assert!(served_before > 0, "no read was served before the cut");
+    for (started, answer) in &answers {
+        if *started >= overwritten {
+            assert!(
+                answer.is_err(),
+                "a read started {:?} after x=2 committed returned {:?}",
+                started.duration_since(overwritten),
+                answer
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).to_string())
+            );
+        }
+    }
+    assert!(answers.iter().any(|(t, _)| *t >= overwritten));
+}
+
 #[test]
 fn a_restarted_node_catches_up_from_the_log() {
     let mut cluster = Cluster::new(&[1, 2, 3], &[1, 2]);
