@@ -106,9 +106,69 @@ pub struct LogStore {
     /// Bytes of entry data appended since the log was last truncated (an
     /// estimate: what remains after a truncation is not counted).
     appended_bytes: u64,
+    /// The latest entries, as synced: applying them (raft-rs asks for
+    /// committed entries once they left its unstable log) reads them here,
+    /// not back from RocksDB.
+    recent: RecentEntries,
+}
+
+/// Entries ending at the log's last index, contiguous, at most
+/// [`RECENT_ENTRIES_MAX_BYTES`] of data.
+#[derive(Default)]
+struct RecentEntries {
+    entries: std::collections::VecDeque<Entry>,
+    bytes: usize,
+}
+
+/// Per group; a node holds tens to hundreds of groups.
+const RECENT_ENTRIES_MAX_BYTES: usize = 512 << 10;
+
+impl RecentEntries {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds entries just synced, which replace any from their first index.
+    fn append(&mut self, new: Vec<Entry>) {
+        let Some(first) = new.first().map(|e| e.index) else {
+            return;
+        };
+        while self.entries.back().is_some_and(|e| e.index >= first) {
+            let dropped = self.entries.pop_back().expect("back entry");
+            self.bytes -= dropped.data.len();
+        }
+        if self.entries.back().is_some_and(|e| e.index + 1 != first) {
+            self.clear();
+        }
+        for e in new {
+            self.bytes += e.data.len();
+            self.entries.push_back(e);
+        }
+        while self.bytes > RECENT_ENTRIES_MAX_BYTES {
+            let Some(dropped) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= dropped.data.len();
+        }
+    }
+
+    /// Drops entries up to and including `index`.
+    fn truncate_to(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            let dropped = self.entries.pop_front().expect("front entry");
+            self.bytes -= dropped.data.len();
+        }
+    }
 }
 
 struct Staged {
+    /// Copies of the entries, for [`LogStore::recent`] once synced.
+    entries: Vec<Entry>,
     bytes: u64,
     hard_state: Option<HardState>,
     last_index: Option<u64>,
@@ -231,6 +291,7 @@ impl LogStore {
             terms: TermRuns::default(),
             applied: 0,
             appended_bytes: 0,
+            recent: RecentEntries::default(),
         })
     }
 
@@ -327,6 +388,7 @@ impl LogStore {
         self.terms = TermRuns::default();
         self.applied = self.applied.max(meta.index);
         self.appended_bytes = 0;
+        self.recent.clear();
         Ok(())
     }
 
@@ -362,6 +424,7 @@ impl LogStore {
         self.truncated_index = BOOTSTRAP_INDEX;
         self.truncated_term = BOOTSTRAP_TERM;
         self.last_index = BOOTSTRAP_INDEX;
+        self.recent.clear();
         self.applied = BOOTSTRAP_INDEX;
     }
 
@@ -394,6 +457,7 @@ impl LogStore {
         hard_state: Option<&HardState>,
     ) {
         let mut staged = Staged {
+            entries: entries.to_vec(),
             bytes: entries.iter().map(|e| e.data.len() as u64).sum(),
             hard_state: None,
             last_index: None,
@@ -451,6 +515,7 @@ impl LogStore {
             if let Some(last) = staged.last_index {
                 self.last_index = last;
             }
+            self.recent.append(staged.entries);
             if let Some((first, runs)) = staged.terms {
                 self.terms.replace_from(first, &runs);
             }
@@ -482,6 +547,7 @@ impl LogStore {
         self.truncated_index = index;
         self.truncated_term = term;
         self.terms.truncate_to(index, self.last_index);
+        self.recent.truncate_to(index);
         self.appended_bytes = 0;
         Ok(())
     }
@@ -545,6 +611,21 @@ impl Storage for LogStore {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
+        let held = |first: &u64| *first <= low && high - first <= self.recent.entries.len() as u64;
+        if let Some(first) = self.recent.first_index().filter(held) {
+            for entry in self
+                .recent
+                .entries
+                .range((low - first) as usize..(high - first) as usize)
+            {
+                size += entry.encoded_len() as u64;
+                if !out.is_empty() && size > max_size {
+                    break;
+                }
+                out.push(entry.clone());
+            }
+            return Ok(out);
+        }
         // Point lookups, not an iterator: the entries asked for are almost
         // always in the memtable, where a get ends, while a seek also
         // visits every SST file of the range and decompresses the blocks
@@ -657,5 +738,74 @@ mod term_run_tests {
         assert_eq!((t.get(2), t.get(10)), (Some(4), Some(4)));
         t.truncate_to(20, 10);
         assert_eq!(t.get(10), None);
+    }
+}
+
+#[cfg(test)]
+mod recent_entries_tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64, len: usize) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = vec![(index % 251) as u8; len];
+        e
+    }
+
+    fn append(db: &DB, store: &mut LogStore, entries: &[Entry]) {
+        let mut batch = WriteBatch::default();
+        store.stage(&mut batch, entries, None);
+        db.write(batch).unwrap();
+        store.commit_staged();
+    }
+
+    fn all(store: &LogStore, low: u64, high: u64) -> raft::Result<Vec<Entry>> {
+        store.entries(low, high, None, GetEntriesContext::empty(false))
+    }
+
+    /// Entries served from memory equal those read back from RocksDB by a
+    /// store opened afresh, through appends, a tail overwritten by a new
+    /// leader, eviction past the byte limit and compaction.
+    #[test]
+    fn recent_entries_read_the_same_as_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let mut store = LogStore::open(db.clone(), 3).unwrap();
+        let first: Vec<Entry> = (1..=40).map(|i| entry(i, 5, 4096)).collect();
+        append(&db, &mut store, &first);
+        // A new leader's entries replace the tail from 31.
+        let overwrite: Vec<Entry> = (31..=35).map(|i| entry(i, 6, 100)).collect();
+        append(&db, &mut store, &overwrite);
+        // More than the in-memory limit: the oldest fall back to RocksDB.
+        let big: Vec<Entry> = (36..=200).map(|i| entry(i, 6, 8192)).collect();
+        append(&db, &mut store, &big);
+        assert!(store.recent.first_index().unwrap() > 36);
+        assert!(store.recent.bytes <= RECENT_ENTRIES_MAX_BYTES);
+
+        let fresh = LogStore::open(db.clone(), 3).unwrap();
+        assert!(fresh.recent.first_index().is_none());
+        for (low, high) in [(1, 201), (30, 37), (150, 201), (199, 200), (200, 201)] {
+            let cached = all(&store, low, high).unwrap();
+            assert_eq!(cached, all(&fresh, low, high).unwrap(), "{low}..{high}");
+            assert_eq!(cached.len() as u64, high - low);
+        }
+        assert_eq!(all(&store, 33, 34).unwrap()[0].term, 6);
+        assert!(all(&store, 150, 202).is_err());
+        // A size limit stops at the first entry past it, as from RocksDB.
+        let limited = store
+            .entries(150, 201, 20_000, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(limited.len(), 2);
+
+        store.compact(190).unwrap();
+        assert!(matches!(
+            all(&store, 150, 201),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(
+            all(&store, 191, 201).unwrap(),
+            all(&fresh, 191, 201).unwrap()
+        );
     }
 }

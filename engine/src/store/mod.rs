@@ -9,7 +9,7 @@
 //! | `objects/<volume:016x>/<object:016x>` | the head version's bytes at their offsets; holes read as zero |
 //! | `objects/<volume:016x>/<object:016x>@<seq:016x>` | a clone version kept for snapshots (see [`crate::pg::versions`]) |
 //! | `meta/` | RocksDB |
-//! | key `'a' pg:u64be` | version `1`, applied index u64le |
+//! | key `'a' pg:u64be` | version `1`, applied index u64le: written by a finished copy; before 2026-12-01 also by every entry (read only to set up `'d'` keys) |
 //! | key `'d' pg:u64be` | version `1`, durable index u64le: entries up to it have their data synced |
 //! | key `format-deferred-sync` | `1`: the `'d'` keys exist (set once, copying `'a'`, for a store written when every entry synced) |
 //! | key `'c' volume:u64be object:u64be block:u64be` | version `1`, crc32c u32le of that 4 KiB block of the head |
@@ -885,7 +885,9 @@ impl DiskStore {
         // later, in one batch with other entries' (sync_applied), and until
         // then a restart replays it from the durable index, which every
         // operation here allows (they are idempotent in order).
-        batch.put(applied_key(pg), versioned(&index.to_le_bytes()));
+        // No per-entry applied key: the durable index (sync_applied) is
+        // what a restart reads, and one key less per entry is one memtable
+        // insert less on the write path.
         self.db.write(batch).map_err(|e| self.meta_error(e))?;
         {
             let mut unsynced = self.unsynced.lock().expect("unsynced lock");

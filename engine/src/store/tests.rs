@@ -521,7 +521,12 @@ fn applied_data_is_synced_in_batches_and_a_restart_replays_from_the_durable_inde
     assert_eq!(store.read(&o, None, 0, 8192).unwrap(), Some(expected));
 
     // A store written when every entry synced its data has no durable
-    // index: its applied index is taken as durable, once.
+    // index, and an applied index written by every entry: that is taken
+    // as durable, once.
+    store
+        .db
+        .put(applied_key(7), versioned(&3u64.to_le_bytes()))
+        .unwrap();
     store.db.delete(durable_key(7)).unwrap();
     store.db.delete(DEFERRED_SYNC_MARKER).unwrap();
     drop(store);
