@@ -746,11 +746,12 @@ mod recent_entries_tests {
     use super::*;
 
     fn entry(index: u64, term: u64, len: usize) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![(index % 251) as u8; len];
-        e
+        Entry {
+            index,
+            term,
+            data: vec![(index % 251) as u8; len],
+            ..Default::default()
+        }
     }
 
     fn append(db: &DB, store: &mut LogStore, entries: &[Entry]) {
