@@ -41,7 +41,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub mod file_io;
 
@@ -260,7 +260,14 @@ pub struct DiskStore {
     unsynced: Mutex<Unsynced>,
     /// Files a replica copy wrote, per PG, until its copy is finished.
     copied: Mutex<HashMap<GroupId, Vec<PathBuf>>>,
+    /// Head files kept open for writes (an open and a close per applied
+    /// entry cost more than its pwrite). Every removal or replacement of
+    /// a head file forgets its entry first ([`DiskStore::forget_head`]).
+    open_heads: Mutex<HashMap<ObjectId, Arc<File>>>,
 }
+
+/// Head files a store keeps open.
+const OPEN_HEADS_MAX: usize = 256;
 
 impl DiskStore {
     /// Opens (or creates) the store in directory `root`, with io_uring if
@@ -331,6 +338,7 @@ impl DiskStore {
             apply_lock: Mutex::new(()),
             unsynced: Mutex::new(Unsynced::default()),
             copied: Mutex::new(HashMap::new()),
+            open_heads: Mutex::new(HashMap::new()),
         })
     }
 
@@ -392,6 +400,32 @@ impl DiskStore {
             }
             Err(e) => Err(Self::io("open", &path)(e)),
         }
+    }
+
+    /// The head file of `object`, opened for writing (created if absent),
+    /// from the open files kept.
+    fn open_head(&self, object: &ObjectId) -> Result<Arc<File>, StoreError> {
+        let mut open = self.open_heads.lock().expect("open heads lock");
+        if let Some(file) = open.get(object) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(self.open_for_write(object, Loc::Head)?);
+        if open.len() >= OPEN_HEADS_MAX {
+            if let Some(evicted) = open.keys().next().copied() {
+                open.remove(&evicted);
+            }
+        }
+        open.insert(*object, file.clone());
+        Ok(file)
+    }
+
+    /// Closes the kept head file of `object`: call before its head file is
+    /// removed or replaced, so that no write lands in an unlinked file.
+    pub(crate) fn forget_head(&self, object: &ObjectId) {
+        self.open_heads
+            .lock()
+            .expect("open heads lock")
+            .remove(object);
     }
 
     fn remove_file(path: &Path) -> Result<(), StoreError> {
@@ -526,6 +560,9 @@ impl DiskStore {
     ) -> Result<File, StoreError> {
         let source_path = self.version_path(object, from);
         let target_path = self.version_path(object, to);
+        if to == Loc::Head {
+            self.forget_head(object);
+        }
         Self::remove_file(&target_path)?;
         Self::delete_crcs(batch, object, to);
         let target = self.open_for_write(object, to)?;
@@ -588,13 +625,21 @@ impl DiskStore {
 
     /// The object's record, or what an unrecorded object implies.
     fn load_meta(&self, object: &ObjectId) -> Result<Working, StoreError> {
+        self.load_meta_with(object, true)
+    }
+
+    /// [`DiskStore::load_meta`]; without `check_head`, an unrecorded
+    /// object's head is taken as absent without a stat (for a change that
+    /// does not depend on it).
+    fn load_meta_with(&self, object: &ObjectId, check_head: bool) -> Result<Working, StoreError> {
         if !self
             .recorded
             .lock()
             .expect("recorded lock")
             .contains(object)
         {
-            return Ok(Working::unrecorded(self.object_path(object).exists()));
+            let head = check_head && self.object_path(object).exists();
+            return Ok(Working::unrecorded(head));
         }
         match self
             .db
@@ -645,7 +690,7 @@ impl DiskStore {
     fn flush_pending(
         &self,
         batch: &mut WriteBatch,
-        touched: &HashMap<ObjectId, File>,
+        touched: &HashMap<ObjectId, Arc<File>>,
     ) -> Result<(), StoreError> {
         self.sync_touched(touched)?;
         let pending = std::mem::take(batch);
@@ -697,8 +742,8 @@ impl DiskStore {
 
     /// Syncs the data of every touched file, all at once where the I/O
     /// backend can.
-    fn sync_touched(&self, touched: &HashMap<ObjectId, File>) -> Result<(), StoreError> {
-        let files: Vec<&File> = touched.values().collect();
+    fn sync_touched(&self, touched: &HashMap<ObjectId, Arc<File>>) -> Result<(), StoreError> {
+        let files: Vec<&File> = touched.values().map(|f| &**f).collect();
         self.io.sync_data(&files).map_err(|source| {
             // The batch names no single file; name the objects.
             let objects: Vec<String> = touched
@@ -718,7 +763,7 @@ impl DiskStore {
     fn preserve(
         &self,
         batch: &mut WriteBatch,
-        touched: &HashMap<ObjectId, File>,
+        touched: &HashMap<ObjectId, Arc<File>>,
         object: &ObjectId,
         working: &mut Working,
         seq: u64,
@@ -746,11 +791,12 @@ impl DiskStore {
     fn remove_head(
         &self,
         batch: &mut WriteBatch,
-        touched: &mut HashMap<ObjectId, File>,
+        touched: &mut HashMap<ObjectId, Arc<File>>,
         object: &ObjectId,
         working: &mut Working,
     ) -> Result<(), StoreError> {
         touched.remove(object);
+        self.forget_head(object);
         Self::remove_file(&self.object_path(object))?;
         Self::delete_crcs(batch, object, Loc::Head);
         working.meta.head = false;
@@ -760,32 +806,43 @@ impl DiskStore {
     /// The head file of `object`, opened once per entry.
     fn head_file<'a>(
         &self,
-        touched: &'a mut HashMap<ObjectId, File>,
+        touched: &'a mut HashMap<ObjectId, Arc<File>>,
         object: &ObjectId,
     ) -> Result<&'a File, StoreError> {
         match touched.entry(*object) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                Ok(e.insert(self.open_for_write(object, Loc::Head)?))
-            }
+            std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(self.open_head(object)?)),
         }
     }
 
     fn apply_ops(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), StoreError> {
         let _applying = self.lock_apply();
         let mut batch = WriteBatch::default();
-        let mut touched: HashMap<ObjectId, File> = HashMap::new();
+        let mut touched: HashMap<ObjectId, Arc<File>> = HashMap::new();
         let mut records: HashMap<ObjectId, Working> = HashMap::new();
         let mut unrecorded: Vec<ObjectId> = Vec::new();
         for op in ops {
             let object = *op.object();
+            // A plain write outside any snapshot's view (seq 0) preserves
+            // nothing and makes the head exist: whether it existed before
+            // does not matter, so the common write pays no stat.
+            let plain_write = matches!(
+                op,
+                ObjectOp::Write {
+                    seq: 0,
+                    copy_up: CopyUp::None,
+                    ..
+                }
+            );
             let working = match records.entry(object) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.load_meta(&object)?),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.load_meta_with(&object, !plain_write)?)
+                }
             };
             if let CopyUp::Data(base) = op.copy_up() {
                 if working.meta.is_pristine() {
-                    let file = self.open_for_write(&object, Loc::Head)?;
+                    let file = self.open_head(&object)?;
                     let path = self.object_path(&object);
                     // Only the blocks that hold data: the copy stays thin.
                     for (i, block) in base.chunks(BLOCK_BYTES as usize).enumerate() {
@@ -844,7 +901,7 @@ impl DiskStore {
                             touched.remove(&object);
                             let file =
                                 self.copy_version(&mut batch, &object, Loc::Clone(c), Loc::Head)?;
-                            touched.insert(object, file);
+                            touched.insert(object, Arc::new(file));
                             working.meta.head = true;
                         }
                         Version::Absent => {

@@ -102,6 +102,7 @@ impl DiskStore {
 
     /// Deletes every file, crc and record of `object` into `batch`.
     fn stage_removal(&self, batch: &mut WriteBatch, object: &ObjectId) -> Result<(), StoreError> {
+        self.forget_head(object);
         let head = format!("{:016x}", object.object_no);
         for (name, path) in self.volume_files(object.volume)? {
             if name == head || name.starts_with(&format!("{head}@")) {
