@@ -77,17 +77,28 @@ class Cinder(object):
                     '?timeout=60\n' % self.run_dir)
         self.env['EXTRA_CONFIG'] = extra
         self.setup_log = os.path.join(workdir, 'cinder-setup.out')
-        with open(self.setup_log, 'wb') as out:
-            r = subprocess.run(['timeout', str(SETUP_TIMEOUT_S),
-                                os.path.join(TOOLS, 'setup.sh')],
-                               env=self.env, stdout=out,
-                               stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
-        if r.returncode != 0:
+        # Cinder's services can also fail at start with "database is
+        # locked" at once, not after the busy timeout: two of them upgrade
+        # read transactions to writes on the same sqlite file, and sqlite
+        # refuses one instead of waiting (a deadlock it cannot wait out).
+        # That is Cinder's start, not the driver: set up once more (setup.sh
+        # wipes its run directory). Any other failure fails at once.
+        for attempt in (1, 2):
+            with open(self.setup_log, 'wb') as out:
+                r = subprocess.run(['timeout', str(SETUP_TIMEOUT_S),
+                                    os.path.join(TOOLS, 'setup.sh')],
+                                   env=self.env, stdout=out,
+                                   stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+            if r.returncode == 0:
+                break
             self.teardown()
             with open(self.setup_log) as f:
-                raise RuntimeError('Cinder setup.sh failed (%s): %s'
-                                   % (r.returncode, f.read()[-4000:]))
+                output = f.read()
+            if attempt == 1 and 'database is locked' in output:
+                continue
+            raise RuntimeError('Cinder setup.sh failed (%s): %s'
+                               % (r.returncode, output[-4000:]))
         from cinderclient import client as cinder_client
         from cinderclient.contrib import noauth
         from keystoneauth1 import session as ks_session

@@ -104,14 +104,22 @@ async fn run_stream(channel: Channel, mut calls: mpsc::UnboundedReceiver<Pending
                 let mut bytes = 0;
                 let mut next = Some(first);
                 while let Some((mut call, reply)) = next.take() {
-                    next_id += 1;
-                    call.id = next_id;
-                    bytes += call.payload.len();
-                    waiting.insert(call.id, reply);
-                    batch.push(call);
+                    // A caller that gave up (timed out) has retried
+                    // elsewhere: sending its call late could land a write
+                    // after a newer one.
+                    if !reply.is_closed() {
+                        next_id += 1;
+                        call.id = next_id;
+                        bytes += call.payload.len();
+                        waiting.insert(call.id, reply);
+                        batch.push(call);
+                    }
                     if bytes < BATCH_MAX_BYTES {
                         next = calls.try_recv().ok();
                     }
+                }
+                if batch.is_empty() {
+                    continue;
                 }
                 if outbound.send(PgCalls { calls: batch }).await.is_err() {
                     break;

@@ -183,6 +183,7 @@ impl RaftNode {
                     logger: slog::Logger::root(slog::Discard, slog::o!()),
                     installer: None,
                     inbox: tx,
+                    started: Instant::now(),
                 };
                 node_loop.run(rx);
             })
@@ -414,6 +415,7 @@ struct NodeLoop {
     installer: Option<Arc<dyn SnapshotInstaller>>,
     /// This loop's own inbox, for installers' answers.
     inbox: Sender<Command>,
+    started: Instant,
 }
 
 impl NodeLoop {
@@ -453,10 +455,11 @@ impl NodeLoop {
                         );
                     }
                 }
-                next_tick += self.config.tick_interval;
-                if next_tick < Instant::now() {
-                    next_tick = Instant::now() + self.config.tick_interval;
-                }
+                // Never two ticks closer than the interval (no catching up
+                // after a late one): a follower's election timeout then
+                // lasts at least its ticks in real time, which leader
+                // leases count on (peer::Lease).
+                next_tick = Instant::now() + self.config.tick_interval;
             }
             if let Err(e) = self.process_ready() {
                 eprintln!(
@@ -477,6 +480,9 @@ impl NodeLoop {
                 for envelope in batch {
                     if envelope.message.get_msg_type() == MessageType::MsgSnapshot {
                         self.on_snapshot(envelope);
+                        continue;
+                    }
+                    if self.votes_withheld(&envelope.message) {
                         continue;
                     }
                     if let Some(peer) = self.peers.get_mut(&envelope.group) {
@@ -694,6 +700,17 @@ impl NodeLoop {
             Peer::new(group, peer_id, raw, machine, self.lease_span()),
         );
         Ok(())
+    }
+
+    /// Whether `message` asks for a vote this node does not give yet: for
+    /// an election timeout after it starts. Before a crash it may have
+    /// acknowledged a leader's heartbeat, and raft-rs forgets the leader on
+    /// restart, so it would vote at once, inside that leader's lease.
+    fn votes_withheld(&self, message: &raft::eraftpb::Message) -> bool {
+        matches!(
+            message.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && self.started.elapsed() < self.config.tick_interval * self.config.election_ticks as u32
     }
 
     /// How long a leader's confirmed lease lasts (see `peer::Lease`): two

@@ -68,6 +68,10 @@ struct Lease {
     until: Option<Instant>,
     /// A read_index issued only to extend the lease: context, issue time.
     renewal: Option<(u64, Instant)>,
+    /// No lease before this: a leadership transfer was under way, and its
+    /// target may win a forced election (past the followers' leases) for
+    /// as long as the message telling it to could still arrive.
+    blocked_until: Option<Instant>,
     /// This leader has committed an entry of its term (raft-rs answers no
     /// ReadIndex before that, and the commit index may lag until then).
     committed_in_term: bool,
@@ -236,6 +240,7 @@ impl Peer {
                 changes
             }
             MembershipStep::TransferLeader(to) => {
+                self.block_lease(Instant::now());
                 self.raw.transfer_leader(*to);
                 return Some(step);
             }
@@ -348,11 +353,28 @@ impl Peer {
     /// The index a read may be served at without a ReadIndex round, if the
     /// lease holds.
     fn lease_read_index(&mut self, now: Instant) -> Option<u64> {
+        if self.raw.raft.lead_transferee.is_some() {
+            self.block_lease(now);
+            return None;
+        }
         let until = self.lease.until?;
-        if now >= until || self.raw.raft.lead_transferee.is_some() || !self.committed_in_term() {
+        if now >= until
+            || self.lease.blocked_until.is_some_and(|b| now < b)
+            || !self.committed_in_term()
+        {
             return None;
         }
         Some(self.raw.raft.raft_log.committed)
+    }
+
+    /// Drops the lease and refuses one until four lease spans (over three
+    /// election timeouts) from `now`: raft-rs abandons a transfer after
+    /// one election timeout, and the forced election it may have started
+    /// must be over by then.
+    fn block_lease(&mut self, now: Instant) {
+        self.lease.until = None;
+        self.lease.renewal = None;
+        self.lease.blocked_until = Some(now + self.lease.span * 4);
     }
 
     /// Extends a lease past its half-life with a ReadIndex of its own, so
@@ -376,6 +398,11 @@ impl Peer {
     }
 
     fn extend_lease(&mut self, issued_at: Instant) {
+        if self.raw.raft.lead_transferee.is_some()
+            || self.lease.blocked_until.is_some_and(|b| issued_at < b)
+        {
+            return;
+        }
         let until = issued_at + self.lease.span;
         if self.lease.until.is_none_or(|u| u < until) {
             self.lease.until = Some(until);
@@ -431,9 +458,10 @@ impl Peer {
             self.leader_changes += 1;
             self.leader = leader;
         }
-        // A new role or leader starts without a lease.
+        // A new role or leader starts without a lease (and keeps a block).
         self.lease = Lease {
             span: self.lease.span,
+            blocked_until: self.lease.blocked_until,
             ..Lease::default()
         };
         if role != StateRole::Leader {
