@@ -129,6 +129,22 @@ impl Cluster {
         }
     }
 
+    /// A leader of `group` other than `old`, waiting for its election.
+    fn leader_other_than(&self, group: GroupId, old: NodeId) -> NodeId {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let l = self.leader(group);
+            if l != old {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "group {group}: {old} still leads"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Writes through whichever node leads, retrying on leader changes, as
     /// the volume client does.
     fn put(&self, group: GroupId, key: &str, value: &str) {
@@ -250,15 +266,7 @@ fn an_isolated_leader_cannot_commit_and_the_majority_moves_on() {
             .propose(1, b"x=stranded".to_vec(), Duration::from_millis(600));
     assert!(stranded.is_err(), "a minority committed: {stranded:?}");
     // The majority elects a new leader (check_quorum makes the old one step down).
-    let deadline = Instant::now() + TIMEOUT;
-    let new = loop {
-        let l = cluster.leader(1);
-        if l != old {
-            break l;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let new = cluster.leader_other_than(1, old);
     cluster
         .handle(new)
         .propose(1, b"x=2".to_vec(), TIMEOUT)
@@ -297,15 +305,7 @@ fn an_isolated_leader_stops_serving_reads_before_a_newer_write_commits() {
     std::thread::sleep(Duration::from_millis(100));
     let isolated = Instant::now();
     cluster.isolate(old);
-    let deadline = Instant::now() + TIMEOUT;
-    let new = loop {
-        let l = cluster.leader(1);
-        if l != old {
-            break l;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let new = cluster.leader_other_than(1, old);
     cluster
         .handle(new)
         .propose(1, b"x=2".to_vec(), TIMEOUT)
