@@ -100,28 +100,17 @@ async fn run_stream(channel: Channel, mut calls: mpsc::UnboundedReceiver<Pending
         tokio::select! {
             first = calls.recv() => {
                 let Some(first) = first else { break };
-                let mut batch = Vec::new();
-                let mut bytes = 0;
-                let mut next = Some(first);
-                while let Some((mut call, reply)) = next.take() {
-                    // A caller that gave up (timed out) has retried
-                    // elsewhere: sending its call late could land a write
-                    // after a newer one.
-                    if !reply.is_closed() {
-                        next_id += 1;
-                        call.id = next_id;
-                        bytes += call.payload.len();
-                        waiting.insert(call.id, reply);
-                        batch.push(call);
-                    }
-                    if bytes < BATCH_MAX_BYTES {
-                        next = calls.try_recv().ok();
-                    }
+                let queued = take_batch(first, || calls.try_recv().ok(), |(c, _)| c.payload.len());
+                let mut sending = Vec::with_capacity(queued.len());
+                // A caller that gave up (timed out) has retried elsewhere:
+                // sending its call late could land a write after a newer one.
+                for (mut call, reply) in queued.into_iter().filter(|(_, r)| !r.is_closed()) {
+                    next_id += 1;
+                    call.id = next_id;
+                    waiting.insert(call.id, reply);
+                    sending.push(call);
                 }
-                if batch.is_empty() {
-                    continue;
-                }
-                if outbound.send(PgCalls { calls: batch }).await.is_err() {
+                if !sending.is_empty() && outbound.send(PgCalls { calls: sending }).await.is_err() {
                     break;
                 }
             }
@@ -135,6 +124,23 @@ async fn run_stream(channel: Channel, mut calls: mpsc::UnboundedReceiver<Pending
             }
         }
     }
+}
+
+/// `first` and whatever `more` has ready, up to [`BATCH_MAX_BYTES`] by
+/// `size` (a single item may be larger alone).
+fn take_batch<T>(
+    first: T,
+    mut more: impl FnMut() -> Option<T>,
+    size: impl Fn(&T) -> usize,
+) -> Vec<T> {
+    let mut bytes = size(&first);
+    let mut items = vec![first];
+    while bytes < BATCH_MAX_BYTES {
+        let Some(item) = more() else { break };
+        bytes += size(&item);
+        items.push(item);
+    }
+    items
 }
 
 /// The server's side of one stream: runs each call through `serve` as it
@@ -184,24 +190,15 @@ impl tokio_stream::Stream for AnswerBatches {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let first = match self.answers.poll_recv(cx) {
-            std::task::Poll::Ready(Some(answer)) => answer,
-            std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
-            std::task::Poll::Pending => return std::task::Poll::Pending,
+        let Some(first) = std::task::ready!(self.answers.poll_recv(cx)) else {
+            return std::task::Poll::Ready(None);
         };
-        let size = |a: &PgAnswer| a.reply.as_ref().map_or(0, |r| r.data.len());
-        let mut bytes = size(&first);
-        let mut batch = vec![first];
-        while bytes < BATCH_MAX_BYTES {
-            match self.answers.try_recv() {
-                Ok(answer) => {
-                    bytes += size(&answer);
-                    batch.push(answer);
-                }
-                Err(_) => break,
-            }
-        }
-        std::task::Poll::Ready(Some(Ok(PgAnswers { answers: batch })))
+        let answers = take_batch(
+            first,
+            || self.answers.try_recv().ok(),
+            |a| a.reply.as_ref().map_or(0, |r| r.data.len()),
+        );
+        std::task::Poll::Ready(Some(Ok(PgAnswers { answers })))
     }
 }
 
@@ -209,7 +206,7 @@ impl tokio_stream::Stream for AnswerBatches {
 mod tests {
     use super::*;
     use crate::net::proto::placement_group_server::{PlacementGroup, PlacementGroupServer};
-    use crate::net::proto::{PgReply, PgRequest};
+    use crate::net::proto::PgReply;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
     use tonic::{Request, Response};
@@ -225,12 +222,6 @@ mod tests {
 
     #[tonic::async_trait]
     impl PlacementGroup for Echo {
-        async fn write(&self, _: Request<PgRequest>) -> Result<Response<PgReply>, Status> {
-            Err(Status::unimplemented("stream only"))
-        }
-        async fn read(&self, _: Request<PgRequest>) -> Result<Response<PgReply>, Status> {
-            Err(Status::unimplemented("stream only"))
-        }
         type StreamStream =
             std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<PgAnswers, Status>> + Send>>;
         async fn stream(

@@ -12,7 +12,7 @@ use super::proto::placement_group_server::PlacementGroup;
 use super::proto::space_server::Space;
 use super::proto::{AllocatedReply, AllocatedRequest};
 use super::proto::{
-    HeartbeatReply, HeartbeatRequest, MapReply, MapRequest, PgReply, PgRequest, RaftAck, RaftBatch,
+    HeartbeatReply, HeartbeatRequest, MapReply, MapRequest, PgReply, RaftAck, RaftBatch,
 };
 use crate::cluster::Liveness;
 use crate::cluster::MAP_GROUP;
@@ -227,22 +227,6 @@ pub fn pg_reply(result: Result<Vec<u8>, ReplicationError>) -> PgReply {
 
 #[tonic::async_trait]
 impl PlacementGroup for PlacementGroupService {
-    async fn write(&self, request: Request<PgRequest>) -> Result<Response<PgReply>, Status> {
-        let r = request.into_inner();
-        Ok(Response::new(pg_reply(
-            self.raft
-                .propose_async(r.group, r.payload, PG_IO_TIMEOUT)
-                .await,
-        )))
-    }
-
-    async fn read(&self, request: Request<PgRequest>) -> Result<Response<PgReply>, Status> {
-        let r = request.into_inner();
-        Ok(Response::new(
-            self.repairer.read(r.group, r.payload, PG_IO_TIMEOUT).await,
-        ))
-    }
-
     type StreamStream = std::pin::Pin<
         Box<dyn tokio_stream::Stream<Item = Result<super::proto::PgAnswers, Status>> + Send>,
     >;

@@ -169,7 +169,6 @@ impl RecentEntries {
 struct Staged {
     /// Copies of the entries, for [`LogStore::recent`] once synced.
     entries: Vec<Entry>,
-    bytes: u64,
     hard_state: Option<HardState>,
     last_index: Option<u64>,
     /// (first index, runs of (start index, term)) of the staged entries.
@@ -458,7 +457,6 @@ impl LogStore {
     ) {
         let mut staged = Staged {
             entries: entries.to_vec(),
-            bytes: entries.iter().map(|e| e.data.len() as u64).sum(),
             hard_state: None,
             last_index: None,
             terms: None,
@@ -508,7 +506,11 @@ impl LogStore {
     /// Makes staged writes visible to raft-rs; call after the batch synced.
     pub fn commit_staged(&mut self) {
         if let Some(staged) = self.staged.take() {
-            self.appended_bytes += staged.bytes;
+            self.appended_bytes += staged
+                .entries
+                .iter()
+                .map(|e| e.data.len() as u64)
+                .sum::<u64>();
             if let Some(hs) = staged.hard_state {
                 self.hard_state = hs;
             }

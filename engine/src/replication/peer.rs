@@ -517,23 +517,19 @@ impl Peer {
                     self.machine.apply_noop(entry.index);
                     Ok(Vec::new())
                 }
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::decode(entry.data.as_slice())
-                        .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
-                    let conf = self.raw.apply_conf_change(&cc).map_err(|e| {
-                        ReplicationError::Storage(format!("apply conf change: {e}"))
-                    })?;
-                    effects.conf_state = Some((entry.index, conf));
-                    self.machine.apply_noop(entry.index);
-                    self.lease.until = None; // the quorum changed
-                    Ok(Vec::new())
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::decode(entry.data.as_slice())
-                        .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
-                    let conf = self.raw.apply_conf_change(&cc).map_err(|e| {
-                        ReplicationError::Storage(format!("apply conf change: {e}"))
-                    })?;
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let applied = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        ConfChange::decode(entry.data.as_slice())
+                            .map(|cc| self.raw.apply_conf_change(&cc))
+                    } else {
+                        ConfChangeV2::decode(entry.data.as_slice())
+                            .map(|cc| self.raw.apply_conf_change(&cc))
+                    };
+                    let conf = applied
+                        .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?
+                        .map_err(|e| {
+                            ReplicationError::Storage(format!("apply conf change: {e}"))
+                        })?;
                     effects.conf_state = Some((entry.index, conf));
                     self.machine.apply_noop(entry.index);
                     self.lease.until = None; // the quorum changed
