@@ -74,6 +74,12 @@ impl StateMachine for PgMachine {
         self.backend.sync().map_err(|e| e.to_string())
     }
 
+    fn durable_index(&self) -> Option<u64> {
+        // The node syncs applied data every second; the log is truncated
+        // behind that. An unreadable index truncates nothing.
+        Some(self.backend.applied_index(self.group).unwrap_or(0))
+    }
+
     fn restore(&mut self, index: u64) -> Result<(), String> {
         // The installer recorded the copy as applied at `index`, synced.
         let durable = self

@@ -526,7 +526,9 @@ impl LogStore {
 
     /// Drops log entries up to and including `index` (which must be applied
     /// everywhere that needs it: the caller compacts only to what every
-    /// replica has). Written synchronously, as it is rare.
+    /// replica has). Not synced: the next synced write of the node makes
+    /// it durable, and until then a crash only brings back entries the
+    /// state machine has durably applied.
     pub fn compact(&mut self, index: u64) -> raft::Result<()> {
         if index <= self.truncated_index {
             return Ok(());
@@ -541,10 +543,8 @@ impl LogStore {
             entry_key(self.group, self.truncated_index + 1),
             entry_key(self.group, index + 1),
         );
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
         self.db
-            .write_opt(batch, &options)
+            .write(batch)
             .map_err(|e| storage_error(format!("group {}: compact: {e}", self.group)))?;
         self.truncated_index = index;
         self.truncated_term = term;

@@ -51,9 +51,16 @@ pub trait StateMachine: Send {
     /// read's index.
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String>;
     /// Makes everything applied so far durable; called before the log that
-    /// could replay it is truncated.
+    /// could replay it is truncated, when `durable_index` does not tell.
     fn sync(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    /// The index up to which applied effects are durable without a
+    /// [`StateMachine::sync`] (a machine that syncs in batches of its own
+    /// says so, and the log is truncated only that far); `None` when the
+    /// machine does not track it, and must be synced before a truncation.
+    fn durable_index(&self) -> Option<u64> {
+        None
     }
     /// Takes `index` as applied: a [`SnapshotInstaller`] has put the
     /// state of another replica, at or after `index`, in place (durably).

@@ -21,8 +21,6 @@ pub const COMPACT_CONTEXT: &[u8] = b"hpchain.compact.v1";
 pub struct ApplyEffects {
     /// The configuration after the last conf change applied, and its index.
     pub conf_state: Option<(u64, raft::eraftpb::ConfState)>,
-    /// Truncate this replica's log up to this index.
-    pub compact_to: Option<u64>,
 }
 
 /// Called once with the outcome of a proposal or read.
@@ -94,9 +92,18 @@ pub struct Peer {
     pub commit_dirty: bool,
     /// A compaction proposed by this leader has not been applied yet.
     compact_pending: bool,
+    /// The log index an applied compaction truncates to, once the state
+    /// machine's effects up to it are durable (see `compact_durable`).
+    compact_wanted: Option<u64>,
+    /// Compaction checks that found the machine not yet durable that far.
+    compact_waits: u32,
     /// The index of a snapshot whose state is being copied here.
     pub installing: Option<u64>,
 }
+
+/// Compaction checks a truncation waits for the state machine's own sync
+/// before it syncs the machine itself.
+const COMPACT_WAITS_MAX: u32 = 3;
 
 /// Entries a learner may trail the commit index by and be promoted (writes
 /// keep arriving while it catches up).
@@ -192,6 +199,8 @@ impl Peer {
             leader: None,
             commit_dirty: false,
             compact_pending: false,
+            compact_wanted: None,
+            compact_waits: 0,
             installing: None,
         }
     }
@@ -484,9 +493,10 @@ impl Peer {
                 && entry.context.as_slice() == COMPACT_CONTEXT
             {
                 if let Ok(bytes) = <[u8; 8]>::try_from(entry.data.as_slice()) {
-                    // Everything the log could replay must be durable first.
-                    self.machine.sync().map_err(ReplicationError::Storage)?;
-                    effects.compact_to = Some(u64::from_le_bytes(bytes).min(entry.index - 1));
+                    // Truncated later, once what the log could replay is
+                    // durable (a sync here would stall every group).
+                    let target = u64::from_le_bytes(bytes).min(entry.index - 1);
+                    self.compact_wanted = self.compact_wanted.max(Some(target));
                 }
                 self.machine.apply_noop(entry.index);
                 self.compact_pending = false;
@@ -546,7 +556,7 @@ impl Peer {
     /// of data. A replica that is down holds compaction back (it catches
     /// up from the log, or gets a snapshot once placement replaces it).
     pub fn maybe_propose_compaction(&mut self, threshold: u64, threshold_bytes: u64) {
-        if !self.is_leader() || self.compact_pending {
+        if !self.is_leader() || self.compact_pending || self.compact_wanted.is_some() {
             return;
         }
         let min_matched = self
@@ -564,6 +574,39 @@ impl Peer {
             return;
         }
         self.propose_compaction(target);
+    }
+
+    /// Truncates the log toward the applied compaction as far as the state
+    /// machine's effects are durable: the log must still replay the rest
+    /// after a crash. After `COMPACT_WAITS_MAX` checks short of it (a
+    /// machine nothing syncs), or for a machine that does not track its
+    /// durable index, it syncs the machine first.
+    pub fn compact_durable(&mut self) -> Result<(), ReplicationError> {
+        let Some(wanted) = self.compact_wanted else {
+            return Ok(());
+        };
+        let to = match self.machine.durable_index() {
+            Some(durable) if durable >= wanted || self.compact_waits < COMPACT_WAITS_MAX => {
+                durable.min(wanted)
+            }
+            _ => {
+                self.machine.sync().map_err(ReplicationError::Storage)?;
+                wanted
+            }
+        };
+        if to >= self.raw.store().first_index_now() {
+            self.raw
+                .mut_store()
+                .compact(to)
+                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+        }
+        if to >= wanted {
+            self.compact_wanted = None;
+            self.compact_waits = 0;
+        } else {
+            self.compact_waits += 1;
+        }
+        Ok(())
     }
 
     /// Proposes truncating the log up to `target` (a replica that needs

@@ -1,6 +1,7 @@
 //! A small key-value state machine for tests of the replication layer.
 
 use rocksdb::{WriteBatch, DB};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{GroupId, StateMachine};
@@ -11,6 +12,31 @@ pub(crate) struct RocksKv {
     db: Arc<DB>,
     group: GroupId,
     applied: u64,
+    /// Set for a machine that tells its durable index: a test then plays
+    /// the batches of syncs a real machine runs on its own.
+    durability: Option<Arc<Durability>>,
+}
+
+/// What a machine that syncs in batches of its own has applied and made
+/// durable, shared with the test driving it.
+#[derive(Default)]
+pub(crate) struct Durability {
+    applied: AtomicU64,
+    durable: AtomicU64,
+    /// Syncs the node loop asked of the machine.
+    pub(crate) loop_syncs: AtomicU64,
+}
+
+impl Durability {
+    /// A sync of the machine's own: everything applied is durable.
+    pub(crate) fn sync_now(&self) {
+        let applied = self.applied.load(Ordering::SeqCst);
+        self.durable.fetch_max(applied, Ordering::SeqCst);
+    }
+
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
 }
 
 impl RocksKv {
@@ -26,7 +52,27 @@ impl RocksKv {
             .unwrap()
             .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
             .unwrap_or(0);
-        RocksKv { db, group, applied }
+        RocksKv {
+            db,
+            group,
+            applied,
+            durability: None,
+        }
+    }
+
+    /// This machine tells its durable index, as `durability` has it.
+    pub(crate) fn with_durability(mut self, durability: Arc<Durability>) -> RocksKv {
+        durability.applied.store(self.applied, Ordering::SeqCst);
+        durability.sync_now();
+        self.durability = Some(durability);
+        self
+    }
+
+    fn set_applied(&mut self, index: u64) {
+        self.applied = index;
+        if let Some(d) = &self.durability {
+            d.applied.store(index, Ordering::SeqCst);
+        }
     }
 }
 
@@ -41,17 +87,25 @@ impl StateMachine for RocksKv {
         batch.put(Self::data_key(self.group, key.as_bytes()), value.as_bytes());
         batch.put(Self::applied_key(self.group), index.to_be_bytes());
         self.db.write(batch).map_err(|e| e.to_string())?;
-        self.applied = index;
+        self.set_applied(index);
         Ok(format!("ok {index}").into_bytes())
     }
     fn apply_noop(&mut self, index: u64) {
         self.db
             .put(Self::applied_key(self.group), index.to_be_bytes())
             .unwrap();
-        self.applied = index;
+        self.set_applied(index);
     }
     fn sync(&mut self) -> Result<(), String> {
-        self.db.flush_wal(true).map_err(|e| e.to_string())
+        self.db.flush_wal(true).map_err(|e| e.to_string())?;
+        if let Some(d) = &self.durability {
+            d.loop_syncs.fetch_add(1, Ordering::SeqCst);
+            d.sync_now();
+        }
+        Ok(())
+    }
+    fn durable_index(&self) -> Option<u64> {
+        self.durability.as_ref().map(|d| d.durable())
     }
 
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {

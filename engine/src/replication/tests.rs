@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::node_loop::{NodeConfig, RaftNode, RaftNodeHandle};
-use super::test_kv::RocksKv;
+use super::test_kv::{Durability, RocksKv};
 use super::transport::{RaftEnvelope, Transport};
 use super::{GroupId, NodeId, ReplicationError};
 
@@ -43,6 +43,8 @@ struct Cluster {
     nodes: HashMap<NodeId, (RaftNode, Arc<DB>)>,
     voters: Vec<NodeId>,
     groups: Vec<GroupId>,
+    /// Set for machines that tell their durable index (one group).
+    durability: HashMap<NodeId, Arc<Durability>>,
 }
 
 impl Cluster {
@@ -53,11 +55,34 @@ impl Cluster {
             nodes: HashMap::new(),
             voters: voters.to_vec(),
             groups: groups.to_vec(),
+            durability: HashMap::new(),
         };
         for &id in voters {
             cluster.start(id);
         }
         cluster
+    }
+
+    /// One group whose machines sync in batches of their own, as the test
+    /// says (see `Durability`).
+    fn with_durability(voters: &[NodeId]) -> (Cluster, Vec<Arc<Durability>>) {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            net: Arc::new(SimNetwork::default()),
+            nodes: HashMap::new(),
+            voters: voters.to_vec(),
+            groups: vec![1],
+            durability: voters
+                .iter()
+                .map(|&id| (id, Arc::new(Durability::default())))
+                .collect(),
+        };
+        for &id in voters {
+            cluster.start(id);
+        }
+        let all = voters.iter().map(|id| cluster.durability[id].clone());
+        let all = all.collect();
+        (cluster, all)
     }
 
     fn start(&mut self, id: NodeId) {
@@ -77,7 +102,11 @@ impl Cluster {
             Arc::new(|_g: GroupId, peer: u64| Some(peer)),
         );
         for &group in &self.groups {
-            let machine = Box::new(RocksKv::open(db.clone(), group));
+            let mut machine = RocksKv::open(db.clone(), group);
+            if let Some(d) = self.durability.get(&id) {
+                machine = machine.with_durability(d.clone());
+            }
+            let machine = Box::new(machine);
             node.handle()
                 .create_group(group, id, self.voters.clone(), machine)
                 .unwrap();
@@ -425,4 +454,67 @@ fn a_replica_that_is_down_holds_truncation_back_and_catches_up_from_the_log() {
     );
     cluster.start(down);
     cluster.wait_local(down, 1, "k299", "while-down");
+}
+
+#[test]
+fn truncation_follows_the_machines_own_syncs_and_syncs_only_a_machine_left_behind() {
+    let (cluster, durability) = Cluster::with_durability(&[1, 2, 3]);
+    let nodes = [1, 2, 3];
+    // Each check: the log never lost an entry the machine could not
+    // bring back (everything before the first index is durable).
+    let truncated_behind_durable = |cluster: &Cluster| {
+        for (n, d) in nodes.iter().zip(&durability) {
+            let first = first_index(cluster, *n, 1);
+            assert!(
+                first <= d.durable() + 1,
+                "node {n}: log starts at {first}, machine durable only to {}",
+                d.durable()
+            );
+        }
+    };
+
+    // The machines sync on their own, often: the log is truncated behind
+    // them and the loop never syncs one itself.
+    let syncing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let syncer = {
+        let (syncing, durability) = (syncing.clone(), durability.clone());
+        std::thread::spawn(move || {
+            while syncing.load(std::sync::atomic::Ordering::SeqCst) {
+                durability.iter().for_each(|d| d.sync_now());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    for i in 0..400 {
+        cluster.put(1, &format!("k{i}"), &format!("v{i}"));
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while nodes.iter().any(|&n| first_index(&cluster, n, 1) < 300) {
+        truncated_behind_durable(&cluster);
+        assert!(Instant::now() < deadline, "logs were not truncated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    syncing.store(false, std::sync::atomic::Ordering::SeqCst);
+    syncer.join().unwrap();
+    for (n, d) in nodes.iter().zip(&durability) {
+        let syncs = d.loop_syncs.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(syncs, 0, "node {n}: the loop synced a machine that kept up");
+    }
+
+    // Nothing syncs them now: truncation waits a few checks, then the loop
+    // syncs the machine itself and truncates.
+    for i in 400..800 {
+        cluster.put(1, &format!("k{i}"), &format!("v{i}"));
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while nodes.iter().any(|&n| first_index(&cluster, n, 1) < 700) {
+        truncated_behind_durable(&cluster);
+        assert!(Instant::now() < deadline, "logs were not truncated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (n, d) in nodes.iter().zip(&durability) {
+        let syncs = d.loop_syncs.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(syncs > 0, "node {n}: truncated without a sync");
+    }
+    assert_eq!(cluster.get(1, "k799"), "v799");
 }
