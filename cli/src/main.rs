@@ -20,6 +20,12 @@ use std::process::ExitCode;
 
 use client::{ApiClient, CallError};
 
+/// Every write moves 4 KiB buffers through several threads (gRPC, the Raft
+/// loop, the store); glibc's allocator spent about 7% of a loaded node's
+/// CPU on them (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hpchain",
