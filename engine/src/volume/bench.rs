@@ -89,8 +89,18 @@ pub async fn run(
         let bs = spec.block_size_bytes;
         let qd = u64::from(spec.queue_depth);
         workers.spawn(async move {
-            let data: Vec<u8> = (0..bs).map(|i| (i as u8) ^ (worker as u8) ^ 0xa5).collect();
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (u64::from(worker) << 32 | 1);
+            // Incompressible, as fio's buffers are: a pattern would flatter
+            // every layer that compresses (RocksDB's blocks do).
+            let data: Vec<u8> = (0..bs.div_ceil(8))
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .take(bs as usize)
+                .collect();
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
