@@ -25,8 +25,8 @@ fio_run() { # rw bs qd fsync -> "iops MiB/s p50 p99"
     python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; k="write" if j["write"]["io_bytes"] else "read"; x=j[k]; p=x["clat_ns"]["percentile"]; print("%.0f %.1f %d %d" % (x["iops"], x["bw"]/1024, p["50.000000"]/1000, p["99.000000"]/1000))'
 }
 
-# Fill the volume's first GiB so reads hit data, not holes.
-"$HPCHAIN" volume bench demo --pattern write --block-size 4M --queue-depth 8 --seconds 3 >/dev/null
+# Write the whole volume once so reads hit data, as fio's do, not holes.
+"$HPCHAIN" volume bench demo --pattern write --block-size 4M --queue-depth 8 --seconds 120 --once >/dev/null
 sync # the fill's writeback must not slow what is measured next
 fio --name=fill --filename="$WORK/fio.file" --size=1G --rw=write --bs=4M --direct=1 --ioengine=io_uring >/dev/null 2>&1
 

@@ -623,20 +623,27 @@ pub fn volume_discard(
     Ok(())
 }
 
+/// What `hpchain volume bench` asks the node to run.
+pub struct BenchArgs {
+    pub pattern: String,
+    pub block_size: String,
+    pub queue_depth: u32,
+    pub seconds: u64,
+    pub once: bool,
+}
+
 pub fn volume_bench(
     api: &ApiClient,
     name: &str,
-    pattern: &str,
-    block_size: &str,
-    queue_depth: u32,
-    seconds: u64,
+    args: &BenchArgs,
     json_output: bool,
 ) -> Result<(), CallError> {
     let body = json!({
-        "pattern": pattern,
-        "block_size_bytes": size_arg(block_size)?,
-        "queue_depth": queue_depth,
-        "seconds": seconds,
+        "pattern": args.pattern,
+        "block_size_bytes": size_arg(&args.block_size)?,
+        "queue_depth": args.queue_depth,
+        "seconds": args.seconds,
+        "once": args.once,
     });
     let report = api.post(&format!("/v1/volumes/{name}/bench"), &body)?;
     emit(json_output, &report, |r| {

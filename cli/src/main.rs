@@ -510,6 +510,10 @@ enum VolumeCommand {
         queue_depth: u32,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// write or read: stop after one pass over the volume (within
+        /// --seconds), e.g. to fill it before reads.
+        #[arg(long)]
+        once: bool,
     },
     /// Copy a file into a volume (from byte 0), with progress.
     Import { file: String, volume: String },
@@ -684,13 +688,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 block_size,
                 queue_depth,
                 seconds,
+                once,
             } => admin::volume_bench(
                 &api,
                 &name,
-                &pattern,
-                &block_size,
-                queue_depth,
-                seconds,
+                &admin::BenchArgs {
+                    pattern,
+                    block_size,
+                    queue_depth,
+                    seconds,
+                    once,
+                },
                 json,
             ),
             VolumeCommand::Import { file, volume } => transfer::import(&api, &file, &volume),

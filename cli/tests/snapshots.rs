@@ -236,6 +236,46 @@ fn snapshots_clones_flatten_and_qos_on_a_three_node_cluster() {
     );
 
     qos(&cluster);
+    bench_once(&cluster);
+}
+
+/// `volume bench --once` writes every block of the volume exactly once,
+/// with data that is not a pattern, then stops well before its time limit.
+fn bench_once(cluster: &DevCluster) {
+    ok(cli(
+        cluster,
+        &[
+            "volume", "create", "filled", "--pool", "rbd", "--size", "16M",
+        ],
+    ));
+    let report = json(cli(
+        cluster,
+        &[
+            "--json",
+            "volume",
+            "bench",
+            "filled",
+            "--pattern",
+            "write",
+            "--block-size",
+            "1M",
+            "--queue-depth",
+            "3",
+            "--seconds",
+            "60",
+            "--once",
+        ],
+    ));
+    assert_eq!(report["ios"], 16, "one write per 1 MiB block: {report}");
+    assert!(report["seconds"].as_f64().unwrap() < 30.0, "{report}");
+    let data = export(cluster, "filled");
+    assert_eq!(data.len(), 16 * MIB);
+    for (i, block) in data.chunks(4096).enumerate() {
+        assert!(block.iter().any(|&b| b != 0), "block {i} was not written");
+        // Random data: no 16-byte run repeats inside a block.
+        let runs: std::collections::HashSet<&[u8]> = block.chunks(16).collect();
+        assert_eq!(runs.len(), 256, "block {i} repeats itself");
+    }
 }
 
 fn bench(cluster: &DevCluster, volume: &str, seconds: u64) -> std::process::Child {

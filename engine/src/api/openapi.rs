@@ -403,6 +403,7 @@ pub fn document() -> Value {
                         "required": ["pattern", "block_size_bytes", "queue_depth", "seconds"],
                         "properties": {"pattern": {"type": "string", "enum": ["randwrite", "randread", "write", "read"]},
                             "block_size_bytes": {"type": "integer"}, "queue_depth": {"type": "integer", "maximum": 256},
+                            "once": {"type": "boolean", "description": "sequential patterns: stop after one pass over the volume"},
                             "seconds": {"type": "integer", "maximum": 120}}}}}},
                     "responses": with_errors(json!({"200": {"description": "iops, bytes_per_second, latency_us_p50/p99/max"}}))}
             },

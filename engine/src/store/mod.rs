@@ -1022,10 +1022,25 @@ impl DiskStore {
         len: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.version_path(object, loc);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::io("open", &path)(e)),
+        // A head written lately is open already. A read never adds to the
+        // kept files: it may run beside a removal on another thread, and a
+        // kept descriptor of a removed file would swallow later writes.
+        let kept = match loc {
+            Loc::Head => self
+                .open_heads
+                .lock()
+                .expect("open heads lock")
+                .get(object)
+                .cloned(),
+            _ => None,
+        };
+        let file = match kept {
+            Some(file) => file,
+            None => match File::open(&path) {
+                Ok(f) => Arc::new(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Self::io("open", &path)(e)),
+            },
         };
         let mut out = vec![0u8; len as usize];
         // The whole span of blocks in one read (zero past the end of the

@@ -16,6 +16,10 @@ pub struct BenchSpec {
     pub block_size_bytes: u64,
     pub queue_depth: u32,
     pub seconds: u64,
+    /// Sequential patterns: stop after one pass over the volume (within
+    /// `seconds`), to fill a volume before reads.
+    #[serde(default)]
+    pub once: bool,
 }
 
 /// What it measured.
@@ -88,6 +92,7 @@ pub async fn run(
         let volume = volume.to_string();
         let bs = spec.block_size_bytes;
         let qd = u64::from(spec.queue_depth);
+        let once = spec.once && !random;
         workers.spawn(async move {
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (u64::from(worker) << 32 | 1);
             // Incompressible, as fio's buffers are: a pattern would flatter
@@ -109,6 +114,8 @@ pub async fn run(
                     x ^= x >> 7;
                     x ^= x << 17;
                     x % blocks
+                } else if once && u64::from(worker) + n * qd >= blocks {
+                    break;
                 } else {
                     (u64::from(worker) + n * qd) % blocks
                 };
