@@ -460,16 +460,22 @@ fn a_replica_that_is_down_holds_truncation_back_and_catches_up_from_the_log() {
 fn truncation_follows_the_machines_own_syncs_and_syncs_only_a_machine_left_behind() {
     let (cluster, durability) = Cluster::with_durability(&[1, 2, 3]);
     let nodes = [1, 2, 3];
-    // Each check: the log never lost an entry the machine could not
-    // bring back (everything before the first index is durable).
-    let truncated_behind_durable = |cluster: &Cluster| {
-        for (n, d) in nodes.iter().zip(&durability) {
-            let first = first_index(cluster, *n, 1);
-            assert!(
-                first <= d.durable() + 1,
-                "node {n}: log starts at {first}, machine durable only to {}",
-                d.durable()
-            );
+    // Waits until every log starts at `first` or later, checking all the
+    // while that no log lost an entry its machine could not bring back
+    // (everything before the first index is durable).
+    let wait_truncated_to = |cluster: &Cluster, first: u64| {
+        let deadline = Instant::now() + TIMEOUT;
+        while nodes.iter().any(|&n| first_index(cluster, n, 1) < first) {
+            for (n, d) in nodes.iter().zip(&durability) {
+                let at = first_index(cluster, *n, 1);
+                assert!(
+                    at <= d.durable() + 1,
+                    "node {n}: log starts at {at}, machine durable only to {}",
+                    d.durable()
+                );
+            }
+            assert!(Instant::now() < deadline, "logs were not truncated");
+            std::thread::sleep(Duration::from_millis(20));
         }
     };
 
@@ -488,12 +494,7 @@ fn truncation_follows_the_machines_own_syncs_and_syncs_only_a_machine_left_behin
     for i in 0..400 {
         cluster.put(1, &format!("k{i}"), &format!("v{i}"));
     }
-    let deadline = Instant::now() + TIMEOUT;
-    while nodes.iter().any(|&n| first_index(&cluster, n, 1) < 300) {
-        truncated_behind_durable(&cluster);
-        assert!(Instant::now() < deadline, "logs were not truncated");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_truncated_to(&cluster, 300);
     syncing.store(false, std::sync::atomic::Ordering::SeqCst);
     syncer.join().unwrap();
     for (n, d) in nodes.iter().zip(&durability) {
@@ -506,12 +507,7 @@ fn truncation_follows_the_machines_own_syncs_and_syncs_only_a_machine_left_behin
     for i in 400..800 {
         cluster.put(1, &format!("k{i}"), &format!("v{i}"));
     }
-    let deadline = Instant::now() + TIMEOUT;
-    while nodes.iter().any(|&n| first_index(&cluster, n, 1) < 700) {
-        truncated_behind_durable(&cluster);
-        assert!(Instant::now() < deadline, "logs were not truncated");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_truncated_to(&cluster, 700);
     for (n, d) in nodes.iter().zip(&durability) {
         let syncs = d.loop_syncs.load(std::sync::atomic::Ordering::SeqCst);
         assert!(syncs > 0, "node {n}: truncated without a sync");
