@@ -276,6 +276,24 @@ fn bench_once(cluster: &DevCluster) {
         let runs: std::collections::HashSet<&[u8]> = block.chunks(16).collect();
         assert_eq!(runs.len(), 256, "block {i} repeats itself");
     }
+    let refused = cli(
+        cluster,
+        &[
+            "volume",
+            "bench",
+            "filled",
+            "--pattern",
+            "randwrite",
+            "--seconds",
+            "1",
+            "--once",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("use pattern write or read"),
+        "{said}"
+    );
 }
 
 fn bench(cluster: &DevCluster, volume: &str, seconds: u64) -> std::process::Child {

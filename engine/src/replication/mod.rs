@@ -51,7 +51,8 @@ pub trait StateMachine: Send {
     /// read's index.
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String>;
     /// Makes everything applied so far durable; called before the log that
-    /// could replay it is truncated, when `durable_index` does not tell.
+    /// could replay it is truncated, when `durable_index` does not tell or
+    /// has stayed behind the truncation for a few checks.
     fn sync(&mut self) -> Result<(), String> {
         Ok(())
     }

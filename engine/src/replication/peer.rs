@@ -589,7 +589,14 @@ impl Peer {
             Some(durable) if durable >= wanted || self.compact_waits < COMPACT_WAITS_MAX => {
                 durable.min(wanted)
             }
-            _ => {
+            Some(_) => {
+                // Still behind: sync it here. A sync that succeeded makes
+                // everything applied so far durable, but the index it
+                // records is what counts.
+                self.machine.sync().map_err(ReplicationError::Storage)?;
+                self.machine.durable_index().unwrap_or(0).min(wanted)
+            }
+            None => {
                 self.machine.sync().map_err(ReplicationError::Storage)?;
                 wanted
             }

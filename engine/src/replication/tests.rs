@@ -465,7 +465,7 @@ fn truncation_follows_the_machines_own_syncs_and_syncs_only_a_machine_left_behin
     // (everything before the first index is durable).
     let wait_truncated_to = |cluster: &Cluster, first: u64| {
         let deadline = Instant::now() + TIMEOUT;
-        while nodes.iter().any(|&n| first_index(cluster, n, 1) < first) {
+        loop {
             for (n, d) in nodes.iter().zip(&durability) {
                 let at = first_index(cluster, *n, 1);
                 assert!(
@@ -473,6 +473,9 @@ fn truncation_follows_the_machines_own_syncs_and_syncs_only_a_machine_left_behin
                     "node {n}: log starts at {at}, machine durable only to {}",
                     d.durable()
                 );
+            }
+            if nodes.iter().all(|&n| first_index(cluster, n, 1) >= first) {
+                break;
             }
             assert!(Instant::now() < deadline, "logs were not truncated");
             std::thread::sleep(Duration::from_millis(20));

@@ -41,7 +41,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub mod file_io;
 
@@ -258,6 +258,10 @@ pub struct DiskStore {
     apply_lock: Mutex<()>,
     /// Written since the last [`DiskStore::sync_applied`].
     unsynced: Mutex<Unsynced>,
+    /// Held across a whole `sync_applied` (and `finish_copy`): two syncs
+    /// at once could record a durable index past files the other is still
+    /// syncing, and the log would be truncated on it.
+    sync_lock: Mutex<()>,
     /// Files a replica copy wrote, per PG, until its copy is finished.
     copied: Mutex<HashMap<GroupId, Vec<PathBuf>>>,
     /// Head files kept open for writes (an open and a close per applied
@@ -337,6 +341,7 @@ impl DiskStore {
             io,
             apply_lock: Mutex::new(()),
             unsynced: Mutex::new(Unsynced::default()),
+            sync_lock: Mutex::new(()),
             copied: Mutex::new(HashMap::new()),
             open_heads: Mutex::new(HashMap::new()),
         })
@@ -699,23 +704,39 @@ impl DiskStore {
 
     /// Makes what applied entries wrote durable: syncs every file they
     /// touched (in one batch where the I/O backend can), then records each
-    /// PG's durable index, synced. Called every few tens of milliseconds
-    /// by the node, before log compaction, and on drop.
+    /// PG's durable index, synced. Called every second by the node, by the
+    /// Raft loop for a log truncation kept waiting, and on drop. When it
+    /// returns Ok, everything applied before the call is durable; on an
+    /// error, what it took is put back for the next call.
     pub fn sync_applied(&self) -> Result<(), StoreError> {
+        let _syncing = self
+            .sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let unsynced = std::mem::take(&mut *self.unsynced.lock().expect("unsynced lock"));
         if unsynced.applied.is_empty() {
             return Ok(());
         }
-        self.sync_paths(&unsynced.files)?;
-        let mut batch = WriteBatch::default();
-        for (pg, index) in &unsynced.applied {
-            batch.put(durable_key(*pg), versioned(&index.to_le_bytes()));
+        let result = self.sync_paths(&unsynced.files).and_then(|()| {
+            let mut batch = WriteBatch::default();
+            for (pg, index) in &unsynced.applied {
+                batch.put(durable_key(*pg), versioned(&index.to_le_bytes()));
+            }
+            let mut options = rocksdb::WriteOptions::default();
+            options.set_sync(true);
+            self.db
+                .write_opt(batch, &options)
+                .map_err(|e| self.meta_error(e))
+        });
+        if result.is_err() {
+            let mut now = self.unsynced.lock().expect("unsynced lock");
+            now.files.extend(unsynced.files);
+            for (pg, index) in unsynced.applied {
+                let at = now.applied.entry(pg).or_insert(index);
+                *at = (*at).max(index);
+            }
         }
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
-        self.db
-            .write_opt(batch, &options)
-            .map_err(|e| self.meta_error(e))
+        result
     }
 
     /// Syncs the data of the files at `paths`, all at once where the I/O

@@ -534,6 +534,29 @@ fn applied_data_is_synced_in_batches_and_a_restart_replays_from_the_durable_inde
     assert_eq!(store.applied_index(7).unwrap(), 3);
 }
 
+/// A sync that fails records nothing durable and leaves its work to the
+/// next one, which then covers it: the log is truncated only on what a
+/// sync recorded, so a dropped batch would be lost data after a crash.
+#[test]
+fn a_failed_sync_records_nothing_and_the_next_sync_covers_its_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let (a, b) = (object(1), object(2));
+    store.apply(7, 1, &[write(a, 0, vec![1; 4096], 0)]).unwrap();
+    store.apply(7, 2, &[write(b, 0, vec![2; 4096], 0)]).unwrap();
+    // b's file cannot be opened for the sync: a symlink loop in its place.
+    let path = store.object_path(&b);
+    let aside = path.with_extension("aside");
+    std::fs::rename(&path, &aside).unwrap();
+    std::os::unix::fs::symlink(&path, &path).unwrap();
+    assert!(store.sync_applied().is_err());
+    assert_eq!(store.applied_index(7).unwrap(), 0, "nothing is durable yet");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    store.sync_applied().unwrap();
+    assert_eq!(store.applied_index(7).unwrap(), 2);
+}
+
 /// A new replica's copy: every version and record of an object, taken from
 /// one store and imported into another that held a stale version of it,
 /// reads the same; replaying an entry older than the copy over it changes

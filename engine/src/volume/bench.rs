@@ -62,6 +62,12 @@ pub async fn run(
         }
     };
     let writes = spec.pattern.ends_with("write");
+    if spec.once && random {
+        return Err(invalid(format!(
+            "bench --once makes one pass over the volume: use pattern write or read, not {}",
+            spec.pattern
+        )));
+    }
     if spec.block_size_bytes == 0
         || !spec.block_size_bytes.is_multiple_of(512)
         || spec.block_size_bytes > 64 << 20
