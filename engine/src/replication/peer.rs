@@ -589,24 +589,20 @@ impl Peer {
             Some(durable) if durable >= wanted || self.compact_waits < COMPACT_WAITS_MAX => {
                 durable.min(wanted)
             }
-            Some(_) => {
-                // Still behind: sync it here. A sync that succeeded makes
-                // everything applied so far durable, but the index it
-                // records is what counts.
+            _ => {
+                // Still behind, or untracked: sync it here. Where the
+                // machine records its durable index, that is what counts.
                 self.machine.sync().map_err(ReplicationError::Storage)?;
-                self.machine.durable_index().unwrap_or(0).min(wanted)
-            }
-            None => {
-                self.machine.sync().map_err(ReplicationError::Storage)?;
-                wanted
+                self.machine
+                    .durable_index()
+                    .map_or(wanted, |d| d.min(wanted))
             }
         };
-        if to >= self.raw.store().first_index_now() {
-            self.raw
-                .mut_store()
-                .compact(to)
-                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
-        }
+        // Compacting to where the log already starts does nothing.
+        self.raw
+            .mut_store()
+            .compact(to)
+            .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         if to >= wanted {
             self.compact_wanted = None;
             self.compact_waits = 0;

@@ -49,40 +49,34 @@ struct Cluster {
 
 impl Cluster {
     fn new(voters: &[NodeId], groups: &[GroupId]) -> Cluster {
+        Cluster::started(voters, groups, HashMap::new())
+    }
+
+    /// One group whose machines sync in batches of their own, as the test
+    /// says (see `Durability`).
+    fn with_durability(voters: &[NodeId]) -> (Cluster, Vec<Arc<Durability>>) {
+        let all: Vec<Arc<Durability>> = voters.iter().map(|_| Arc::default()).collect();
+        let by_node = voters.iter().copied().zip(all.iter().cloned()).collect();
+        (Cluster::started(voters, &[1], by_node), all)
+    }
+
+    fn started(
+        voters: &[NodeId],
+        groups: &[GroupId],
+        durability: HashMap<NodeId, Arc<Durability>>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().unwrap(),
             net: Arc::new(SimNetwork::default()),
             nodes: HashMap::new(),
             voters: voters.to_vec(),
             groups: groups.to_vec(),
-            durability: HashMap::new(),
+            durability,
         };
         for &id in voters {
             cluster.start(id);
         }
         cluster
-    }
-
-    /// One group whose machines sync in batches of their own, as the test
-    /// says (see `Durability`).
-    fn with_durability(voters: &[NodeId]) -> (Cluster, Vec<Arc<Durability>>) {
-        let mut cluster = Cluster {
-            dir: tempfile::tempdir().unwrap(),
-            net: Arc::new(SimNetwork::default()),
-            nodes: HashMap::new(),
-            voters: voters.to_vec(),
-            groups: vec![1],
-            durability: voters
-                .iter()
-                .map(|&id| (id, Arc::new(Durability::default())))
-                .collect(),
-        };
-        for &id in voters {
-            cluster.start(id);
-        }
-        let all = voters.iter().map(|id| cluster.durability[id].clone());
-        let all = all.collect();
-        (cluster, all)
     }
 
     fn start(&mut self, id: NodeId) {

@@ -709,10 +709,7 @@ impl DiskStore {
     /// returns Ok, everything applied before the call is durable; on an
     /// error, what it took is put back for the next call.
     pub fn sync_applied(&self) -> Result<(), StoreError> {
-        let _syncing = self
-            .sync_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _syncing = self.lock_sync();
         let unsynced = std::mem::take(&mut *self.unsynced.lock().expect("unsynced lock"));
         if unsynced.applied.is_empty() {
             return Ok(());
@@ -987,7 +984,14 @@ impl DiskStore {
         // A panic while applying leaves nothing half-locked to protect.
         self.apply_lock
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// See [`DiskStore::sync_lock`]; it guards no data either.
+    fn lock_sync(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn recorded_crc(

@@ -195,10 +195,7 @@ impl DiskStore {
             .remove(&pg)
             .unwrap_or_default();
         // After any sync in flight, which may hold an older index of `pg`.
-        let _syncing = self
-            .sync_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _syncing = self.lock_sync();
         self.sync_paths(&paths)?;
         let _applying = self.lock_apply();
         self.unsynced

@@ -98,28 +98,20 @@ pub async fn run(
         let volume = volume.to_string();
         let bs = spec.block_size_bytes;
         let qd = u64::from(spec.queue_depth);
-        let once = spec.once && !random;
+        let once = spec.once;
         workers.spawn(async move {
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (u64::from(worker) << 32 | 1);
             // Incompressible, as fio's buffers are: a pattern would flatter
             // every layer that compresses (RocksDB's blocks do).
             let data: Vec<u8> = (0..bs.div_ceil(8))
-                .flat_map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x.to_le_bytes()
-                })
+                .flat_map(|_| xorshift(&mut x).to_le_bytes())
                 .take(bs as usize)
                 .collect();
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let block = if random {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x % blocks
+                    xorshift(&mut x) % blocks
                 } else if once && u64::from(worker) + n * qd >= blocks {
                     break;
                 } else {
@@ -162,4 +154,13 @@ pub async fn run(
         latency_us_p99: at(0.99),
         latency_us_max: latencies.last().copied().unwrap_or(0),
     })
+}
+
+/// The next number of a xorshift64 sequence (for data and block choice:
+/// fast, and the same on every run).
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
 }
