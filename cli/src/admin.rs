@@ -645,7 +645,11 @@ pub fn volume_bench(
         "seconds": args.seconds,
         "once": args.once,
     });
-    let report = api.post(&format!("/v1/volumes/{name}/bench"), &body)?;
+    let report = api.post_waiting(
+        &format!("/v1/volumes/{name}/bench"),
+        &body,
+        std::time::Duration::from_secs(args.seconds),
+    )?;
     emit(json_output, &report, |r| {
         println!(
             "{} {} qd {}: {:.0} IOPS, {}/s, latency p50 {} us, p99 {} us, max {} us ({} I/Os in {:.1} s)",

@@ -118,6 +118,22 @@ impl ApiClient {
         self.finish(self.request("POST", path).send_json(body))
     }
 
+    /// [`ApiClient::post`] for a call the server works on for up to `work`
+    /// before it answers (a benchmark): the usual 30 s limit would give up
+    /// on it early while the server went on.
+    pub fn post_waiting(
+        &self,
+        path: &str,
+        body: &Value,
+        work: Duration,
+    ) -> Result<Value, CallError> {
+        self.finish(
+            self.request("POST", path)
+                .timeout(work + Duration::from_secs(30))
+                .send_json(body),
+        )
+    }
+
     pub fn put(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         self.finish(self.request("PUT", path).send_json(body))
     }

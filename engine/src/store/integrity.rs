@@ -18,12 +18,7 @@ use crate::pg::command::ObjectId;
 impl DiskStore {
     /// The version's file, `None` if it does not exist.
     fn open_version(&self, object: &ObjectId, loc: Loc) -> Result<Option<File>, StoreError> {
-        let path = self.version_path(object, loc);
-        match File::open(&path) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Self::io("open", &path)(e)),
-        }
+        Self::open_to_read(&self.version_path(object, loc))
     }
 
     /// Block `block` of a version as stored (zeroes for a missing file).

@@ -393,17 +393,32 @@ impl DiskStore {
                 .truncate(false)
                 .open(&path)
         };
-        match open() {
-            Ok(file) => Ok(file),
+        let file = match open() {
+            Ok(file) => file,
             // The volume's first object here: make its directory. Tried
             // second, so that the common write pays no mkdir.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
                 }
-                open().map_err(Self::io("open", &path))
+                open().map_err(Self::io("open", &path))?
             }
-            Err(e) => Err(Self::io("open", &path)(e)),
+            Err(e) => return Err(Self::io("open", &path)(e)),
+        };
+        // Kept heads serve reads too.
+        file_io::advise_random(&file);
+        Ok(file)
+    }
+
+    /// An object file opened for reading, `None` if it does not exist.
+    fn open_to_read(path: &Path) -> Result<Option<File>, StoreError> {
+        match File::open(path) {
+            Ok(file) => {
+                file_io::advise_random(&file);
+                Ok(Some(file))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io("open", path)(e)),
         }
     }
 
@@ -571,12 +586,7 @@ impl DiskStore {
         Self::remove_file(&target_path)?;
         Self::delete_crcs(batch, object, to);
         let target = self.open_for_write(object, to)?;
-        let source = match File::open(&source_path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Self::io("open", &source_path)(e)),
-        };
-        if let Some(source) = source {
+        if let Some(source) = Self::open_to_read(&source_path)? {
             for (block, crc) in self.recorded_blocks(object, from)? {
                 let bytes = self.read_block(&source, &source_path, block)?;
                 self.io
@@ -744,11 +754,7 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         let mut files = Vec::new();
         for path in paths {
-            match File::open(path) {
-                Ok(f) => files.push(f),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Self::io("open", path)(e)),
-            }
+            files.extend(Self::open_to_read(path)?);
         }
         let refs: Vec<&File> = files.iter().collect();
         self.io.sync_data(&refs).map_err(|source| StoreError::Io {
@@ -1061,10 +1067,9 @@ impl DiskStore {
         };
         let file = match kept {
             Some(file) => file,
-            None => match File::open(&path) {
-                Ok(f) => Arc::new(f),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Self::io("open", &path)(e)),
+            None => match Self::open_to_read(&path)? {
+                Some(f) => Arc::new(f),
+                None => return Ok(None),
             },
         };
         let mut out = vec![0u8; len as usize];

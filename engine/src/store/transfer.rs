@@ -10,7 +10,6 @@
 
 use rocksdb::WriteBatch;
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::PathBuf;
 
 use super::{crc_key_at, meta_key, versioned, DiskStore, Loc, StoreError, BLOCK_BYTES};
@@ -69,10 +68,8 @@ impl DiskStore {
         let mut versions = Vec::with_capacity(locs.len());
         for loc in locs {
             let path = self.version_path(object, loc);
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::io("open", &path)(e)),
+            let Some(file) = Self::open_to_read(&path)? else {
+                continue;
             };
             let recorded = self.recorded_blocks(object, loc)?;
             let mut blocks = Vec::with_capacity(recorded.len());
