@@ -26,4 +26,6 @@ pub mod pg;
 pub mod recovery;
 pub mod replication;
 pub mod store;
+#[cfg(test)]
+mod test_rng;
 pub mod volume;

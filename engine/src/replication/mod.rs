@@ -13,6 +13,7 @@
 pub mod log_store;
 pub mod node_loop;
 pub mod peer;
+pub mod segment_log;
 pub mod transport;
 
 #[cfg(test)]

@@ -5,19 +5,7 @@ use super::*;
 use crate::pg::backend::MemoryBackend;
 use std::os::unix::fs::FileExt;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::test_rng::Rng;
 
 fn object(n: u64) -> ObjectId {
     ObjectId {

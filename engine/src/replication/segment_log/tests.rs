@@ -1,0 +1,429 @@
+use super::*;
+use std::collections::BTreeMap;
+
+type GroupState = (Option<Vec<u8>>, (u64, u64), Vec<(u64, u64, Vec<u8>)>);
+
+/// Everything the log says, read back through its public calls.
+fn state(log: &SegmentLog) -> BTreeMap<GroupId, GroupState> {
+    log.groups()
+        .map(|(&id, g)| {
+            let entries = (g.first_index()..=g.last_index())
+                .map(|i| {
+                    let bytes = log.entry(id, i).unwrap().expect("an indexed entry reads");
+                    (i, g.term(i).unwrap(), bytes)
+                })
+                .collect();
+            (id, (g.hard_state.clone(), g.truncated, entries))
+        })
+        .collect()
+}
+
+fn payload(group: GroupId, index: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (group as usize * 31 + index as usize * 7 + i) as u8)
+        .collect()
+}
+
+/// One round: entries `from..=to` of `group` in `term`, and a hard state.
+fn round(group: GroupId, from: u64, to: u64, term: u64, len: usize) -> Round {
+    let data: Vec<Vec<u8>> = (from..=to).map(|i| payload(group, i, len)).collect();
+    let entries: Vec<(u64, u64, &[u8])> = (from..=to)
+        .zip(&data)
+        .map(|(i, d)| (i, term, d.as_slice()))
+        .collect();
+    let mut r = Round::default();
+    r.entries(group, &entries);
+    r.hard_state(group, format!("term {term} commit {to}").as_bytes());
+    r
+}
+
+fn segment_file(dir: &Path, seq: u64) -> PathBuf {
+    segment_path(&dir.join("raft-log"), seq)
+}
+
+fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentLog, SegmentLogError> {
+    SegmentLog::open(&dir.join("raft-log"), segment_bytes)
+}
+
+#[test]
+fn rounds_replay_to_the_same_index_and_a_later_round_replaces_a_conflicting_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    log.write(round(7, 1, 5, 1, 100)).unwrap();
+    log.write(round(9, 1, 2, 1, 5000)).unwrap();
+    // A new leader's entries from 3 on, in term 2: 4 and 5 of term 1 go.
+    log.write(round(7, 3, 4, 2, 60)).unwrap();
+    let g = log.group(7).unwrap();
+    assert_eq!(
+        (g.last_index(), g.term(2), g.term(3), g.term(5)),
+        (4, Some(1), Some(2), None)
+    );
+    assert_eq!(log.entry(7, 3).unwrap(), Some(payload(7, 3, 60)));
+    assert_eq!(log.entry(7, 5).unwrap(), None);
+    assert_eq!(g.hard_state.as_deref(), Some(&b"term 2 commit 4"[..]));
+    let before = state(&log);
+    drop(log);
+    let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    assert_eq!(state(&log), before);
+    // Appends go on after a reopen, and a gap is refused on replay only
+    // because no writer makes one: the next index follows.
+    log.write(round(7, 5, 6, 2, 10)).unwrap();
+    drop(log);
+    let log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    assert_eq!(log.group(7).unwrap().last_index(), 6);
+    assert_eq!(log.entry(7, 6).unwrap(), Some(payload(7, 6, 10)));
+}
+
+#[test]
+fn segments_rotate_and_go_from_the_front_once_nothing_points_into_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 64 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    // Group 2 writes once and never truncates: it holds segment 1.
+    log.write(round(2, 1, 1, 1, 100)).unwrap();
+    for i in 1..=60u64 {
+        log.write(round(1, i, i, 1, 4000)).unwrap();
+        if i % 5 == 0 {
+            let mut r = Round::default();
+            r.truncate(1, i - 1, 1);
+            log.write(r).unwrap();
+        }
+    }
+    let held = log.segments();
+    assert!(
+        held.len() > 3,
+        "60 x 4 KiB rounds rotate 64 KiB segments: {held:?}"
+    );
+    assert_eq!(
+        held[0], 1,
+        "the lagging group keeps the first segment, and all after it"
+    );
+    let before = state(&log);
+    drop(log);
+    let mut log = open(dir.path(), segment).unwrap();
+    assert_eq!(
+        state(&log),
+        before,
+        "a reopen across rotations sees the same log"
+    );
+    // Group 2 truncates: every segment but the newest holds nothing live.
+    let mut r = Round::default();
+    r.truncate(2, 1, 1);
+    log.write(r).unwrap();
+    let left = log.segments();
+    let newest = *held.last().unwrap();
+    assert_eq!(
+        left,
+        vec![newest, newest + 1],
+        "the segment with group 1's last entry, and the one the reopen began"
+    );
+    for seq in held.iter().filter(|s| !left.contains(s)) {
+        assert!(
+            !segment_file(dir.path(), *seq).exists(),
+            "segment {seq} deleted"
+        );
+    }
+    let before = state(&log);
+    assert_eq!(before[&2].1, (1, 1));
+    assert_eq!(
+        before[&2].0.as_deref(),
+        Some(&b"term 1 commit 1"[..]),
+        "hard state kept by the checkpoints"
+    );
+    drop(log);
+    let log = open(dir.path(), segment).unwrap();
+    assert_eq!(state(&log), before);
+}
+
+#[test]
+fn a_torn_last_round_ends_the_log_and_the_next_round_overwrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    log.write(round(1, 1, 2, 1, 3000)).unwrap();
+    let kept = state(&log);
+    log.write(round(1, 3, 4, 1, 3000)).unwrap();
+    drop(log);
+    // The crash tore the second round: its record's tail never reached the disk.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(segment_file(dir.path(), 1))
+        .unwrap();
+    file.write_all_at(&[0u8; 1000], 8192 + 4000).unwrap();
+    let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    assert_eq!(state(&log), kept);
+    log.write(round(1, 3, 3, 2, 50)).unwrap();
+    let after = state(&log);
+    drop(log);
+    let log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    assert_eq!(state(&log), after);
+    assert_eq!(log.group(1).unwrap().term(3), Some(2));
+}
+
+#[test]
+fn a_record_of_an_older_segment_after_the_end_is_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 16 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    for i in 1..=4 {
+        log.write(round(1, i, i, 1, 3000)).unwrap();
+    }
+    assert_eq!(log.segments().len(), 2);
+    let kept = state(&log);
+    drop(log);
+    // What a reused file holds past its new records: segment 1's rounds,
+    // valid under segment 1's number only.
+    let old = std::fs::read(segment_file(dir.path(), 1)).unwrap();
+    let new = OpenOptions::new()
+        .write(true)
+        .open(segment_file(dir.path(), 2))
+        .unwrap();
+    // Segment 2: the checkpoint's round, then round 4.
+    let end = 2 * ROUND_ALIGN;
+    new.write_all_at(&old[..2 * ROUND_ALIGN as usize], end)
+        .unwrap();
+    let log = open(dir.path(), segment).unwrap();
+    assert_eq!(state(&log), kept);
+}
+
+#[test]
+fn a_bad_record_with_valid_records_after_it_is_named_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    for i in 1..=3 {
+        log.write(round(1, i, i, 1, 100)).unwrap();
+    }
+    drop(log);
+    let path = segment_file(dir.path(), 1);
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    // A byte of the second round's entry data flips.
+    file.write_all_at(&[0xff], ROUND_ALIGN + 60).unwrap();
+    match open(dir.path(), SEGMENT_BYTES) {
+        Err(SegmentLogError::Corrupt {
+            path: p, offset, ..
+        }) => {
+            assert_eq!((p, offset), (path.clone(), ROUND_ALIGN));
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|l| state(&l))),
+    }
+    let message = open(dir.path(), SEGMENT_BYTES).err().unwrap().to_string();
+    assert!(
+        message.contains("0000000000000001.log") && message.contains("offset 4096"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_record_in_an_earlier_segment_is_corruption_even_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 16 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    for i in 1..=4 {
+        log.write(round(1, i, i, 1, 3000)).unwrap();
+    }
+    assert_eq!(log.segments(), vec![1, 2]);
+    drop(log);
+    // Segment 1's end record is lost: nothing valid follows it in its
+    // file, but a newer segment exists, so it was written once.
+    let data = std::fs::read(segment_file(dir.path(), 1)).unwrap();
+    let end = (0..data.len() / ROUND_ALIGN as usize)
+        .rev()
+        .map(|b| b * ROUND_ALIGN as usize)
+        .find(|&at| data[at..at + 8] != [0; 8])
+        .unwrap();
+    let file = OpenOptions::new()
+        .write(true)
+        .open(segment_file(dir.path(), 1))
+        .unwrap();
+    file.write_all_at(&[0u8; 16], end as u64).unwrap();
+    assert!(
+        matches!(open(dir.path(), segment), Err(SegmentLogError::Corrupt { offset, .. }) if offset == end as u64)
+    );
+}
+
+#[test]
+fn a_destroyed_group_stays_destroyed_across_rotations_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 16 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    log.write(round(5, 1, 3, 1, 2000)).unwrap();
+    let mut r = Round::default();
+    r.destroy(5);
+    log.write(r).unwrap();
+    for i in 1..=6 {
+        log.write(round(1, i, i, 1, 3000)).unwrap();
+    }
+    assert!(log.group(5).is_none());
+    let before = state(&log);
+    drop(log);
+    let log = open(dir.path(), segment).unwrap();
+    assert!(log.group(5).is_none());
+    assert_eq!(state(&log), before);
+}
+
+#[test]
+fn a_crash_between_a_segments_end_and_the_next_segment_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 16 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    let mut i = 0;
+    while log.segments().len() < 2 {
+        i += 1;
+        log.write(round(1, i, i, 1, 3000)).unwrap();
+    }
+    // The round that rotated went to segment 2: take it back out, with
+    // the segment, as if the crash came right after segment 1's end.
+    drop(log);
+    std::fs::remove_file(segment_file(dir.path(), 2)).unwrap();
+    let mut log = open(dir.path(), segment).unwrap();
+    assert_eq!(
+        log.segments(),
+        vec![1, 2],
+        "a fresh segment after the ended one"
+    );
+    let g = log.group(1).unwrap();
+    assert_eq!(g.last_index(), i - 1);
+    let before = state(&log);
+    log.write(round(1, i, i, 1, 10)).unwrap();
+    drop(log);
+    let log = open(dir.path(), segment).unwrap();
+    assert_eq!(log.group(1).unwrap().last_index(), i);
+    let mut expected = before;
+    expected
+        .get_mut(&1)
+        .unwrap()
+        .2
+        .push((i, 1, payload(1, i, 10)));
+    expected.get_mut(&1).unwrap().0 = Some(format!("term 1 commit {i}").into_bytes());
+    assert_eq!(state(&log), expected);
+}
+
+#[test]
+fn a_segment_lost_from_the_middle_is_named_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 16 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    for i in 1..=8 {
+        log.write(round(1, i, i, 1, 3000)).unwrap();
+    }
+    assert!(log.segments().len() >= 3, "{:?}", log.segments());
+    drop(log);
+    std::fs::remove_file(segment_file(dir.path(), 2)).unwrap();
+    match open(dir.path(), segment) {
+        Err(SegmentLogError::Gap {
+            group: 1,
+            after: 0,
+            first,
+            ..
+        }) => assert!(first > 1),
+        other => panic!("expected a gap, got {:?}", other.map(|l| state(&l))),
+    }
+}
+
+/// What the log must hold, kept by plain rules.
+#[derive(Default)]
+struct Model {
+    groups: BTreeMap<GroupId, GroupState>,
+}
+
+impl Model {
+    fn last(&self, group: GroupId) -> u64 {
+        self.groups
+            .get(&group)
+            .map_or(0, |(_, t, e)| e.last().map_or(t.0, |x| x.0))
+    }
+    fn term_at(&self, group: GroupId, index: u64) -> u64 {
+        let (_, t, e) = &self.groups[&group];
+        if index == t.0 {
+            return t.1;
+        }
+        e.iter().find(|x| x.0 == index).unwrap().1
+    }
+}
+
+#[test]
+fn random_rounds_rotations_and_reopens_match_a_model() {
+    let mut rng = crate::test_rng::Rng(0x2545_f491_4f6c_dd1d);
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 32 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    let mut model = Model::default();
+    let mut term = 1;
+    for step in 0..400 {
+        let mut r = Round::default();
+        for _ in 0..1 + rng.below(3) {
+            let g = 1 + rng.below(4);
+            match rng.below(10) {
+                0..=5 => {
+                    let truncated = model.groups.get(&g).map_or(0, |s| s.1 .0);
+                    let last = model.last(g);
+                    // Mostly appends; sometimes a new leader's overwrite.
+                    let from = if rng.below(5) == 0 {
+                        truncated + 1 + rng.below(last - truncated + 1)
+                    } else {
+                        last + 1
+                    };
+                    if rng.below(8) == 0 {
+                        term += 1;
+                    }
+                    let data: Vec<Vec<u8>> = (0..1 + rng.below(3))
+                        .map(|_| {
+                            let len = rng.below(6000) as usize;
+                            (0..len).map(|_| rng.next() as u8).collect()
+                        })
+                        .collect();
+                    let entries: Vec<(u64, u64, &[u8])> = data
+                        .iter()
+                        .enumerate()
+                        .map(|(k, d)| (from + k as u64, term, d.as_slice()))
+                        .collect();
+                    r.entries(g, &entries);
+                    let state = model.groups.entry(g).or_default();
+                    state.2.retain(|x| x.0 < from);
+                    state
+                        .2
+                        .extend(entries.iter().map(|(i, t, d)| (*i, *t, d.to_vec())));
+                }
+                6 | 7 => {
+                    let hs = format!("hs {step}").into_bytes();
+                    r.hard_state(g, &hs);
+                    model.groups.entry(g).or_default().0 = Some(hs);
+                }
+                8 => {
+                    let Some(state) = model.groups.get(&g) else {
+                        continue;
+                    };
+                    let truncated = state.1 .0;
+                    let last = model.last(g);
+                    if last == truncated {
+                        continue;
+                    }
+                    let to = truncated + 1 + rng.below(last - truncated);
+                    let t = model.term_at(g, to);
+                    r.truncate(g, to, t);
+                    let state = model.groups.get_mut(&g).unwrap();
+                    state.1 = (to, t);
+                    state.2.retain(|x| x.0 > to);
+                }
+                _ => {
+                    if rng.below(4) == 0 {
+                        r.destroy(g);
+                        model.groups.remove(&g);
+                    }
+                }
+            }
+        }
+        log.write(r).unwrap();
+        assert_eq!(state(&log), model.groups, "step {step}");
+        if rng.below(20) == 0 {
+            drop(log);
+            log = open(dir.path(), segment).unwrap();
+            assert_eq!(state(&log), model.groups, "step {step}, reopened");
+        }
+    }
+    let segments = log.segments();
+    assert!(
+        segments[segments.len() - 1] > 5,
+        "the run rotated: {segments:?}"
+    );
+    assert!(segments[0] > 1, "and deleted segments: {segments:?}");
+}
