@@ -86,7 +86,13 @@ pub async fn run(
             "bench needs queue depth 1..={QUEUE_DEPTH_MAX} and 1..={SECONDS_MAX} seconds"
         )));
     }
-    let blocks = size_bytes / spec.block_size_bytes;
+    // One pass covers the whole volume, its last block perhaps short;
+    // other runs use whole blocks only.
+    let blocks = if spec.once {
+        size_bytes.div_ceil(spec.block_size_bytes)
+    } else {
+        size_bytes / spec.block_size_bytes
+    };
     if blocks == 0 {
         return Err(invalid("the volume is smaller than one bench block".into()));
     }
@@ -108,6 +114,7 @@ pub async fn run(
                 .take(bs as usize)
                 .collect();
             let mut latencies = Vec::new();
+            let mut bytes = 0u64;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let block = if random {
@@ -117,23 +124,37 @@ pub async fn run(
                 } else {
                     (u64::from(worker) + n * qd) % blocks
                 };
+                let len = bs.min(size_bytes - block * bs);
                 let begun = Instant::now();
                 if writes {
-                    client.write(&volume, block * bs, &data).await?;
+                    client
+                        .write(&volume, block * bs, &data[..len as usize])
+                        .await?;
                 } else {
-                    client.read(&volume, block * bs, bs).await?;
+                    client.read(&volume, block * bs, len).await?;
                 }
                 latencies.push(begun.elapsed().as_micros() as u64);
+                bytes += len;
                 n += 1;
             }
-            Ok::<_, VolumeError>(latencies)
+            Ok::<_, VolumeError>((latencies, bytes))
         });
     }
     let mut latencies = Vec::new();
+    let mut bytes = 0u64;
     while let Some(done) = workers.join_next().await {
-        latencies.extend(done.map_err(|e| invalid(e.to_string()))??);
+        let (done, done_bytes) = done.map_err(|e| invalid(e.to_string()))??;
+        latencies.extend(done);
+        bytes += done_bytes;
     }
     let seconds = started.elapsed().as_secs_f64();
+    if spec.once && (latencies.len() as u64) < blocks {
+        return Err(invalid(format!(
+            "bench --once covered {} of {blocks} blocks in {} s and stopped; give it more --seconds (up to {SECONDS_MAX}) or a larger --block-size",
+            latencies.len(),
+            spec.seconds
+        )));
+    }
     latencies.sort_unstable();
     let at = |q: f64| {
         latencies
@@ -149,7 +170,7 @@ pub async fn run(
         ios,
         seconds,
         iops: ios as f64 / seconds,
-        bytes_per_second: (ios * spec.block_size_bytes) as f64 / seconds,
+        bytes_per_second: bytes as f64 / seconds,
         latency_us_p50: at(0.50),
         latency_us_p99: at(0.99),
         latency_us_max: latencies.last().copied().unwrap_or(0),
