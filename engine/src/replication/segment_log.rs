@@ -3,28 +3,30 @@
 //! every group's entries, hard states and truncations, appended by the node
 //! loop as one write and one fdatasync per round.
 //!
-//! This is the file layer: records, rounds, replay, the in-memory index of
-//! where each entry is, and deleting segments nothing points into. It knows
-//! nothing of raft-rs: an entry is an index, a term and opaque bytes, a
-//! hard state is opaque bytes. Not wired into the node loop yet; the Raft
-//! log is still in RocksDB (`log_store`).
+//! This is the file layer: rounds of records, replay, the in-memory index
+//! of where each entry is, and deleting segments nothing points into. It
+//! knows nothing of raft-rs: an entry is an index, a term and opaque bytes,
+//! a hard state is opaque bytes. Not wired into the node loop yet; the
+//! Raft log is still in RocksDB (`log_store`).
 //!
 //! A segment is `raft-log/{seq:016x}.log`, zero-filled ahead of the writes
-//! so that an fdatasync changes no file size. It holds rounds; each round
-//! starts on a [`ROUND_ALIGN`] boundary and is a run of records:
+//! so that an fdatasync changes no file size. It holds rounds, each on a
+//! [`ROUND_ALIGN`] boundary:
 //!
-//! `len u32 | crc32c u32 | kind u8 | group u64 | payload`
+//! `magic u32 | len u32 | crc32c u32 | 0 u32 | records (len bytes) | zero padding`
 //!
-//! `len` counts `kind`, `group` and `payload`; the crc covers the segment's
-//! sequence number and those bytes, so a record left from an older use of
-//! the file never passes. Replay reads segments in order. In the last one,
-//! the first record that is short or fails its check ends the log (a round
-//! torn by a crash) unless a valid record of the same segment follows on a
-//! later round boundary: that is corruption, and so is any bad record in an
+//! and each record is `len u32 | kind u8 | group u64 | payload (len bytes)`.
+//! The crc covers the segment's sequence number, `len` and the records, so
+//! a round is taken whole or not at all, and a round left from an older use
+//! of the file never passes. Replay reads segments in order. In the last
+//! one, the first round that is missing or fails its check ends the log (a
+//! round torn by a crash) unless a valid round of the same segment follows
+//! on a later boundary: that is corruption, and so is any bad round in an
 //! earlier segment. Either stops the open with the file and offset named.
-//! An open ends the last segment (an end record after its last good one)
-//! and goes on in a new segment, so a torn round's leftovers are never
-//! read again.
+//! An open ends the last segment (an end round where the bad or missing
+//! round began) and goes on in a new segment, so a torn round's leftovers
+//! are never read again. Any failed write poisons the log: the node must
+//! reopen it, since a later write could not tell what the failed one left.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -33,14 +35,15 @@ use std::path::{Path, PathBuf};
 
 use super::GroupId;
 
-/// Rounds start on this boundary: after a bad record, replay looks for
-/// later valid records only here.
+/// Rounds start on this boundary: after a bad round, replay looks for
+/// later valid rounds only here.
 pub const ROUND_ALIGN: u64 = 4096;
 /// Segment size by default; a round longer than this gets a segment alone.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
-const HEADER: usize = 8; // len, crc
-const RECORD_MIN: usize = 9; // kind, group
+const ROUND_MAGIC: u32 = u32::from_le_bytes(*b"HPRL");
+const ROUND_HEADER: usize = 16;
+const RECORD_HEADER: usize = 13; // len, kind, group
 
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -64,12 +67,18 @@ pub enum SegmentLogError {
         after: u64,
         first: u64,
     },
-    #[error("raft log {path}: corrupt record at offset {offset} ({reason}); valid records follow it, so this is not a crash's torn write. Move the node's data away and let the cluster re-replicate its groups")]
+    #[error("raft log {path}: corrupt round at offset {offset} ({reason}); it is not a crash's torn last write. Move the node's data away and let the cluster re-replicate its groups")]
     Corrupt {
         path: PathBuf,
         offset: u64,
         reason: String,
     },
+    #[error("raft log {dir}: round refused, nothing written: {reason}")]
+    Refused { dir: PathBuf, reason: String },
+    #[error(
+        "raft log {dir}: an earlier write failed ({reason}); restart the node to reopen the log"
+    )]
+    Poisoned { dir: PathBuf, reason: String },
 }
 
 fn io_error<'a>(
@@ -111,7 +120,7 @@ impl GroupLog {
 
     /// The first entry held (`truncated + 1` when there is none).
     pub fn first_index(&self) -> u64 {
-        self.truncated.0 + 1
+        self.truncated.0.saturating_add(1)
     }
 
     /// The term of entry `index`, if the log holds it (or it is the
@@ -133,6 +142,7 @@ impl GroupLog {
 /// The records of one round, built before it is written.
 #[derive(Default)]
 pub struct Round {
+    /// The round header's room, then the records.
     buf: Vec<u8>,
 }
 
@@ -142,12 +152,16 @@ impl Round {
     }
 
     fn record(&mut self, kind: u8, group: GroupId, payload: impl FnOnce(&mut Vec<u8>)) {
+        if self.buf.is_empty() {
+            self.buf.resize(ROUND_HEADER, 0);
+        }
         let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; HEADER]);
+        self.buf.extend_from_slice(&[0; 4]);
         self.buf.push(kind);
         self.buf.extend_from_slice(&group.to_le_bytes());
         payload(&mut self.buf);
-        let len = (self.buf.len() - start - HEADER) as u32;
+        let len =
+            u32::try_from(self.buf.len() - start - RECORD_HEADER).expect("a record under 4 GiB");
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     }
 
@@ -162,7 +176,8 @@ impl Round {
             for (index, term, bytes) in entries {
                 buf.extend_from_slice(&index.to_le_bytes());
                 buf.extend_from_slice(&term.to_le_bytes());
-                buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                let len = u32::try_from(bytes.len()).expect("an entry under 4 GiB");
+                buf.extend_from_slice(&len.to_le_bytes());
                 buf.extend_from_slice(bytes);
             }
         });
@@ -187,71 +202,132 @@ impl Round {
         self.record(KIND_DESTROY, group, |_| {});
     }
 
-    /// The bytes to write in segment `seq`: crcs filled in, padded to the
-    /// round boundary.
+    fn records(&self) -> &[u8] {
+        self.buf.get(ROUND_HEADER..).unwrap_or(&[])
+    }
+
+    /// The bytes to write in segment `seq`: header filled in, padded to
+    /// the round boundary.
     fn sealed(&mut self, seq: u64) -> &[u8] {
-        let mut at = 0;
-        while at < self.buf.len() {
-            let len =
-                u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let crc = record_crc(seq, &self.buf[at + HEADER..at + HEADER + len]);
-            self.buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
-            at += HEADER + len;
-        }
-        let padded = (self.buf.len() as u64).div_ceil(ROUND_ALIGN) * ROUND_ALIGN;
+        let len = u32::try_from(self.buf.len() - ROUND_HEADER).expect("a round under 4 GiB");
+        let crc = round_crc(seq, len, self.records());
+        self.buf[0..4].copy_from_slice(&ROUND_MAGIC.to_le_bytes());
+        self.buf[4..8].copy_from_slice(&len.to_le_bytes());
+        self.buf[8..12].copy_from_slice(&crc.to_le_bytes());
+        let padded = (self.buf.len() as u64).next_multiple_of(ROUND_ALIGN);
         self.buf.resize(padded as usize, 0);
         &self.buf
     }
 }
 
-fn record_crc(seq: u64, body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), body)
+fn round_crc(seq: u64, len: u32, records: &[u8]) -> u32 {
+    let head = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), &len.to_le_bytes());
+    crc32c::crc32c_append(head, records)
 }
 
-/// A record read back, or why none could be.
+/// A round read back, or why none could be.
 enum Parsed<'a> {
-    Record {
-        kind: u8,
-        group: GroupId,
-        payload: &'a [u8],
-        payload_at: u64,
+    Round {
+        records: &'a [u8],
+        /// File offset of `records`.
+        records_at: u64,
+        /// Where the next round starts.
         next: u64,
     },
-    /// Zeroes where a record would start: the end of what was written.
+    /// Zeroes where a round would start: the end of what was written.
     End,
     Bad(String),
 }
 
-fn parse(data: &[u8], seq: u64, at: u64) -> Parsed<'_> {
-    let start = at as usize;
-    if data.len() < start + HEADER {
+fn parse_round(data: &[u8], seq: u64, at: u64) -> Parsed<'_> {
+    let Some(header) = usize::try_from(at)
+        .ok()
+        .and_then(|start| data.get(start..start.checked_add(ROUND_HEADER)?))
+    else {
+        return Parsed::End;
+    };
+    if header.iter().all(|&b| b == 0) {
         return Parsed::End;
     }
-    let len = u32::from_le_bytes(data[start..start + 4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(data[start + 4..start + 8].try_into().expect("4 bytes"));
-    if len == 0 && crc == 0 {
-        return Parsed::End;
+    let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    if word(0) != ROUND_MAGIC {
+        return Parsed::Bad("no round header".into());
     }
-    if len < RECORD_MIN || data.len() < start + HEADER + len {
-        return Parsed::Bad(format!(
-            "record length {len} runs past the file or is too short"
-        ));
-    }
-    let body = &data[start + HEADER..start + HEADER + len];
-    if record_crc(seq, body) != crc {
+    let len = word(4);
+    let start = at as usize + ROUND_HEADER;
+    let Some(records) = data.get(start..start + len as usize) else {
+        return Parsed::Bad(format!("round length {len} runs past the file"));
+    };
+    if round_crc(seq, len, records) != word(8) {
         return Parsed::Bad("crc mismatch".into());
     }
-    Parsed::Record {
-        kind: body[0],
-        group: u64::from_le_bytes(body[1..9].try_into().expect("8 bytes")),
-        payload: &body[9..],
-        payload_at: at + (HEADER + RECORD_MIN) as u64,
-        next: at + (HEADER + len) as u64,
+    Parsed::Round {
+        records,
+        records_at: start as u64,
+        next: (start as u64 + u64::from(len)).next_multiple_of(ROUND_ALIGN),
     }
+}
+
+/// Calls `f(kind, group, payload, payload offset in records)` for each
+/// record of a round.
+fn each_record(
+    records: &[u8],
+    mut f: impl FnMut(u8, GroupId, &[u8], usize) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut at = 0usize;
+    while at < records.len() {
+        let header = records
+            .get(at..at + RECORD_HEADER)
+            .ok_or("a record header runs past its round")?;
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let group = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
+        let start = at + RECORD_HEADER;
+        let payload = records
+            .get(start..start + len)
+            .ok_or("a record runs past its round")?;
+        f(header[4], group, payload, start)?;
+        at = start + len;
+    }
+    Ok(())
+}
+
+/// The entries of an entries record: `(index, term, offset of the bytes
+/// in the payload, length)`.
+fn parse_entries(group: GroupId, payload: &[u8]) -> Result<Vec<(u64, u64, usize, u32)>, String> {
+    let short = || format!("group {group}: entries record too short");
+    let count = read_u32(payload, 0).ok_or_else(short)?;
+    let mut out = Vec::with_capacity(count.min(1 << 16) as usize);
+    let mut at = 4usize;
+    for _ in 0..count {
+        let index = read_u64(payload, at).ok_or_else(short)?;
+        let term = read_u64(payload, at + 8).ok_or_else(short)?;
+        let len = read_u32(payload, at + 16).ok_or_else(short)?;
+        at += 20;
+        if payload.len() < at + len as usize {
+            return Err(short());
+        }
+        out.push((index, term, at, len));
+        at += len as usize;
+    }
+    Ok(out)
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.log"))
+}
+
+/// The sequence number of a segment file's name: exactly what
+/// `segment_path` makes, so no other name can alias a segment.
+fn segment_seq(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".log")?;
+    let exact = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    exact.then(|| u64::from_str_radix(hex, 16).ok())?
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SegmentLogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync", dir))
 }
 
 /// A node's Raft log: the segment files and the index of what they hold.
@@ -264,20 +340,23 @@ pub struct SegmentLog {
     file: File,
     write_at: u64,
     groups: HashMap<GroupId, GroupLog>,
+    /// Set by a failed write: what the files hold is then unknown.
+    failed: Option<String>,
 }
 
 impl SegmentLog {
     /// Opens (or creates) the log in `dir`, replaying every segment.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentLog, SegmentLogError> {
-        std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut seqs = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io_error("list", dir))? {
             let name = item.map_err(io_error("list", dir))?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(seq) = name
-                .strip_suffix(".log")
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-            {
+            if let Some(seq) = segment_seq(&name.to_string_lossy()) {
                 seqs.push(seq);
             }
         }
@@ -297,7 +376,7 @@ impl SegmentLog {
         }
         for (&group, log) in &groups {
             if let Some(first) = log.entries.front().map(|e| e.index) {
-                if first != log.truncated.0 + 1 {
+                if first != log.first_index() {
                     return Err(SegmentLogError::Gap {
                         dir: dir.to_path_buf(),
                         group,
@@ -318,9 +397,15 @@ impl SegmentLog {
                 file,
                 write_at: 0,
                 groups,
+                failed: None,
             });
         };
         let path = segment_path(dir, seq);
+        let next = seq.checked_add(1).ok_or_else(|| SegmentLogError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: "the last possible segment number".into(),
+        })?;
         let file = OpenOptions::new()
             .write(true)
             .read(true)
@@ -332,17 +417,17 @@ impl SegmentLog {
             live,
             seq,
             file,
-            write_at: end.next_multiple_of(ROUND_ALIGN),
+            write_at: end,
             groups,
+            failed: None,
         };
-        // Every open goes on in a new segment. Past the last good record
-        // of the old one may lie the rest of a torn round, under the same
-        // segment number: writing after it could let a later replay read
-        // its records after newer ones. The end record fences them off.
+        // Every open goes on in a new segment. Where the old one's rounds
+        // end may begin the rest of a torn round, under the same segment
+        // number: the end round written there fences it off.
         if !ended {
             log.end_segment()?;
         }
-        log.start_segment(seq + 1)?;
+        log.start_segment(next)?;
         log.collect()?;
         Ok(log)
     }
@@ -379,11 +464,34 @@ impl SegmentLog {
 
     /// Writes `round` (one write, one fdatasync), then applies it to the
     /// index and deletes the segments nothing points into any more.
+    ///
+    /// A round that does not fit the log (entries that do not follow it) is
+    /// refused before anything is written. Any other failure poisons the
+    /// log: every later call fails until it is opened again.
     pub fn write(&mut self, mut round: Round) -> Result<(), SegmentLogError> {
+        if let Some(reason) = &self.failed {
+            return Err(SegmentLogError::Poisoned {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            });
+        }
         if round.is_empty() {
             return Ok(());
         }
-        // Room for the round and, after it, the segment's end record.
+        self.check(round.records())
+            .map_err(|reason| SegmentLogError::Refused {
+                dir: self.dir.clone(),
+                reason,
+            })?;
+        let result = self.write_checked(&mut round);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn write_checked(&mut self, round: &mut Round) -> Result<(), SegmentLogError> {
+        // Room for the round and, after it, the segment's end round.
         let size = (round.buf.len() as u64).next_multiple_of(ROUND_ALIGN) + ROUND_ALIGN;
         if self.write_at > 0 && self.write_at + size > self.segment_bytes {
             self.rotate()?;
@@ -391,35 +499,76 @@ impl SegmentLog {
         let seq = self.seq;
         let at = self.write_at;
         let path = segment_path(&self.dir, seq);
+        let records_end = round.buf.len();
         let bytes = round.sealed(seq);
         self.file
             .write_all_at(bytes, at)
             .and_then(|()| self.file.sync_data())
             .map_err(io_error("write", &path))?;
         self.write_at = at + bytes.len() as u64;
-        let mut next = at;
-        while let Parsed::Record {
-            kind,
-            group,
-            payload,
-            payload_at,
-            next: after,
-        } = parse(bytes, seq, next - at)
-        {
-            apply_record(
-                kind,
-                group,
-                payload,
-                payload_at + at,
-                seq,
-                false,
-                &mut self.groups,
-                &mut self.live,
-            )
-            .expect("a round this log built parses");
-            next = after + at;
-        }
+        let records_at = at + ROUND_HEADER as u64;
+        let (groups, live) = (&mut self.groups, &mut self.live);
+        each_record(
+            &round.buf[ROUND_HEADER..records_end],
+            |kind, group, payload, offset| {
+                apply_record(
+                    kind,
+                    group,
+                    payload,
+                    records_at + offset as u64,
+                    seq,
+                    false,
+                    groups,
+                    live,
+                )
+            },
+        )
+        .expect("a round checked against the index applies to it");
         self.collect()
+    }
+
+    /// Whether `records` fit the log as it stands: each group's entries
+    /// must follow its truncation point and its last entry, as the
+    /// round's own earlier records leave them.
+    fn check(&self, records: &[u8]) -> Result<(), String> {
+        let mut bounds: HashMap<GroupId, (u64, u64)> = HashMap::new();
+        each_record(records, |kind, group, payload, _| {
+            let b = bounds.entry(group).or_insert_with(|| {
+                self.groups
+                    .get(&group)
+                    .map_or((0, 0), |g| (g.truncated.0, g.last_index()))
+            });
+            match kind {
+                KIND_ENTRIES => {
+                    let entries = parse_entries(group, payload)?;
+                    let Some(&(first, ..)) = entries.first() else {
+                        return Ok(());
+                    };
+                    if first <= b.0 || first > b.1.saturating_add(1) {
+                        return Err(format!(
+                            "group {group}: entry {first} does not follow the log (truncated at {}, last {})",
+                            b.0, b.1
+                        ));
+                    }
+                    for (k, e) in entries.iter().enumerate() {
+                        if Some(e.0) != first.checked_add(k as u64) {
+                            return Err(format!("group {group}: entries out of order at {}", e.0));
+                        }
+                    }
+                    b.1 = entries.last().expect("not empty").0;
+                }
+                KIND_TRUNCATE => {
+                    let index = read_u64(payload, 0).ok_or("truncate record too short")?;
+                    if index > b.0 {
+                        *b = (index, b.1.max(index));
+                    }
+                }
+                KIND_DESTROY => *b = (0, 0),
+                KIND_HARD_STATE => {}
+                other => return Err(format!("unknown record kind {other}")),
+            }
+            Ok(())
+        })
     }
 
     /// Ends the active segment and starts the next with a checkpoint of
@@ -430,7 +579,7 @@ impl SegmentLog {
         self.start_segment(self.seq + 1)
     }
 
-    /// Writes the active segment's end record (synced).
+    /// Writes the active segment's end round (synced) at `write_at`.
     fn end_segment(&mut self) -> Result<(), SegmentLogError> {
         let mut end = Round::default();
         end.record(KIND_SEGMENT_END, 0, |_| {});
@@ -456,14 +605,18 @@ impl SegmentLog {
             }
             checkpoint.truncate(id, group.truncated.0, group.truncated.1);
         }
-        let bytes = checkpoint.sealed(seq);
-        file.write_all_at(bytes, 0)
-            .and_then(|()| file.sync_data())
-            .map_err(io_error("write", &segment_path(&self.dir, seq)))?;
+        let mut written = 0;
+        if !checkpoint.is_empty() {
+            let bytes = checkpoint.sealed(seq);
+            file.write_all_at(bytes, 0)
+                .and_then(|()| file.sync_data())
+                .map_err(io_error("write", &segment_path(&self.dir, seq)))?;
+            written = bytes.len() as u64;
+        }
         self.live.insert(seq, 0);
         self.seq = seq;
         self.file = file;
-        self.write_at = bytes.len() as u64;
+        self.write_at = written;
         Ok(())
     }
 
@@ -473,7 +626,8 @@ impl SegmentLog {
     ///
     /// Only from the front: replay must see every record after the first
     /// segment kept. A gap could hide a group's destruction, and the
-    /// group's older records would bring it back.
+    /// group's older records would bring it back. The directory is synced
+    /// after, so no removal outlives a later one's undoing.
     fn collect(&mut self) -> Result<(), SegmentLogError> {
         let dead: Vec<u64> = self
             .live
@@ -481,6 +635,9 @@ impl SegmentLog {
             .take_while(|&(&seq, &count)| seq < self.seq && count == 0)
             .map(|(&seq, _)| seq)
             .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
         for seq in dead {
             let path = segment_path(&self.dir, seq);
             match std::fs::remove_file(&path) {
@@ -490,7 +647,7 @@ impl SegmentLog {
             }
             self.live.remove(&seq);
         }
-        Ok(())
+        sync_dir(&self.dir)
     }
 }
 
@@ -515,14 +672,12 @@ fn create_segment(dir: &Path, seq: u64, segment_bytes: u64) -> Result<File, Segm
         at += len as u64;
     }
     file.sync_all().map_err(io_error("sync", &path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("sync", dir))?;
+    sync_dir(dir)?;
     Ok(file)
 }
 
-/// Replays one segment into `groups`; returns where its valid records end,
-/// and whether they end with the segment's end record.
+/// Replays one segment into `groups`; returns where its valid rounds end,
+/// and whether they end with the segment's end round.
 fn replay_segment(
     path: &Path,
     data: &[u8],
@@ -531,59 +686,59 @@ fn replay_segment(
     groups: &mut HashMap<GroupId, GroupLog>,
     live: &mut BTreeMap<u64, u64>,
 ) -> Result<(u64, bool), SegmentLogError> {
+    let corrupt = |offset: u64, reason: String| SegmentLogError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
     let mut at = 0u64;
     loop {
-        match parse(data, seq, at) {
-            Parsed::Record {
-                kind: KIND_SEGMENT_END,
-                ..
-            } => return Ok((at, true)),
-            Parsed::Record {
-                kind,
-                group,
-                payload,
-                payload_at,
+        let reason = match parse_round(data, seq, at) {
+            Parsed::Round {
+                records,
+                records_at,
                 next,
             } => {
-                apply_record(kind, group, payload, payload_at, seq, true, groups, live).map_err(
-                    |reason| SegmentLogError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset: at,
-                        reason,
-                    },
-                )?;
-                at = next;
-                // Padding to the next round: zeroes up to the boundary.
-                let boundary = at.div_ceil(ROUND_ALIGN) * ROUND_ALIGN;
-                let pad_end = (boundary as usize).min(data.len());
-                if data[at as usize..pad_end].iter().all(|&b| b == 0) {
-                    at = boundary;
-                }
-            }
-            Parsed::End | Parsed::Bad(_) if !last => {
-                return Err(SegmentLogError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: at,
-                    reason: "a segment before the last ends without its end record".into(),
-                })
-            }
-            Parsed::End => return Ok((at, false)),
-            Parsed::Bad(reason) => {
-                // Torn, if nothing valid of this segment follows.
-                let mut probe = (at / ROUND_ALIGN + 1) * ROUND_ALIGN;
-                while (probe as usize) < data.len() {
-                    if let Parsed::Record { .. } = parse(data, seq, probe) {
-                        return Err(SegmentLogError::Corrupt {
-                            path: path.to_path_buf(),
-                            offset: at,
-                            reason,
-                        });
+                let mut ended = false;
+                each_record(records, |kind, group, payload, offset| {
+                    if kind == KIND_SEGMENT_END {
+                        ended = true;
+                        return Ok(());
                     }
-                    probe += ROUND_ALIGN;
+                    apply_record(
+                        kind,
+                        group,
+                        payload,
+                        records_at + offset as u64,
+                        seq,
+                        true,
+                        groups,
+                        live,
+                    )
+                })
+                .map_err(|reason| corrupt(at, reason))?;
+                if ended {
+                    return Ok((at, true));
                 }
-                return Ok((at, false));
+                at = next;
+                continue;
             }
+            Parsed::End => "the segment's rounds stop before its end round".to_string(),
+            Parsed::Bad(reason) => reason,
+        };
+        if !last {
+            return Err(corrupt(at, reason));
         }
+        // The last segment: a torn round ends the log, unless a valid
+        // round of this segment comes after it.
+        let mut probe = at + ROUND_ALIGN;
+        while probe < data.len() as u64 {
+            if let Parsed::Round { .. } = parse_round(data, seq, probe) {
+                return Err(corrupt(at, reason));
+            }
+            probe += ROUND_ALIGN;
+        }
+        return Ok((at, false));
     }
 }
 
@@ -621,20 +776,11 @@ fn apply_record(
     groups: &mut HashMap<GroupId, GroupLog>,
     live: &mut BTreeMap<u64, u64>,
 ) -> Result<(), String> {
-    let short = || format!("kind {kind} record of group {group} is too short");
     match kind {
         KIND_ENTRIES => {
-            let count = read_u32(payload, 0).ok_or_else(short)?;
+            let entries = parse_entries(group, payload)?;
             let log = groups.entry(group).or_default();
-            let mut at = 4usize;
-            for n in 0..count {
-                let index = read_u64(payload, at).ok_or_else(short)?;
-                let term = read_u64(payload, at + 8).ok_or_else(short)?;
-                let len = read_u32(payload, at + 16).ok_or_else(short)?;
-                at += 20;
-                if payload.len() < at + len as usize {
-                    return Err(short());
-                }
+            for (n, &(index, term, offset, len)) in entries.iter().enumerate() {
                 if n == 0 {
                     if index <= log.truncated.0 {
                         return Err(format!(
@@ -647,7 +793,7 @@ fn apply_record(
                         let dropped = log.entries.pop_back();
                         release(live, dropped);
                     }
-                    if index != log.last_index() + 1 {
+                    if Some(index) != log.last_index().checked_add(1) {
                         // Only a replay meets a gap: the entries before
                         // `index` were in segments deleted once a later
                         // truncation (still to come in the replay) passed
@@ -661,26 +807,25 @@ fn apply_record(
                         let dropped: Vec<EntryAt> = log.entries.drain(..).collect();
                         release(live, dropped);
                     }
-                } else if log.entries.back().map(|e| e.index + 1) != Some(index) {
+                } else if log.entries.back().and_then(|e| e.index.checked_add(1)) != Some(index) {
                     return Err(format!("group {group}: entries out of order at {index}"));
                 }
                 log.entries.push_back(EntryAt {
                     index,
                     term,
                     seq,
-                    offset: payload_at + at as u64,
+                    offset: payload_at + offset as u64,
                     len,
                 });
                 *live.entry(seq).or_default() += 1;
-                at += len as usize;
             }
         }
         KIND_HARD_STATE => {
             groups.entry(group).or_default().hard_state = Some(payload.to_vec());
         }
         KIND_TRUNCATE => {
-            let index = read_u64(payload, 0).ok_or_else(short)?;
-            let term = read_u64(payload, 8).ok_or_else(short)?;
+            let index = read_u64(payload, 0).ok_or("truncate record too short")?;
+            let term = read_u64(payload, 8).ok_or("truncate record too short")?;
             let log = groups.entry(group).or_default();
             if index > log.truncated.0 {
                 while log.entries.front().is_some_and(|e| e.index <= index) {

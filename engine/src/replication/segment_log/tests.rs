@@ -136,7 +136,7 @@ fn segments_rotate_and_go_from_the_front_once_nothing_points_into_them() {
 }
 
 #[test]
-fn a_torn_last_round_ends_the_log_and_the_next_round_overwrites_it() {
+fn a_torn_last_round_ends_the_log_and_the_log_goes_on_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
     log.write(round(1, 1, 2, 1, 3000)).unwrap();
@@ -426,4 +426,116 @@ fn random_rounds_rotations_and_reopens_match_a_model() {
         "the run rotated: {segments:?}"
     );
     assert!(segments[0] > 1, "and deleted segments: {segments:?}");
+}
+
+/// A round of a small record and entries over three pages, as in
+/// `torn_rounds_are_dropped_whole_and_reopen_twice`.
+fn multi_record_round(group: GroupId, index: u64) -> Round {
+    let data = payload(group, index, 10_000);
+    let mut r = Round::default();
+    r.hard_state(group, b"before the entries");
+    r.entries(group, &[(index, 1, data.as_slice())]);
+    r
+}
+
+#[test]
+fn torn_rounds_are_dropped_whole_and_reopen_twice() {
+    // Which pages of the last round (4096..16384) reached the disk.
+    for lost in [&[1usize][..], &[2], &[0], &[0, 1], &[1, 2]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+        log.write(round(1, 1, 1, 1, 100)).unwrap();
+        let kept = state(&log);
+        log.write(multi_record_round(1, 2)).unwrap();
+        drop(log);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_file(dir.path(), 1))
+            .unwrap();
+        for page in lost {
+            file.write_all_at(&[0u8; 4096], ROUND_ALIGN * (1 + *page as u64))
+                .unwrap();
+        }
+        for reopen in 0..2 {
+            let log = open(dir.path(), SEGMENT_BYTES)
+                .unwrap_or_else(|e| panic!("pages {lost:?} lost, open {reopen}: {e}"));
+            assert_eq!(
+                state(&log),
+                kept,
+                "pages {lost:?} lost: the round goes whole"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_round_that_does_not_fit_the_log_is_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    log.write(round(1, 1, 4, 1, 100)).unwrap();
+    let mut r = Round::default();
+    r.truncate(1, 2, 1);
+    log.write(r).unwrap();
+    let kept = state(&log);
+    for (bad, what) in [
+        (round(1, 2, 2, 1, 10), "at the truncation point"),
+        (round(1, 6, 6, 1, 10), "past a gap"),
+        (round(3, 2, 2, 1, 10), "a new group not starting at 1"),
+    ] {
+        match log.write(bad) {
+            Err(SegmentLogError::Refused { .. }) => {}
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(state(&log), kept, "{what}");
+    }
+    // Refused is not failed: the log goes on, and reopens as it was.
+    log.write(round(1, 5, 5, 1, 10)).unwrap();
+    let after = state(&log);
+    drop(log);
+    assert_eq!(state(&open(dir.path(), SEGMENT_BYTES).unwrap()), after);
+}
+
+#[test]
+fn only_exact_segment_names_are_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    log.write(round(1, 1, 2, 1, 100)).unwrap();
+    let kept = state(&log);
+    drop(log);
+    let logs = dir.path().join("raft-log");
+    for stray in [
+        "1.log",
+        "01.log",
+        "+1.log",
+        "0000000000000001.log.tmp",
+        "000000000000000A.log",
+    ] {
+        std::fs::write(logs.join(stray), b"not a segment").unwrap();
+    }
+    let log = open(dir.path(), SEGMENT_BYTES).unwrap();
+    assert_eq!(state(&log), kept);
+}
+
+#[test]
+fn garbage_in_segment_files_gives_an_error_or_the_log_never_a_panic() {
+    let mut rng = crate::test_rng::Rng(0x1234_5678_9abc_def1);
+    for _ in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = 16 << 10;
+        let mut log = open(dir.path(), segment).unwrap();
+        for i in 1..=5 {
+            log.write(round(1, i, i, 1, 3000)).unwrap();
+        }
+        drop(log);
+        let seq = 1 + rng.below(2);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_file(dir.path(), seq))
+            .unwrap();
+        let at = rng.below(4 * ROUND_ALIGN);
+        let junk: Vec<u8> = (0..1 + rng.below(64)).map(|_| rng.next() as u8).collect();
+        file.write_all_at(&junk, at).unwrap();
+        // Either outcome is fine; a panic (caught by the test harness) is not.
+        let _ = open(dir.path(), segment).map(|l| state(&l));
+    }
 }
