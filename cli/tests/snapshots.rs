@@ -303,13 +303,7 @@ fn bench_once(cluster: &DevCluster) {
             "--once",
         ],
     );
-    let said = String::from_utf8_lossy(&cut_short.stderr);
-    assert!(
-        !cut_short.status.success()
-            && said.contains("of 32768 blocks")
-            && said.contains("--seconds"),
-        "{said}"
-    );
+    refused_saying(cut_short, &["of 32768 blocks", "--seconds"]);
     let refused = cli(
         cluster,
         &[
@@ -323,9 +317,14 @@ fn bench_once(cluster: &DevCluster) {
             "--once",
         ],
     );
-    let said = String::from_utf8_lossy(&refused.stderr);
+    refused_saying(refused, &["use pattern write or read"]);
+}
+
+/// Asserts that a command failed with every one of `needles` in its error.
+fn refused_saying(output: std::process::Output, needles: &[&str]) {
+    let said = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !refused.status.success() && said.contains("use pattern write or read"),
+        !output.status.success() && needles.iter().all(|n| said.contains(n)),
         "{said}"
     );
 }

@@ -507,21 +507,13 @@ impl SegmentLog {
             .map_err(io_error("write", &path))?;
         self.write_at = at + bytes.len() as u64;
         let records_at = at + ROUND_HEADER as u64;
-        let (groups, live) = (&mut self.groups, &mut self.live);
-        each_record(
+        apply_round(
             &round.buf[ROUND_HEADER..records_end],
-            |kind, group, payload, offset| {
-                apply_record(
-                    kind,
-                    group,
-                    payload,
-                    records_at + offset as u64,
-                    seq,
-                    false,
-                    groups,
-                    live,
-                )
-            },
+            records_at,
+            seq,
+            false,
+            &mut self.groups,
+            &mut self.live,
         )
         .expect("a round checked against the index applies to it");
         self.collect()
@@ -699,24 +691,8 @@ fn replay_segment(
                 records_at,
                 next,
             } => {
-                let mut ended = false;
-                each_record(records, |kind, group, payload, offset| {
-                    if kind == KIND_SEGMENT_END {
-                        ended = true;
-                        return Ok(());
-                    }
-                    apply_record(
-                        kind,
-                        group,
-                        payload,
-                        records_at + offset as u64,
-                        seq,
-                        true,
-                        groups,
-                        live,
-                    )
-                })
-                .map_err(|reason| corrupt(at, reason))?;
+                let ended = apply_round(records, records_at, seq, true, groups, live)
+                    .map_err(|reason| corrupt(at, reason))?;
                 if ended {
                     return Ok((at, true));
                 }
@@ -761,6 +737,28 @@ fn release(live: &mut BTreeMap<u64, u64>, removed: impl IntoIterator<Item = Entr
             *count -= 1;
         }
     }
+}
+
+/// Applies a round's records (of segment `seq`, at file offset
+/// `records_at`) to the index; true if it is the segment's end round.
+fn apply_round(
+    records: &[u8],
+    records_at: u64,
+    seq: u64,
+    replaying: bool,
+    groups: &mut HashMap<GroupId, GroupLog>,
+    live: &mut BTreeMap<u64, u64>,
+) -> Result<bool, String> {
+    let mut ended = false;
+    each_record(records, |kind, group, payload, offset| {
+        if kind == KIND_SEGMENT_END {
+            ended = true;
+            return Ok(());
+        }
+        let at = records_at + offset as u64;
+        apply_record(kind, group, payload, at, seq, replaying, groups, live)
+    })?;
+    Ok(ended)
 }
 
 /// Applies one record (of segment `seq`, payload at file offset
