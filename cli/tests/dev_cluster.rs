@@ -348,11 +348,15 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
         &cluster,
         &["volume", "import", small.to_str().unwrap(), "thin"],
     ));
-    let info = json(cli(&cluster, &["--json", "volume", "info", "thin"]));
+    // A write is acknowledged once a majority has it: the third replica
+    // may apply it a moment later (node 3 may still be catching up).
+    let info = volume_info_when(&cluster, "thin", |i| {
+        i["allocated_bytes_all_replicas"].as_u64() >= Some(3 << 20)
+    });
     let allocated = info["allocated_bytes"].as_u64().unwrap();
     assert!(
         (1 << 20..=(1 << 20) + (256 << 10)).contains(&allocated),
-        "thin allocates {allocated}"
+        "thin allocates {allocated}: {info}"
     );
     assert_eq!(
         info["allocated_bytes_all_replicas"].as_u64().unwrap(),
@@ -363,7 +367,9 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
         &cluster,
         &["volume", "discard", "thin", "--length", "1M"],
     ));
-    let info = json(cli(&cluster, &["--json", "volume", "info", "thin"]));
+    let info = volume_info_when(&cluster, "thin", |i| {
+        i["allocated_bytes"].as_u64() <= Some(64 << 10)
+    });
     assert!(
         info["allocated_bytes"].as_u64().unwrap() <= 64 << 10,
         "discard left {info}"
@@ -379,4 +385,21 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
         .output()
         .unwrap();
     assert!(!past_end.status.success());
+}
+
+/// `volume info` of `name` once `settled` holds for it, or after 20 s
+/// (the caller's assertions then say what was wrong).
+fn volume_info_when(
+    cluster: &DevCluster,
+    name: &str,
+    settled: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = json(cli(cluster, &["--json", "volume", "info", name]));
+        if settled(&info) || Instant::now() > deadline {
+            return info;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
