@@ -350,7 +350,7 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
     ));
     // A write is acknowledged once a majority has it: the third replica
     // may apply it a moment later (node 3 may still be catching up).
-    let info = volume_info_when(&cluster, "thin", |i| {
+    let info = volume_info_when(&cluster, "every replica of thin applied the write", |i| {
         i["allocated_bytes_all_replicas"].as_u64() >= Some(3 << 20)
     });
     let allocated = info["allocated_bytes"].as_u64().unwrap();
@@ -367,7 +367,7 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
         &cluster,
         &["volume", "discard", "thin", "--length", "1M"],
     ));
-    let info = volume_info_when(&cluster, "thin", |i| {
+    let info = volume_info_when(&cluster, "every replica of thin applied the discard", |i| {
         i["allocated_bytes"].as_u64() <= Some(64 << 10)
     });
     assert!(
@@ -387,19 +387,13 @@ fn import_completes_through_a_node_killed_midway_and_exports_identical_bytes() {
     assert!(!past_end.status.success());
 }
 
-/// `volume info` of `name` once `settled` holds for it, or after 20 s
-/// (the caller's assertions then say what was wrong).
+/// `volume info` of the volume `thin` once `settled` holds for it.
 fn volume_info_when(
     cluster: &DevCluster,
-    name: &str,
+    what: &str,
     settled: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let info = json(cli(cluster, &["--json", "volume", "info", name]));
-        if settled(&info) || Instant::now() > deadline {
-            return info;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(what, Duration::from_secs(20), || {
+        Some(json(cli(cluster, &["--json", "volume", "info", "thin"]))).filter(|i| settled(i))
+    })
 }

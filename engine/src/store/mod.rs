@@ -412,11 +412,15 @@ impl DiskStore {
 
     /// An object file opened for reading, `None` if it does not exist.
     fn open_to_read(path: &Path) -> Result<Option<File>, StoreError> {
+        let file = Self::open_existing(path)?;
+        file.iter().for_each(file_io::advise_random);
+        Ok(file)
+    }
+
+    /// `path` opened read-only, `None` if it does not exist.
+    fn open_existing(path: &Path) -> Result<Option<File>, StoreError> {
         match File::open(path) {
-            Ok(file) => {
-                file_io::advise_random(&file);
-                Ok(Some(file))
-            }
+            Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Self::io("open", path)(e)),
         }
@@ -754,7 +758,8 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         let mut files = Vec::new();
         for path in paths {
-            files.extend(Self::open_to_read(path)?);
+            // Only to sync: no read advice.
+            files.extend(Self::open_existing(path)?);
         }
         let refs: Vec<&File> = files.iter().collect();
         self.io.sync_data(&refs).map_err(|source| StoreError::Io {
