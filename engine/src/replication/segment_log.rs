@@ -40,10 +40,21 @@ use super::GroupId;
 pub const ROUND_ALIGN: u64 = 4096;
 /// Segment size by default; a round longer than this gets a segment alone.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// With more segments than this on disk, the groups whose entries keep the
+/// oldest one are written again at the log's end (`rewrite_oldest`).
+pub const SEGMENTS_BEFORE_REWRITE: usize = 4;
+/// Entries of one group that `rewrite_oldest` always moves (see there).
+const REWRITE_GROUP_MAX: u64 = 4 << 20;
+/// Emptied segments kept to become new ones: a reused file needs neither
+/// the zero fill nor, on its first fdatasync, a metadata write.
+const SPARES_MAX: usize = 2;
 
 const ROUND_MAGIC: u32 = u32::from_le_bytes(*b"HPRL");
 const ROUND_HEADER: usize = 16;
 const RECORD_HEADER: usize = 13; // len, kind, group
+const ENTRY_HEADER: usize = 20; // index, term, len
+/// Most bytes one `pread` of [`SegmentLog::read_entries`] takes.
+const READ_RUN_MAX: u64 = 1 << 20;
 
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -338,10 +349,20 @@ pub struct SegmentLog {
     live: BTreeMap<u64, u64>,
     seq: u64,
     file: File,
+    /// A descriptor of every segment but the active one, for reads.
+    readers: HashMap<u64, File>,
     write_at: u64,
     groups: HashMap<GroupId, GroupLog>,
     /// Set by a failed write: what the files hold is then unknown.
     failed: Option<String>,
+    /// Emptied segment files (`{n:016x}.spare`), to become new segments.
+    spares: Vec<PathBuf>,
+    rewrite_after: usize,
+    /// A new segment was started since the last `rewrite_oldest`.
+    rotated: bool,
+    /// A spare being zero-filled off the node loop's thread, so that a
+    /// rotation without one does not stall every group for the fill.
+    preparing: Option<std::thread::JoinHandle<Result<PathBuf, SegmentLogError>>>,
 }
 
 impl SegmentLog {
@@ -354,19 +375,36 @@ impl SegmentLog {
             }
         }
         let mut seqs = Vec::new();
+        let mut spares = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io_error("list", dir))? {
             let name = item.map_err(io_error("list", dir))?.file_name();
-            if let Some(seq) = segment_seq(&name.to_string_lossy()) {
+            let name = name.to_string_lossy();
+            if let Some(seq) = segment_seq(&name) {
                 seqs.push(seq);
+            } else if name.ends_with(".spare") {
+                spares.push(dir.join(&*name));
             }
         }
+        // A spare cut short by a crash while it was made is not one.
+        spares.retain(|spare| {
+            let whole = std::fs::metadata(spare).is_ok_and(|m| m.len() == segment_bytes);
+            if !whole {
+                let _ = std::fs::remove_file(spare);
+            }
+            whole
+        });
+        spares.sort();
         seqs.sort_unstable();
         let mut groups: HashMap<GroupId, GroupLog> = HashMap::new();
         let mut live: BTreeMap<u64, u64> = BTreeMap::new();
         let mut tail = None;
+        let mut readers = HashMap::new();
         for (i, &seq) in seqs.iter().enumerate() {
             let path = segment_path(dir, seq);
-            let data = std::fs::read(&path).map_err(io_error("read", &path))?;
+            let mut file = File::open(&path).map_err(io_error("open", &path))?;
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut data).map_err(io_error("read", &path))?;
+            readers.insert(seq, file);
             live.insert(seq, 0);
             let last = i + 1 == seqs.len();
             let (end, ended) = replay_segment(&path, &data, seq, last, &mut groups, &mut live)?;
@@ -395,9 +433,14 @@ impl SegmentLog {
                 live,
                 seq: 1,
                 file,
+                readers,
                 write_at: 0,
                 groups,
                 failed: None,
+                spares,
+                rewrite_after: SEGMENTS_BEFORE_REWRITE,
+                rotated: false,
+                preparing: None,
             });
         };
         let path = segment_path(dir, seq);
@@ -417,9 +460,14 @@ impl SegmentLog {
             live,
             seq,
             file,
+            readers,
             write_at: end,
             groups,
             failed: None,
+            spares,
+            rewrite_after: SEGMENTS_BEFORE_REWRITE,
+            rotated: false,
+            preparing: None,
         };
         // Every open goes on in a new segment. Where the old one's rounds
         // end may begin the rest of a torn round, under the same segment
@@ -448,18 +496,70 @@ impl SegmentLog {
 
     /// The bytes of entry `index` of `group`, read from its segment.
     pub fn entry(&self, group: GroupId, index: u64) -> Result<Option<Vec<u8>>, SegmentLogError> {
-        let Some(at) = self.groups.get(&group).and_then(|g| g.at(index)).copied() else {
-            return Ok(None);
+        let mut out = None;
+        self.read_entries(group, index, index.saturating_add(1), |_, bytes| {
+            out = Some(bytes.to_vec());
+            false
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f(index, bytes)` for the group's entries `low..high` that the
+    /// log holds, in order, until it returns false. Entries that lie next
+    /// to each other in a segment (one round's) are read with one `pread`.
+    pub fn read_entries(
+        &self,
+        group: GroupId,
+        low: u64,
+        high: u64,
+        mut f: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), SegmentLogError> {
+        let Some(log) = self.groups.get(&group) else {
+            return Ok(());
         };
-        let path = segment_path(&self.dir, at.seq);
-        let mut bytes = vec![0u8; at.len as usize];
-        let read = if at.seq == self.seq {
-            self.file.read_exact_at(&mut bytes, at.offset)
+        let mut index = low;
+        let mut buf = Vec::new();
+        while index < high {
+            let Some(first) = log.at(index).copied() else {
+                return Ok(());
+            };
+            // The run of entries stored back to back after `first`: each
+            // entry's bytes are followed by the next one's 20-byte head.
+            let mut run = vec![first];
+            while let Some(next) = log.at(first.index + run.len() as u64) {
+                let prev = run.last().expect("not empty");
+                let contiguous = next.seq == prev.seq
+                    && next.offset == prev.offset + u64::from(prev.len) + ENTRY_HEADER as u64;
+                if !contiguous || next.index >= high || next.offset - first.offset > READ_RUN_MAX {
+                    break;
+                }
+                run.push(*next);
+            }
+            let last = run.last().expect("not empty");
+            let span = (last.offset + u64::from(last.len) - first.offset) as usize;
+            buf.resize(span, 0);
+            self.read_at(first.seq, &mut buf, first.offset)?;
+            for e in &run {
+                let start = (e.offset - first.offset) as usize;
+                if !f(e.index, &buf[start..start + e.len as usize]) {
+                    return Ok(());
+                }
+            }
+            index += run.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, seq: u64, buf: &mut [u8], offset: u64) -> Result<(), SegmentLogError> {
+        let path = segment_path(&self.dir, seq);
+        let file = if seq == self.seq {
+            Some(&self.file)
         } else {
-            File::open(&path).and_then(|f| f.read_exact_at(&mut bytes, at.offset))
+            self.readers.get(&seq)
         };
-        read.map_err(io_error("read", &path))?;
-        Ok(Some(bytes))
+        file.ok_or_else(|| std::io::Error::other("the segment is not open"))
+            .and_then(|file| file.read_exact_at(buf, offset))
+            .map_err(io_error("read", &path))
     }
 
     /// Writes `round` (one write, one fdatasync), then applies it to the
@@ -483,7 +583,13 @@ impl SegmentLog {
                 dir: self.dir.clone(),
                 reason,
             })?;
-        let result = self.write_checked(&mut round);
+        let result = self.write_checked(&mut round).and_then(|()| {
+            if std::mem::take(&mut self.rotated) {
+                self.rewrite_oldest()?;
+                self.rotated = false;
+            }
+            Ok(())
+        });
         if let Err(e) = &result {
             self.failed = Some(e.to_string());
         }
@@ -517,6 +623,83 @@ impl SegmentLog {
         )
         .expect("a round checked against the index applies to it");
         self.collect()
+    }
+
+    /// Keeps the log's size bounded by what is live rather than by its
+    /// oldest live entry; run after a rotation. While more than
+    /// `rewrite_after` segments are on disk, the groups whose entries keep
+    /// the oldest one get all their entries written again, unchanged, in
+    /// one round at the log's end, so that the oldest segment holds
+    /// nothing and goes:
+    /// - a group with at most [`REWRITE_GROUP_MAX`] of entries (an idle
+    ///   group below its truncation threshold) is always moved;
+    /// - a larger one (a group that truncates soon by itself, or one a
+    ///   replica that is down holds back) only once less than a quarter of
+    ///   the segments' bytes are live, so that each byte moved frees at
+    ///   least three.
+    ///
+    /// A group's entries always move whole, in one record: replay takes an
+    /// entries record as replacing the group's entries from its first on.
+    fn rewrite_oldest(&mut self) -> Result<(), SegmentLogError> {
+        // Each pass frees the oldest segment or stops, and may start one
+        // (a rotation), so the passes are bounded.
+        for _ in 0..self.rewrite_after.max(1) {
+            if self.live.len() <= self.rewrite_after {
+                return Ok(());
+            }
+            let oldest = *self.live.keys().next().expect("segments are kept");
+            if oldest == self.seq {
+                return Ok(());
+            }
+            let bytes_of = |g: &GroupLog| -> u64 {
+                g.entries
+                    .iter()
+                    .map(|e| u64::from(e.len) + ENTRY_HEADER as u64)
+                    .sum()
+            };
+            let live_bytes: u64 = self.groups.values().map(bytes_of).sum();
+            let mostly_garbage =
+                live_bytes.saturating_mul(4) <= self.live.len() as u64 * self.segment_bytes;
+            let mut pinned = Vec::new();
+            for (&id, group) in &self.groups {
+                if group.entries.front().is_some_and(|e| e.seq == oldest) {
+                    if !mostly_garbage && bytes_of(group) > REWRITE_GROUP_MAX {
+                        // It keeps the oldest segment: moving the others
+                        // would free nothing now.
+                        return Ok(());
+                    }
+                    pinned.push(id);
+                }
+            }
+            pinned.sort_unstable();
+            let mut round = Round::default();
+            for id in pinned {
+                let group = &self.groups[&id];
+                let mut entries = Vec::with_capacity(group.entries.len());
+                self.read_entries(id, group.first_index(), group.last_index() + 1, |i, b| {
+                    entries.push((i, group.term(i).expect("an indexed entry"), b.to_vec()));
+                    true
+                })?;
+                let records: Vec<(u64, u64, &[u8])> = entries
+                    .iter()
+                    .map(|(i, t, b)| (*i, *t, b.as_slice()))
+                    .collect();
+                round.entries(id, &records);
+            }
+            if round.is_empty() {
+                return Ok(());
+            }
+            let moved = round.buf.len();
+            self.write_checked(&mut round)?;
+            tracing::debug!(
+                dir = %self.dir.display(),
+                segment = oldest,
+                moved,
+                live_bytes,
+                "raft log: entries that kept the oldest segment written again at the end"
+            );
+        }
+        Ok(())
     }
 
     /// Whether `records` fit the log as it stands: each group's entries
@@ -568,7 +751,9 @@ impl SegmentLog {
     /// segment is needed for them.
     fn rotate(&mut self) -> Result<(), SegmentLogError> {
         self.end_segment()?;
-        self.start_segment(self.seq + 1)
+        self.start_segment(self.seq + 1)?;
+        self.rotated = true;
+        Ok(())
     }
 
     /// Writes the active segment's end round (synced) at `write_at`.
@@ -586,7 +771,35 @@ impl SegmentLog {
 
     /// Makes segment `seq` the active one, beginning with the checkpoint.
     fn start_segment(&mut self, seq: u64) -> Result<(), SegmentLogError> {
-        let file = create_segment(&self.dir, seq, self.segment_bytes)?;
+        // A spare being made is waited for rather than made twice.
+        if let Some(preparing) = self.preparing.take() {
+            if self.spares.is_empty() || preparing.is_finished() {
+                let spare = preparing.join().unwrap_or_else(|_| {
+                    Err(SegmentLogError::Io {
+                        op: "fill",
+                        path: self.dir.clone(),
+                        source: std::io::Error::other("the thread making a spare panicked"),
+                    })
+                })?;
+                self.spares.push(spare);
+            } else {
+                self.preparing = Some(preparing);
+            }
+        }
+        let file = match self.spares.pop() {
+            Some(spare) => reuse_segment(&self.dir, &spare, seq)?,
+            None => create_segment(&self.dir, seq, self.segment_bytes)?,
+        };
+        if self.spares.is_empty() && self.preparing.is_none() {
+            let (dir, bytes) = (self.dir.clone(), self.segment_bytes);
+            let spare = dir.join(format!("new-{seq:016x}.spare"));
+            self.preparing = Some(
+                std::thread::Builder::new()
+                    .name("raft-log-spare".into())
+                    .spawn(move || zero_filled(&dir, &spare, bytes).map(|_| spare))
+                    .map_err(io_error("spawn a thread for", &self.dir))?,
+            );
+        }
         let mut checkpoint = Round::default();
         let mut ids: Vec<_> = self.groups.keys().copied().collect();
         ids.sort_unstable();
@@ -606,8 +819,9 @@ impl SegmentLog {
             written = bytes.len() as u64;
         }
         self.live.insert(seq, 0);
+        let old = std::mem::replace(&mut self.file, file);
+        self.readers.insert(self.seq, old);
         self.seq = seq;
-        self.file = file;
         self.write_at = written;
         Ok(())
     }
@@ -632,38 +846,70 @@ impl SegmentLog {
         }
         for seq in dead {
             let path = segment_path(&self.dir, seq);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error("remove", &path)(e)),
+            let size = self
+                .readers
+                .get(&seq)
+                .and_then(|f| f.metadata().ok())
+                .map(|m| m.len());
+            if self.spares.len() < SPARES_MAX && size == Some(self.segment_bytes) {
+                // Renamed, not deleted: its old rounds carry the old
+                // sequence number in their crc, so they never replay.
+                let spare = self.dir.join(format!("{seq:016x}.spare"));
+                std::fs::rename(&path, &spare).map_err(io_error("rename", &path))?;
+                self.spares.push(spare);
+            } else {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("remove", &path)(e)),
+                }
             }
             self.live.remove(&seq);
+            self.readers.remove(&seq);
         }
         sync_dir(&self.dir)
     }
 }
 
+/// A spare segment file renamed to segment `seq`. Its old rounds stay
+/// until overwritten; their crcs name another segment, so replay takes
+/// them as the end of what was written.
+fn reuse_segment(dir: &Path, spare: &Path, seq: u64) -> Result<File, SegmentLogError> {
+    let path = segment_path(dir, seq);
+    std::fs::rename(spare, &path).map_err(io_error("rename", spare))?;
+    sync_dir(dir)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_error("open", &path))
+}
+
 /// A new segment file, zero-filled to its full size.
 fn create_segment(dir: &Path, seq: u64, segment_bytes: u64) -> Result<File, SegmentLogError> {
-    let path = segment_path(dir, seq);
+    zero_filled(dir, &segment_path(dir, seq), segment_bytes)
+}
+
+/// A file at `path` in `dir` of `bytes` zeroes, synced with its directory.
+fn zero_filled(dir: &Path, path: &Path, bytes: u64) -> Result<File, SegmentLogError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&path)
-        .map_err(io_error("create", &path))?;
+        .open(path)
+        .map_err(io_error("create", path))?;
     // Written, not just sized: a write into a hole allocates blocks, and
     // the fdatasync after it would then write file-system metadata too.
     let zeroes = vec![0u8; 1 << 20];
     let mut at = 0;
-    while at < segment_bytes {
-        let len = zeroes.len().min((segment_bytes - at) as usize);
+    while at < bytes {
+        let len = zeroes.len().min((bytes - at) as usize);
         file.write_all_at(&zeroes[..len], at)
-            .map_err(io_error("fill", &path))?;
+            .map_err(io_error("fill", path))?;
         at += len as u64;
     }
-    file.sync_all().map_err(io_error("sync", &path))?;
+    file.sync_all().map_err(io_error("sync", path))?;
     sync_dir(dir)?;
     Ok(file)
 }

@@ -7,12 +7,20 @@ type GroupState = (Option<Vec<u8>>, (u64, u64), Vec<(u64, u64, Vec<u8>)>);
 fn state(log: &SegmentLog) -> BTreeMap<GroupId, GroupState> {
     log.groups()
         .map(|(&id, g)| {
-            let entries = (g.first_index()..=g.last_index())
+            let entries: Vec<_> = (g.first_index()..=g.last_index())
                 .map(|i| {
                     let bytes = log.entry(id, i).unwrap().expect("an indexed entry reads");
                     (i, g.term(i).unwrap(), bytes)
                 })
                 .collect();
+            // Ranged reads (one pread per run) give the same bytes.
+            let mut ranged = Vec::new();
+            log.read_entries(id, g.first_index(), g.last_index() + 1, |i, bytes| {
+                ranged.push((i, g.term(i).unwrap(), bytes.to_vec()));
+                true
+            })
+            .unwrap();
+            assert_eq!(ranged, entries, "group {id}: ranged read");
             (id, (g.hard_state.clone(), g.truncated, entries))
         })
         .collect()
@@ -79,7 +87,8 @@ fn segments_rotate_and_go_from_the_front_once_nothing_points_into_them() {
     let dir = tempfile::tempdir().unwrap();
     let segment = 64 << 10;
     let mut log = open(dir.path(), segment).unwrap();
-    // Group 2 writes once and never truncates: it holds segment 1.
+    log.rewrite_after = usize::MAX; // see the next test
+                                    // Group 2 writes once and never truncates: it holds segment 1.
     log.write(round(2, 1, 1, 1, 100)).unwrap();
     for i in 1..=60u64 {
         log.write(round(1, i, i, 1, 4000)).unwrap();
@@ -133,6 +142,57 @@ fn segments_rotate_and_go_from_the_front_once_nothing_points_into_them() {
     drop(log);
     let log = open(dir.path(), segment).unwrap();
     assert_eq!(state(&log), before);
+}
+
+/// An idle group below its truncation threshold would keep the oldest
+/// segment, and with it every later one, for ever: past
+/// `SEGMENTS_BEFORE_REWRITE` its entries are written again at the end.
+/// Emptied segments become spares that later segments reuse.
+#[test]
+fn an_idle_groups_entries_move_so_the_log_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 64 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    log.write(round(2, 1, 3, 1, 700)).unwrap();
+    let mut most = 0;
+    for i in 1..=200u64 {
+        log.write(round(1, i, i, 1, 4000)).unwrap();
+        if i % 5 == 0 {
+            let mut r = Round::default();
+            r.truncate(1, i - 1, 1);
+            log.write(r).unwrap();
+        }
+        most = most.max(log.segments().len());
+    }
+    assert!(
+        most <= SEGMENTS_BEFORE_REWRITE + 1,
+        "at most {} segments at a time, saw {most}",
+        SEGMENTS_BEFORE_REWRITE + 1
+    );
+    assert!(
+        log.segments()[0] > 1,
+        "segment 1 went: {:?}",
+        log.segments()
+    );
+    let spares: Vec<_> = std::fs::read_dir(dir.path().join("raft-log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("spare".as_ref()))
+        .collect();
+    assert!(
+        !spares.is_empty() && spares.len() <= SPARES_MAX,
+        "{} spares",
+        spares.len()
+    );
+    let before = state(&log);
+    assert_eq!(
+        before[&2].2.len(),
+        3,
+        "group 2's entries are all still there"
+    );
+    assert_eq!(before[&2].2[2].2, payload(2, 3, 700));
+    drop(log);
+    let log = open(dir.path(), segment).unwrap();
+    assert_eq!(state(&log), before, "and read the same after a reopen");
 }
 
 #[test]
