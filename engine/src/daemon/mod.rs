@@ -205,7 +205,14 @@ pub async fn run_with(
     });
     let mut raft_config = NodeConfig::new(config.id);
     raft_config.tick_interval = Duration::from_millis(config.tick_ms);
-    let raft = RaftNode::spawn(raft_config, db.clone(), transport, resolver);
+    let log_dir = config.data_dir.join("raft-log");
+    let log = crate::replication::log_store::open_node_log(&log_dir, &db).map_err(|reason| {
+        DaemonError::Replication(format!(
+            "opening the Raft log {}: {reason}",
+            log_dir.display()
+        ))
+    })?;
+    let raft = RaftNode::spawn(raft_config, log, transport, resolver);
 
     if let Some(machine) = machine {
         let handle = raft.handle();
@@ -369,7 +376,7 @@ pub async fn run_with(
         )))
         .map_err(|e| DaemonError::Replication(e.to_string()))?;
     let pgs = tokio::spawn(manage_pgs(
-        PgManager::new(raft.handle(), db.clone(), backends),
+        PgManager::new(raft.handle(), backends),
         map.clone(),
     ));
     let volumes =

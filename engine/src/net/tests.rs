@@ -1,6 +1,7 @@
 //! Raft over real gRPC between node loops on loopback: the same guarantees
 //! as over the simulated network, with tonic servers and clients.
 
+use crate::replication::log_store::open_node_log;
 use rocksdb::DB;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,8 @@ impl GrpcCluster {
             .lock()
             .unwrap()
             .insert(id, listener.local_addr().unwrap().to_string());
-        let db = Arc::new(DB::open_default(self.dir.path().join(format!("node{id}"))).unwrap());
+        let dir = self.dir.path().join(format!("node{id}"));
+        let db = Arc::new(DB::open_default(&dir).unwrap());
         let book = self.addresses.clone();
         let transport = Arc::new(GrpcTransport::new(
             id,
@@ -64,7 +66,7 @@ impl GrpcCluster {
         config.tick_interval = Duration::from_millis(20);
         let raft = RaftNode::spawn(
             config,
-            db.clone(),
+            open_node_log(&dir.join("raft-log"), &db).unwrap(),
             transport,
             Arc::new(|_g: u64, peer: u64| Some(peer)),
         );

@@ -13,7 +13,6 @@
 //!   place of a replica placement no longer wants, remove one;
 //! - drops replicas the group has removed, with their objects.
 
-use rocksdb::DB;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -21,7 +20,6 @@ use super::backend::PgBackend;
 use super::machine::PgMachine;
 use super::{disk_of_peer, group_id, peer_of_disk, pg_disks};
 use crate::cluster::ClusterMapState;
-use crate::replication::log_store::LogStore;
 use crate::replication::{GroupId, PeerId, RaftNodeHandle};
 
 /// What one pass of the manager did.
@@ -40,7 +38,6 @@ pub struct SyncReport {
 /// Keeps this node's PG replicas in line with the map.
 pub struct PgManager {
     raft: RaftNodeHandle,
-    db: Arc<DB>,
     backends: HashMap<u32, Arc<dyn PgBackend>>,
     /// group -> this node's replica of it
     hosted: HashMap<GroupId, PeerId>,
@@ -59,16 +56,11 @@ struct Placed {
 }
 
 impl PgManager {
-    /// `backends` maps each local disk id to its object backend; `db`
-    /// holds this node's Raft state.
-    pub fn new(
-        raft: RaftNodeHandle,
-        db: Arc<DB>,
-        backends: HashMap<u32, Arc<dyn PgBackend>>,
-    ) -> PgManager {
+    /// `backends` maps each local disk id to its object backend; `raft`
+    /// keeps this node's Raft state.
+    pub fn new(raft: RaftNodeHandle, backends: HashMap<u32, Arc<dyn PgBackend>>) -> PgManager {
         PgManager {
             raft,
-            db,
             backends,
             hosted: HashMap::new(),
             on_disk: None,
@@ -79,7 +71,7 @@ impl PgManager {
     /// One pass (blocking; call off the async runtime).
     pub fn sync(&mut self, map: &ClusterMapState) -> Result<SyncReport, String> {
         if self.on_disk.is_none() {
-            let groups = LogStore::initialized_groups(&self.db).map_err(|e| e.to_string())?;
+            let groups = self.raft.stored_groups().map_err(|e| e.to_string())?;
             self.on_disk = Some(
                 groups
                     .into_iter()

@@ -3,22 +3,23 @@
 //!
 //! Each round it takes what arrived (Raft messages, proposals, reads),
 //! ticks the groups when a tick is due, collects the `Ready` of every group,
-//! writes all their new log entries and hard states in ONE synced RocksDB
-//! batch, and sends ONE batch of messages per destination node. So the cost
+//! writes all their new log entries and hard states as ONE synced round of
+//! the node's segment log, and sends ONE batch of messages per destination
+//! node. So the cost
 //! of an fsync and of a network round trip is shared by every I/O in
 //! flight, whatever the number of groups.
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::{Message, MessageType};
 use raft::RawNode;
-use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::log_store::LogStore;
+use super::log_store::{self, LogStore, SharedLog};
 use super::peer::{ApplyEffects, Callback, Peer};
+use super::segment_log::Round;
 use super::transport::{PeerResolver, RaftEnvelope, Transport};
 use super::{
     ApplyResult, GroupId, InstallRequest, NodeId, PeerId, ReplicationError, SnapshotInstaller,
@@ -151,6 +152,7 @@ enum Command {
 pub struct RaftNodeHandle {
     node_id: NodeId,
     inbox: Sender<Command>,
+    log: SharedLog,
 }
 
 /// A running node loop; stops (and joins its thread) when dropped.
@@ -161,9 +163,10 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Starts the loop of node `config.node_id` on its own thread.
+    /// `log` is the node's Raft log (see [`log_store::open_node_log`]).
     pub fn spawn(
         config: NodeConfig,
-        db: Arc<DB>,
+        log: SharedLog,
         transport: Arc<dyn Transport>,
         resolver: Arc<dyn PeerResolver>,
     ) -> RaftNode {
@@ -171,13 +174,14 @@ impl RaftNode {
         let handle = RaftNodeHandle {
             node_id: config.node_id,
             inbox: tx.clone(),
+            log: log.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-node-{}", config.node_id))
             .spawn(move || {
                 let mut node_loop = NodeLoop {
                     config,
-                    db,
+                    log,
                     transport,
                     resolver,
                     peers: BTreeMap::new(),
@@ -262,6 +266,14 @@ impl RaftNodeHandle {
         targets: Vec<(GroupId, Vec<PeerId>)>,
     ) -> Result<(), ReplicationError> {
         self.send(Command::Reconfigure(targets))
+    }
+
+    /// The groups this node's Raft log holds a replica of, with their
+    /// configuration as last saved (whether or not the loop hosts them).
+    pub fn stored_groups(
+        &self,
+    ) -> Result<Vec<(GroupId, raft::eraftpb::ConfState)>, ReplicationError> {
+        log_store::stored_groups(&self.log).map_err(|e| ReplicationError::Storage(e.to_string()))
     }
 
     /// Drops this node's replica of `group` and its Raft state.
@@ -408,7 +420,7 @@ impl RaftNodeHandle {
 
 struct NodeLoop {
     config: NodeConfig,
-    db: Arc<DB>,
+    log: SharedLog,
     transport: Arc<dyn Transport>,
     resolver: Arc<dyn PeerResolver>,
     peers: BTreeMap<GroupId, Peer>,
@@ -542,7 +554,7 @@ impl NodeLoop {
                 let result = match self.peers.remove(&group) {
                     Some(mut peer) => {
                         peer.fail_all(ReplicationError::GroupNotFound(group));
-                        LogStore::destroy(&self.db, group)
+                        LogStore::destroy(&self.log, group)
                             .map_err(|e| ReplicationError::Storage(e.to_string()))
                     }
                     None => Ok(()),
@@ -677,12 +689,12 @@ impl NodeLoop {
         if self.peers.contains_key(&group) {
             return Ok(());
         }
-        let mut store = LogStore::open(self.db.clone(), group)
+        let mut store = LogStore::open(self.log.clone(), group)
             .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         if !store.is_initialized() && !voters.is_empty() {
-            let mut batch = WriteBatch::default();
-            store.stage_bootstrap(&mut batch, &voters);
-            self.write_synced(batch)?;
+            store
+                .bootstrap(&voters)
+                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         }
         let first_applied = store.first_index_now() - 1;
         let applied = machine
@@ -727,13 +739,9 @@ impl NodeLoop {
         self.config.tick_interval * (self.config.election_ticks.saturating_sub(2) as u32)
     }
 
-    fn write_synced(&self, batch: WriteBatch) -> Result<(), ReplicationError> {
-        write_synced(&self.db, batch)
-    }
-
     fn process_ready(&mut self) -> Result<(), ReplicationError> {
         let mut outbox: HashMap<NodeId, Vec<RaftEnvelope>> = HashMap::new();
-        let mut batch = WriteBatch::default();
+        let mut round = Round::default();
         let mut readies = Vec::new();
         for (&group, peer) in self.peers.iter_mut() {
             if peer.installing.is_some() {
@@ -744,7 +752,7 @@ impl NodeLoop {
             }
             if peer.commit_dirty {
                 let commit = peer.raw.raft.raft_log.committed;
-                peer.raw.mut_store().stage_commit(&mut batch, commit);
+                peer.raw.mut_store().stage_commit(commit);
                 peer.commit_dirty = false;
             }
             if !peer.raw.has_ready() {
@@ -769,27 +777,31 @@ impl NodeLoop {
             }
             if !ready.snapshot().is_empty() {
                 let meta = ready.snapshot().get_metadata().clone();
-                peer.raw
-                    .mut_store()
-                    .apply_snapshot(&meta)
-                    .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+                peer.raw.mut_store().apply_snapshot(&mut round, &meta);
             }
             let effects = peer.apply(ready.take_committed_entries())?;
-            apply_effects(&self.db, peer, effects)?;
+            apply_effects(peer, effects, false)?;
             if !ready.read_states().is_empty() {
                 peer.on_read_states(ready.take_read_states());
             }
             let hs = ready.hs().cloned();
             peer.raw
                 .mut_store()
-                .stage(&mut batch, ready.entries(), hs.as_ref());
+                .stage(&mut round, ready.entries(), hs.as_ref());
             readies.push((group, ready));
+        }
+        // Every group's state record (and truncation) after its entries,
+        // holding what this round changed last.
+        for peer in self.peers.values_mut() {
+            peer.raw.mut_store().finish_round(&mut round);
         }
         // Messages a leader sends before its own write are safe (Raft
         // paper, section 10.2.1): overlap the network with the fsync.
         self.flush(&mut outbox);
-        if !batch.is_empty() {
-            self.write_synced(batch)?;
+        if !round.is_empty() {
+            log_store::lock(&self.log)
+                .write(round)
+                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         }
         for (group, ready) in readies {
             let peer = self.peers.get_mut(&group).expect("peer of a ready");
@@ -807,7 +819,7 @@ impl NodeLoop {
             }
             route(&*self.resolver, &mut outbox, group, light.take_messages());
             let effects = peer.apply(light.take_committed_entries())?;
-            apply_effects(&self.db, peer, effects)?;
+            apply_effects(peer, effects, true)?;
             peer.raw.advance_apply();
             peer.serve_reads();
         }
@@ -843,22 +855,24 @@ fn route(
     }
 }
 
-/// Writes `batch` and waits until it is on stable storage.
-fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), ReplicationError> {
-    let mut options = WriteOptions::default();
-    options.set_sync(true);
-    db.write_opt(batch, &options)
-        .map_err(|e| ReplicationError::Storage(e.to_string()))
-}
-
-/// Makes what applying entries asked for durable: a new configuration.
-fn apply_effects(db: &DB, peer: &mut Peer, effects: ApplyEffects) -> Result<(), ReplicationError> {
+/// Records what applying entries asked for: a new configuration, saved
+/// with the group's state record in the round being built, or at once
+/// (synced) when that round is already written (`save_now`).
+fn apply_effects(
+    peer: &mut Peer,
+    effects: ApplyEffects,
+    save_now: bool,
+) -> Result<(), ReplicationError> {
     let applied = peer.applied_index();
-    peer.raw.mut_store().set_applied(applied);
+    let store = peer.raw.mut_store();
+    store.set_applied(applied);
     if let Some((index, cs)) = effects.conf_state {
-        let mut batch = WriteBatch::default();
-        peer.raw.mut_store().stage_conf_state(&mut batch, index, cs);
-        write_synced(db, batch)?;
+        store.set_conf_state(index, cs);
+        if save_now {
+            store
+                .save_now()
+                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+        }
     }
     Ok(())
 }

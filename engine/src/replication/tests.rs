@@ -3,6 +3,7 @@
 //! raft-rs; only the network is simulated (the gRPC transport has its own
 //! tests with real processes).
 
+use super::log_store::open_node_log;
 use rocksdb::DB;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -80,7 +81,8 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId) {
-        let db = Arc::new(DB::open_default(self.dir.path().join(format!("node{id}"))).unwrap());
+        let dir = self.dir.path().join(format!("node{id}"));
+        let db = Arc::new(DB::open_default(&dir).unwrap());
         let mut config = NodeConfig::new(id);
         config.tick_interval = Duration::from_millis(20);
         config.compact_threshold_entries = 100;
@@ -91,7 +93,7 @@ impl Cluster {
         });
         let node = RaftNode::spawn(
             config,
-            db.clone(),
+            open_node_log(&dir.join("raft-log"), &db).unwrap(),
             transport,
             Arc::new(|_g: GroupId, peer: u64| Some(peer)),
         );
