@@ -74,6 +74,17 @@ fn log_error(group: GroupId, e: SegmentLogError) -> raft::Error {
     storage_error(format!("group {group}: {e}"))
 }
 
+/// Adds `entries` to `round` as one record, each as its protobuf.
+fn stage_entries(round: &mut Round, group: GroupId, entries: &[Entry]) {
+    let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode_to_vec()).collect();
+    let records: Vec<(u64, u64, &[u8])> = entries
+        .iter()
+        .zip(&encoded)
+        .map(|(e, bytes)| (e.index, e.term, bytes.as_slice()))
+        .collect();
+    round.entries(group, &records);
+}
+
 const STATE_VERSION: u8 = 1;
 
 /// A state record's payload: `version u8 | len u32 | HardState | len u32 |
@@ -360,13 +371,7 @@ impl LogStore {
         };
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
             debug_assert!(first.index > self.truncated_index);
-            let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode_to_vec()).collect();
-            let records: Vec<(u64, u64, &[u8])> = entries
-                .iter()
-                .zip(&encoded)
-                .map(|(e, bytes)| (e.index, e.term, bytes.as_slice()))
-                .collect();
-            round.entries(self.group, &records);
+            stage_entries(round, self.group, entries);
             staged.last_index = Some(last.index);
         }
         if hard_state.is_some() {
@@ -602,6 +607,8 @@ mod legacy {
     use super::*;
 
     const PREFIX: u8 = b'r';
+    /// Entry bytes per round of a move (small in tests, to make several).
+    pub(super) const MOVE_ROUND_BYTES: usize = if cfg!(test) { 1024 } else { 64 << 20 };
     const FORMAT_VERSION: u8 = 1;
     pub(super) const KIND_HARD_STATE: u8 = 0x01;
     pub(super) const KIND_CONF_STATE: u8 = 0x02;
@@ -693,19 +700,34 @@ mod legacy {
                 entry_it.next();
             }
             entry_it.status().map_err(read_error)?;
+            // In rounds of at most MOVE_ROUND_BYTES of entries (a round
+            // must stay under 4 GiB); the first destroys what an earlier,
+            // interrupted move left, the later ones append, the last
+            // carries the state.
             let mut round = Round::default();
             round.destroy(group);
             round.truncate(group, truncated.0, truncated.1);
-            let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode_to_vec()).collect();
-            let records: Vec<(u64, u64, &[u8])> = entries
-                .iter()
-                .zip(&encoded)
-                .map(|(e, bytes)| (e.index, e.term, bytes.as_slice()))
-                .collect();
-            round.entries(group, &records);
-            round.hard_state(group, &encode_state(&hard_state, &conf_state, conf_index));
-            log.write(round)
-                .map_err(|e| format!("group {group}: moving its Raft log out of RocksDB: {e}"))?;
+            let mut rest = entries.as_slice();
+            loop {
+                let mut take = 0;
+                let mut bytes = 0;
+                while take < rest.len() && (take == 0 || bytes < MOVE_ROUND_BYTES) {
+                    bytes += rest[take].encoded_len();
+                    take += 1;
+                }
+                let (chunk, after) = rest.split_at(take);
+                stage_entries(&mut round, group, chunk);
+                rest = after;
+                if rest.is_empty() {
+                    round.hard_state(group, &encode_state(&hard_state, &conf_state, conf_index));
+                }
+                log.write(std::mem::take(&mut round)).map_err(|e| {
+                    format!("group {group}: moving its Raft log out of RocksDB: {e}")
+                })?;
+                if rest.is_empty() {
+                    break;
+                }
+            }
             moved += 1;
             match group.checked_add(1) {
                 Some(next) => it.seek(key(next, 0)),

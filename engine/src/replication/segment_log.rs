@@ -45,6 +45,9 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 pub const SEGMENTS_BEFORE_REWRITE: usize = 4;
 /// Entries of one group that `rewrite_oldest` always moves (see there).
 const REWRITE_GROUP_MAX: u64 = 4 << 20;
+/// Entries of one group that `rewrite_oldest` never moves: one record (and
+/// one round in memory) holds them all.
+const REWRITE_GROUP_CAP: u64 = 256 << 20;
 /// Emptied segments kept to become new ones: a reused file needs neither
 /// the zero fill nor, on its first fdatasync, a metadata write.
 const SPARES_MAX: usize = 2;
@@ -61,6 +64,7 @@ const KIND_HARD_STATE: u8 = 2;
 const KIND_TRUNCATE: u8 = 3;
 const KIND_DESTROY: u8 = 4;
 const KIND_SEGMENT_END: u8 = 5;
+const KIND_SEGMENT_START: u8 = 6;
 
 /// What went wrong, naming the file and the way out.
 #[derive(Debug, thiserror::Error)]
@@ -219,9 +223,9 @@ impl Round {
 
     /// The bytes to write in segment `seq`: header filled in, padded to
     /// the round boundary.
-    fn sealed(&mut self, seq: u64) -> &[u8] {
+    fn sealed(&mut self, seq: u64, salt: u64) -> &[u8] {
         let len = u32::try_from(self.buf.len() - ROUND_HEADER).expect("a round under 4 GiB");
-        let crc = round_crc(seq, len, self.records());
+        let crc = round_crc(seq, salt, len, self.records());
         self.buf[0..4].copy_from_slice(&ROUND_MAGIC.to_le_bytes());
         self.buf[4..8].copy_from_slice(&len.to_le_bytes());
         self.buf[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -231,9 +235,25 @@ impl Round {
     }
 }
 
-fn round_crc(seq: u64, len: u32, records: &[u8]) -> u32 {
-    let head = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), &len.to_le_bytes());
+/// The crc of a round of segment `seq` whose start round drew `salt` (0
+/// for the start round itself). The salt is what keeps a reused file's old
+/// bytes from replaying: entries carry client data, which could hold a
+/// well-formed round for any segment number, but not for a salt drawn
+/// after it was written.
+fn round_crc(seq: u64, salt: u64, len: u32, records: &[u8]) -> u32 {
+    let mut head = crc32c::crc32c(&seq.to_le_bytes());
+    head = crc32c::crc32c_append(head, &salt.to_le_bytes());
+    head = crc32c::crc32c_append(head, &len.to_le_bytes());
     crc32c::crc32c_append(head, records)
+}
+
+/// The salt of a segment's start round: its first record.
+fn start_salt(records: &[u8]) -> Option<u64> {
+    let header = records.get(..RECORD_HEADER)?;
+    if header[4] != KIND_SEGMENT_START || header[0..4] != 8u32.to_le_bytes() {
+        return None;
+    }
+    read_u64(records, RECORD_HEADER)
 }
 
 /// A round read back, or why none could be.
@@ -250,7 +270,7 @@ enum Parsed<'a> {
     Bad(String),
 }
 
-fn parse_round(data: &[u8], seq: u64, at: u64) -> Parsed<'_> {
+fn parse_round(data: &[u8], seq: u64, salt: u64, at: u64) -> Parsed<'_> {
     let Some(header) = usize::try_from(at)
         .ok()
         .and_then(|start| data.get(start..start.checked_add(ROUND_HEADER)?))
@@ -269,7 +289,7 @@ fn parse_round(data: &[u8], seq: u64, at: u64) -> Parsed<'_> {
     let Some(records) = data.get(start..start + len as usize) else {
         return Parsed::Bad(format!("round length {len} runs past the file"));
     };
-    if round_crc(seq, len, records) != word(8) {
+    if round_crc(seq, salt, len, records) != word(8) {
         return Parsed::Bad("crc mismatch".into());
     }
     Parsed::Round {
@@ -348,6 +368,8 @@ pub struct SegmentLog {
     /// Every segment on disk: sequence number to entries pointing into it.
     live: BTreeMap<u64, u64>,
     seq: u64,
+    /// The active segment's salt (see `round_crc`).
+    salt: u64,
     file: File,
     /// A descriptor of every segment but the active one, for reads.
     readers: HashMap<u64, File>,
@@ -407,9 +429,10 @@ impl SegmentLog {
             readers.insert(seq, file);
             live.insert(seq, 0);
             let last = i + 1 == seqs.len();
-            let (end, ended) = replay_segment(&path, &data, seq, last, &mut groups, &mut live)?;
+            let (end, ended, salt) =
+                replay_segment(&path, &data, seq, last, &mut groups, &mut live)?;
             if last {
-                tail = Some((seq, end, ended));
+                tail = Some((seq, end, ended, salt));
             }
         }
         for (&group, log) in &groups {
@@ -424,17 +447,24 @@ impl SegmentLog {
                 }
             }
         }
-        let Some((seq, end, ended)) = tail else {
+        let Some((seq, end, ended, salt)) = tail else {
+            // A new log. Spares without segments are leftovers: one could
+            // carry the number this log starts again at.
+            for spare in spares.drain(..) {
+                std::fs::remove_file(&spare).map_err(io_error("remove", &spare))?;
+            }
             let file = create_segment(dir, 1, segment_bytes)?;
+            let (salt, written) = begin_segment(dir, &file, 1, &groups)?;
             live.insert(1, 0);
             return Ok(SegmentLog {
                 dir: dir.to_path_buf(),
                 segment_bytes,
                 live,
                 seq: 1,
+                salt,
                 file,
                 readers,
-                write_at: 0,
+                write_at: written,
                 groups,
                 failed: None,
                 spares,
@@ -459,6 +489,9 @@ impl SegmentLog {
             segment_bytes,
             live,
             seq,
+            // Unknown (0) only for a segment torn in its start round;
+            // `end_segment` then writes a start round of its own.
+            salt: salt.unwrap_or(0),
             file,
             readers,
             write_at: end,
@@ -606,7 +639,7 @@ impl SegmentLog {
         let at = self.write_at;
         let path = segment_path(&self.dir, seq);
         let records_end = round.buf.len();
-        let bytes = round.sealed(seq);
+        let bytes = round.sealed(seq, self.salt);
         self.file
             .write_all_at(bytes, at)
             .and_then(|()| self.file.sync_data())
@@ -636,7 +669,9 @@ impl SegmentLog {
     /// - a larger one (a group that truncates soon by itself, or one a
     ///   replica that is down holds back) only once less than a quarter of
     ///   the segments' bytes are live, so that each byte moved frees at
-    ///   least three.
+    ///   least three;
+    /// - one over [`REWRITE_GROUP_CAP`] never: it keeps its segments, as
+    ///   its own entries would keep them anyway, until it truncates.
     ///
     /// A group's entries always move whole, in one record: replay takes an
     /// entries record as replacing the group's entries from its first on.
@@ -663,7 +698,8 @@ impl SegmentLog {
             let mut pinned = Vec::new();
             for (&id, group) in &self.groups {
                 if group.entries.front().is_some_and(|e| e.seq == oldest) {
-                    if !mostly_garbage && bytes_of(group) > REWRITE_GROUP_MAX {
+                    let bytes = bytes_of(group);
+                    if bytes > REWRITE_GROUP_CAP || (!mostly_garbage && bytes > REWRITE_GROUP_MAX) {
                         // It keeps the oldest segment: moving the others
                         // would free nothing now.
                         return Ok(());
@@ -759,9 +795,18 @@ impl SegmentLog {
     /// Writes the active segment's end round (synced) at `write_at`.
     fn end_segment(&mut self) -> Result<(), SegmentLogError> {
         let mut end = Round::default();
+        let salt = if self.write_at == 0 {
+            // Torn in its start round: this round is the start too.
+            end.record(KIND_SEGMENT_START, 0, |buf| {
+                buf.extend_from_slice(&new_salt().to_le_bytes())
+            });
+            0
+        } else {
+            self.salt
+        };
         end.record(KIND_SEGMENT_END, 0, |_| {});
         let path = segment_path(&self.dir, self.seq);
-        let bytes = end.sealed(self.seq);
+        let bytes = end.sealed(self.seq, salt);
         self.file
             .write_all_at(bytes, self.write_at)
             .and_then(|()| self.file.sync_data())
@@ -774,14 +819,19 @@ impl SegmentLog {
         // A spare being made is waited for rather than made twice.
         if let Some(preparing) = self.preparing.take() {
             if self.spares.is_empty() || preparing.is_finished() {
-                let spare = preparing.join().unwrap_or_else(|_| {
+                let made = preparing.join().unwrap_or_else(|_| {
                     Err(SegmentLogError::Io {
                         op: "fill",
                         path: self.dir.clone(),
                         source: std::io::Error::other("the thread making a spare panicked"),
                     })
-                })?;
-                self.spares.push(spare);
+                });
+                match made {
+                    Ok(spare) => self.spares.push(spare),
+                    // Needed only without another spare (which then is
+                    // made here, and fails here too if the disk is full).
+                    Err(e) => tracing::warn!("{e}; making the next segment in the Raft loop"),
+                }
             } else {
                 self.preparing = Some(preparing);
             }
@@ -800,28 +850,12 @@ impl SegmentLog {
                     .map_err(io_error("spawn a thread for", &self.dir))?,
             );
         }
-        let mut checkpoint = Round::default();
-        let mut ids: Vec<_> = self.groups.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let group = &self.groups[&id];
-            if let Some(hs) = &group.hard_state {
-                checkpoint.hard_state(id, hs);
-            }
-            checkpoint.truncate(id, group.truncated.0, group.truncated.1);
-        }
-        let mut written = 0;
-        if !checkpoint.is_empty() {
-            let bytes = checkpoint.sealed(seq);
-            file.write_all_at(bytes, 0)
-                .and_then(|()| file.sync_data())
-                .map_err(io_error("write", &segment_path(&self.dir, seq)))?;
-            written = bytes.len() as u64;
-        }
+        let (salt, written) = begin_segment(&self.dir, &file, seq, &self.groups)?;
         self.live.insert(seq, 0);
         let old = std::mem::replace(&mut self.file, file);
         self.readers.insert(self.seq, old);
         self.seq = seq;
+        self.salt = salt;
         self.write_at = written;
         Ok(())
     }
@@ -832,8 +866,8 @@ impl SegmentLog {
     ///
     /// Only from the front: replay must see every record after the first
     /// segment kept. A gap could hide a group's destruction, and the
-    /// group's older records would bring it back. The directory is synced
-    /// after, so no removal outlives a later one's undoing.
+    /// group's older records would bring it back. Each removal (a delete,
+    /// or a rename to a spare) is synced before the next.
     fn collect(&mut self) -> Result<(), SegmentLogError> {
         let dead: Vec<u64> = self
             .live
@@ -866,9 +900,48 @@ impl SegmentLog {
             }
             self.live.remove(&seq);
             self.readers.remove(&seq);
+            // One at a time, oldest first: a later segment's removal must
+            // never be on disk while an older one's is not (replay would
+            // then skip a segment's records).
+            sync_dir(&self.dir)?;
         }
-        sync_dir(&self.dir)
+        Ok(())
     }
+}
+
+fn new_salt() -> u64 {
+    rand::random::<u64>() | 1
+}
+
+/// Writes segment `seq`'s start round (synced): a fresh salt, then the
+/// checkpoint of every group's state and truncation point, so that no
+/// older segment is needed for them. Returns the salt and the bytes
+/// written.
+fn begin_segment(
+    dir: &Path,
+    file: &File,
+    seq: u64,
+    groups: &HashMap<GroupId, GroupLog>,
+) -> Result<(u64, u64), SegmentLogError> {
+    let salt = new_salt();
+    let mut start = Round::default();
+    start.record(KIND_SEGMENT_START, 0, |buf| {
+        buf.extend_from_slice(&salt.to_le_bytes())
+    });
+    let mut ids: Vec<_> = groups.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let group = &groups[&id];
+        if let Some(hs) = &group.hard_state {
+            start.hard_state(id, hs);
+        }
+        start.truncate(id, group.truncated.0, group.truncated.1);
+    }
+    let bytes = start.sealed(seq, 0);
+    file.write_all_at(bytes, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(io_error("write", &segment_path(dir, seq)))?;
+    Ok((salt, bytes.len() as u64))
 }
 
 /// A spare segment file renamed to segment `seq`. Its old rounds stay
@@ -915,7 +988,8 @@ fn zero_filled(dir: &Path, path: &Path, bytes: u64) -> Result<File, SegmentLogEr
 }
 
 /// Replays one segment into `groups`; returns where its valid rounds end,
-/// and whether they end with the segment's end round.
+/// whether they end with the segment's end round, and the segment's salt
+/// (`None` if its start round is torn).
 fn replay_segment(
     path: &Path,
     data: &[u8],
@@ -923,24 +997,30 @@ fn replay_segment(
     last: bool,
     groups: &mut HashMap<GroupId, GroupLog>,
     live: &mut BTreeMap<u64, u64>,
-) -> Result<(u64, bool), SegmentLogError> {
+) -> Result<(u64, bool, Option<u64>), SegmentLogError> {
     let corrupt = |offset: u64, reason: String| SegmentLogError::Corrupt {
         path: path.to_path_buf(),
         offset,
         reason,
     };
     let mut at = 0u64;
+    let mut salt = None;
     loop {
-        let reason = match parse_round(data, seq, at) {
+        let reason = match parse_round(data, seq, salt.unwrap_or(0), at) {
             Parsed::Round {
                 records,
                 records_at,
                 next,
             } => {
+                if salt.is_none() {
+                    salt = Some(start_salt(records).ok_or_else(|| {
+                        corrupt(at, "the segment does not begin with its start round".into())
+                    })?);
+                }
                 let ended = apply_round(records, records_at, seq, true, groups, live)
                     .map_err(|reason| corrupt(at, reason))?;
                 if ended {
-                    return Ok((at, true));
+                    return Ok((at, true, salt));
                 }
                 at = next;
                 continue;
@@ -952,15 +1032,19 @@ fn replay_segment(
             return Err(corrupt(at, reason));
         }
         // The last segment: a torn round ends the log, unless a valid
-        // round of this segment comes after it.
+        // round of this segment comes after it. Without the start round
+        // (torn too) no later round can be valid.
+        let Some(salt) = salt else {
+            return Ok((at, false, None));
+        };
         let mut probe = at + ROUND_ALIGN;
         while probe < data.len() as u64 {
-            if let Parsed::Round { .. } = parse_round(data, seq, probe) {
+            if let Parsed::Round { .. } = parse_round(data, seq, salt, probe) {
                 return Err(corrupt(at, reason));
             }
             probe += ROUND_ALIGN;
         }
-        return Ok((at, false));
+        return Ok((at, false, Some(salt)));
     }
 }
 
@@ -999,6 +1083,9 @@ fn apply_round(
     each_record(records, |kind, group, payload, offset| {
         if kind == KIND_SEGMENT_END {
             ended = true;
+            return Ok(());
+        }
+        if kind == KIND_SEGMENT_START {
             return Ok(());
         }
         let at = records_at + offset as u64;

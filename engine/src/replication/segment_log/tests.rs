@@ -203,12 +203,14 @@ fn a_torn_last_round_ends_the_log_and_the_log_goes_on_after_it() {
     let kept = state(&log);
     log.write(round(1, 3, 4, 1, 3000)).unwrap();
     drop(log);
-    // The crash tore the second round: its record's tail never reached the disk.
+    // The crash tore the second round (after the start round and the
+    // first, at 12288): its record's tail never reached the disk.
     let file = OpenOptions::new()
         .write(true)
         .open(segment_file(dir.path(), 1))
         .unwrap();
-    file.write_all_at(&[0u8; 1000], 8192 + 4000).unwrap();
+    file.write_all_at(&[0u8; 1000], 3 * ROUND_ALIGN + 4000)
+        .unwrap();
     let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
     assert_eq!(state(&log), kept);
     log.write(round(1, 3, 3, 2, 50)).unwrap();
@@ -237,9 +239,10 @@ fn a_record_of_an_older_segment_after_the_end_is_not_corruption() {
         .write(true)
         .open(segment_file(dir.path(), 2))
         .unwrap();
-    // Segment 2: the checkpoint's round, then round 4.
-    let end = 2 * ROUND_ALIGN;
-    new.write_all_at(&old[..2 * ROUND_ALIGN as usize], end)
+    // Segment 2: its start round (with the checkpoint), then rounds 3
+    // and 4.
+    let end = 3 * ROUND_ALIGN;
+    new.write_all_at(&old[..3 * ROUND_ALIGN as usize], end)
         .unwrap();
     let log = open(dir.path(), segment).unwrap();
     assert_eq!(state(&log), kept);
@@ -255,7 +258,8 @@ fn a_bad_record_with_valid_records_after_it_is_named_as_corruption() {
     drop(log);
     let path = segment_file(dir.path(), 1);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
-    // A byte of the second round's entry data flips.
+    // A byte of the first round's entry data flips (the round after the
+    // start round, with two valid rounds after it).
     file.write_all_at(&[0xff], ROUND_ALIGN + 60).unwrap();
     match open(dir.path(), SEGMENT_BYTES) {
         Err(SegmentLogError::Corrupt {
@@ -500,7 +504,8 @@ fn multi_record_round(group: GroupId, index: u64) -> Round {
 
 #[test]
 fn torn_rounds_are_dropped_whole_and_reopen_twice() {
-    // Which pages of the last round (4096..16384) reached the disk.
+    // Which pages of the last round (8192..20480, after the start round
+    // and round 1) reached the disk.
     for lost in [&[1usize][..], &[2], &[0], &[0, 1], &[1, 2]] {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), SEGMENT_BYTES).unwrap();
@@ -513,7 +518,7 @@ fn torn_rounds_are_dropped_whole_and_reopen_twice() {
             .open(segment_file(dir.path(), 1))
             .unwrap();
         for page in lost {
-            file.write_all_at(&[0u8; 4096], ROUND_ALIGN * (1 + *page as u64))
+            file.write_all_at(&[0u8; 4096], ROUND_ALIGN * (2 + *page as u64))
                 .unwrap();
         }
         for reopen in 0..2 {
@@ -598,4 +603,70 @@ fn garbage_in_segment_files_gives_an_error_or_the_log_never_a_panic() {
         // Either outcome is fine; a panic (caught by the test harness) is not.
         let _ = open(dir.path(), segment).map(|l| state(&l));
     }
+}
+
+/// Client data rides in entries, so a segment can hold bytes that form a
+/// well-made round for any segment number. Once the file is reused as
+/// that segment, they lie past its rounds, where replay looks. The salt
+/// drawn at the segment's start (in every later round's crc) keeps them
+/// out: found by review, where without it a reopen took a forged
+/// truncation and hard state.
+#[test]
+fn a_forged_round_in_a_reused_segment_never_replays() {
+    use std::os::unix::fs::MetadataExt;
+    /// A round for segment `seq` (salt 0, as a forger must guess one):
+    /// group 2 truncated far ahead, with a forged hard state.
+    fn forged(seq: u64) -> Vec<u8> {
+        let mut r = Round::default();
+        r.truncate(2, 1_000_000, 99);
+        r.hard_state(2, b"FORGED");
+        r.sealed(seq, 0).to_vec()
+    }
+    /// Group 1's one entry holds forged rounds for `seq` at every 4 KiB
+    /// boundary of segment 1; group 2 then writes until segment 1's file
+    /// is reused. Returns the number it was reused as, and the state.
+    fn run(dir: &Path, seq: u64) -> (Option<u64>, BTreeMap<GroupId, GroupState>) {
+        let segment = 64 << 10;
+        let mut log = open(dir, segment).unwrap();
+        let mut data = vec![0xAAu8; 40 << 10];
+        let f = forged(seq);
+        // The entry's bytes follow the round's, the record's and the
+        // entry's headers and the count: place the forgeries on the file's
+        // round boundaries.
+        let lead = ROUND_HEADER + RECORD_HEADER + 4 + ENTRY_HEADER;
+        let mut start = ROUND_ALIGN as usize - lead;
+        while start + f.len() <= data.len() {
+            data[start..start + f.len()].copy_from_slice(&f);
+            start += ROUND_ALIGN as usize;
+        }
+        let mut r = Round::default();
+        r.entries(1, &[(1, 1, &data)]);
+        log.write(r).unwrap();
+        let inode = std::fs::metadata(segment_file(dir, 1)).unwrap().ino();
+        let mut r = Round::default();
+        r.truncate(1, 1, 1);
+        log.write(r).unwrap();
+        let mut reused = None;
+        for i in 1..=200u64 {
+            log.write(round(2, i, i, 1, 4000)).unwrap();
+            if log.seq > 1 && std::fs::metadata(segment_file(dir, log.seq)).unwrap().ino() == inode
+            {
+                reused = Some(log.seq);
+                break;
+            }
+        }
+        (reused, state(&log))
+    }
+    let dry = tempfile::tempdir().unwrap();
+    let seq = run(dry.path(), 0).0.expect("segment 1's file is reused");
+    let dir = tempfile::tempdir().unwrap();
+    let (reused, before) = run(dir.path(), seq);
+    assert_eq!(
+        reused,
+        Some(seq),
+        "the same run reuses it as the same number"
+    );
+    let log = open(dir.path(), 64 << 10).unwrap();
+    assert_eq!(state(&log), before, "nothing forged replays");
+    assert_ne!(log.group(2).unwrap().truncated.0, 1_000_000);
 }
