@@ -76,13 +76,15 @@ fn log_error(group: GroupId, e: SegmentLogError) -> raft::Error {
 
 /// Adds `entries` to `round` as one record, each as its protobuf.
 fn stage_entries(round: &mut Round, group: GroupId, entries: &[Entry]) {
-    let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode_to_vec()).collect();
-    let records: Vec<(u64, u64, &[u8])> = entries
-        .iter()
-        .zip(&encoded)
-        .map(|(e, bytes)| (e.index, e.term, bytes.as_slice()))
-        .collect();
-    round.entries(group, &records);
+    round.entries_with(
+        group,
+        entries,
+        |e| (e.index, e.term),
+        |e, buf| {
+            buf.reserve(e.encoded_len());
+            e.encode(buf).expect("a Vec grows to fit");
+        },
+    );
 }
 
 const STATE_VERSION: u8 = 1;

@@ -183,17 +183,38 @@ impl Round {
     /// Entries `(index, term, bytes)` in order; they replace any the group
     /// holds from the first one on.
     pub fn entries(&mut self, group: GroupId, entries: &[(u64, u64, &[u8])]) {
-        if entries.is_empty() {
+        self.entries_with(
+            group,
+            entries,
+            |&(index, term, _)| (index, term),
+            |(_, _, bytes), buf| buf.extend_from_slice(bytes),
+        );
+    }
+
+    /// [`Round::entries`] for items that write their own bytes into the
+    /// round (an encoder), so no copy of them is made first: `head` gives
+    /// an item's index and term, `write` appends its bytes.
+    pub fn entries_with<T>(
+        &mut self,
+        group: GroupId,
+        items: &[T],
+        head: impl Fn(&T) -> (u64, u64),
+        write: impl Fn(&T, &mut Vec<u8>),
+    ) {
+        if items.is_empty() {
             return;
         }
         self.record(KIND_ENTRIES, group, |buf| {
-            buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-            for (index, term, bytes) in entries {
+            buf.extend_from_slice(&(items.len() as u32).to_le_bytes());
+            for item in items {
+                let (index, term) = head(item);
                 buf.extend_from_slice(&index.to_le_bytes());
                 buf.extend_from_slice(&term.to_le_bytes());
-                let len = u32::try_from(bytes.len()).expect("an entry under 4 GiB");
-                buf.extend_from_slice(&len.to_le_bytes());
-                buf.extend_from_slice(bytes);
+                let len_at = buf.len();
+                buf.extend_from_slice(&[0; 4]);
+                write(item, buf);
+                let len = u32::try_from(buf.len() - len_at - 4).expect("an entry under 4 GiB");
+                buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
             }
         });
     }
