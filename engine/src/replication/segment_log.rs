@@ -531,6 +531,10 @@ impl SegmentLog {
         }
         log.start_segment(next)?;
         log.collect()?;
+        // Each open adds a segment; the next write looks at moving what
+        // keeps old ones, as after a rotation, or restarts of a node whose
+        // groups are idle would pile segments up.
+        log.rotated = true;
         Ok(log)
     }
 

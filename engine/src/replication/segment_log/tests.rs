@@ -670,3 +670,28 @@ fn a_forged_round_in_a_reused_segment_never_replays() {
     assert_eq!(state(&log), before, "nothing forged replays");
     assert_ne!(log.group(2).unwrap().truncated.0, 1_000_000);
 }
+
+/// Every open starts a segment. Restarts of a node whose groups are idle
+/// would leave one more each time; the first write after an open moves
+/// the idle entries that keep the old ones.
+#[test]
+fn restarts_of_an_idle_log_do_not_pile_segments_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 64 << 10;
+    let mut log = open(dir.path(), segment).unwrap();
+    log.write(round(3, 1, 2, 1, 500)).unwrap();
+    let kept = state(&log);
+    for _ in 0..10 {
+        drop(log);
+        log = open(dir.path(), segment).unwrap();
+        let mut r = Round::default();
+        r.hard_state(3, b"term 1 commit 2");
+        log.write(r).unwrap();
+    }
+    assert!(
+        log.segments().len() <= SEGMENTS_BEFORE_REWRITE,
+        "segments after 10 restarts: {:?}",
+        log.segments()
+    );
+    assert_eq!(state(&log), kept);
+}
