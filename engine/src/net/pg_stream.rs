@@ -124,6 +124,11 @@ async fn run_stream(channel: Channel, mut calls: mpsc::UnboundedReceiver<Pending
             }
         }
     }
+    // Closed before the waiting callers hear of the break: a call made
+    // once they have must open a new stream, not join this dead one
+    // (which returning would close only after dropping `waiting`).
+    calls.close();
+    drop(waiting);
 }
 
 /// `first` and whatever `more` has ready, up to [`BATCH_MAX_BYTES`] by
