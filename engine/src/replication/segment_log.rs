@@ -468,54 +468,41 @@ impl SegmentLog {
                 }
             }
         }
-        let Some((seq, end, ended, salt)) = tail else {
-            // A new log. Spares without segments are leftovers: one could
-            // carry the number this log starts again at.
-            for spare in spares.drain(..) {
-                std::fs::remove_file(&spare).map_err(io_error("remove", &spare))?;
+        // The active segment: a new one for a new log; otherwise the last,
+        // to be ended before the open goes on in the next.
+        let (seq, salt, file, write_at, ended) = match tail {
+            None => {
+                // Spares without segments are leftovers: one could carry
+                // the number this log starts again at.
+                for spare in spares.drain(..) {
+                    std::fs::remove_file(&spare).map_err(io_error("remove", &spare))?;
+                }
+                let file = create_segment(dir, 1, segment_bytes)?;
+                let (salt, written) = begin_segment(dir, &file, 1, &groups)?;
+                live.insert(1, 0);
+                (1, salt, file, written, None)
             }
-            let file = create_segment(dir, 1, segment_bytes)?;
-            let (salt, written) = begin_segment(dir, &file, 1, &groups)?;
-            live.insert(1, 0);
-            return Ok(SegmentLog {
-                dir: dir.to_path_buf(),
-                segment_bytes,
-                live,
-                seq: 1,
-                salt,
-                file,
-                readers,
-                write_at: written,
-                groups,
-                failed: None,
-                spares,
-                rewrite_after: SEGMENTS_BEFORE_REWRITE,
-                rotated: false,
-                preparing: None,
-            });
+            Some((seq, end, ended, salt)) => {
+                let path = segment_path(dir, seq);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .read(true)
+                    .open(&path)
+                    .map_err(io_error("open", &path))?;
+                // Unknown (0) only for a segment torn in its start round;
+                // `end_segment` then writes a start round of its own.
+                (seq, salt.unwrap_or(0), file, end, Some(ended))
+            }
         };
-        let path = segment_path(dir, seq);
-        let next = seq.checked_add(1).ok_or_else(|| SegmentLogError::Corrupt {
-            path: path.clone(),
-            offset: 0,
-            reason: "the last possible segment number".into(),
-        })?;
-        let file = OpenOptions::new()
-            .write(true)
-            .read(true)
-            .open(&path)
-            .map_err(io_error("open", &path))?;
         let mut log = SegmentLog {
             dir: dir.to_path_buf(),
             segment_bytes,
             live,
             seq,
-            // Unknown (0) only for a segment torn in its start round;
-            // `end_segment` then writes a start round of its own.
-            salt: salt.unwrap_or(0),
+            salt,
             file,
             readers,
-            write_at: end,
+            write_at,
             groups,
             failed: None,
             spares,
@@ -523,6 +510,14 @@ impl SegmentLog {
             rotated: false,
             preparing: None,
         };
+        let Some(ended) = ended else {
+            return Ok(log);
+        };
+        let next = seq.checked_add(1).ok_or_else(|| SegmentLogError::Corrupt {
+            path: segment_path(dir, seq),
+            offset: 0,
+            reason: "the last possible segment number".into(),
+        })?;
         // Every open goes on in a new segment. Where the old one's rounds
         // end may begin the rest of a torn round, under the same segment
         // number: the end round written there fences it off.
@@ -552,7 +547,9 @@ impl SegmentLog {
         self.live.keys().copied().collect()
     }
 
-    /// The bytes of entry `index` of `group`, read from its segment.
+    /// The bytes of entry `index` of `group`, read from its segment (the
+    /// node reads through [`SegmentLog::read_entries`]).
+    #[cfg(test)]
     pub fn entry(&self, group: GroupId, index: u64) -> Result<Option<Vec<u8>>, SegmentLogError> {
         let mut out = None;
         self.read_entries(group, index, index.saturating_add(1), |_, bytes| {
@@ -741,11 +738,12 @@ impl SegmentLog {
                     entries.push((i, group.term(i).expect("an indexed entry"), b.to_vec()));
                     true
                 })?;
-                let records: Vec<(u64, u64, &[u8])> = entries
-                    .iter()
-                    .map(|(i, t, b)| (*i, *t, b.as_slice()))
-                    .collect();
-                round.entries(id, &records);
+                round.entries_with(
+                    id,
+                    &entries,
+                    |e| (e.0, e.1),
+                    |e, buf| buf.extend_from_slice(&e.2),
+                );
             }
             if round.is_empty() {
                 return Ok(());
