@@ -88,8 +88,6 @@ pub struct Peer {
     /// How many times this replica saw a new leader (for metrics).
     pub leader_changes: u64,
     pub leader: Option<PeerId>,
-    /// Commit index learned after the last persisted hard state.
-    pub commit_dirty: bool,
     /// A compaction proposed by this leader has not been applied yet.
     compact_pending: bool,
     /// The log index an applied compaction truncates to, once the state
@@ -197,7 +195,6 @@ impl Peer {
             },
             leader_changes: 0,
             leader: None,
-            commit_dirty: false,
             compact_pending: false,
             compact_wanted: None,
             compact_waits: 0,
