@@ -15,13 +15,11 @@
 //! is not a log entry).
 //!
 //! Writes are staged, not made: [`LogStore::stage`] and the calls that
-//! change state add to the node loop's [`Round`], and
-//! [`LogStore::finish_round`] adds the group's latest state record at its
-//! end. The view raft-rs reads changes at once (raft-rs's asynchronous
-//! persistence reads what a `Ready` appended before it is durable, and
-//! learns what is durable from the node loop); entries of rounds not yet
-//! written stay in memory until [`LogStore::persisted`] says they are.
-//! This module never decides what to write; raft-rs's `Ready` does.
+//! change state add to the node loop's [`Round`], [`LogStore::finish_round`]
+//! adds the group's latest state record at its end, and
+//! [`LogStore::commit_staged`] updates the view raft-rs reads once the
+//! round is synced. This module never decides what to write; raft-rs's
+//! `Ready` does.
 //!
 //! Before decision 0013 the log lived in RocksDB under `'r'` keys;
 //! [`open_node_log`] moves such a log into the segment files once.
@@ -158,9 +156,8 @@ pub struct LogStore {
     truncated_index: u64,
     truncated_term: u64,
     last_index: u64,
-    /// The rounds with entries of this group not yet synced: each round's
-    /// number and its first entry's index. Their entries stay in `recent`.
-    unsynced: std::collections::VecDeque<(u64, u64)>,
+    /// Staged but not yet synced: applied to the view by `commit_staged`.
+    staged: Option<Staged>,
     /// A truncation made by `compact` that no round carries yet.
     unsaved_truncation: Option<(u64, u64)>,
     /// The state (hard state, conf state) changed since the last state
@@ -172,11 +169,9 @@ pub struct LogStore {
     /// Bytes of entry data appended since the log was last truncated (an
     /// estimate: what remains after a truncation is not counted).
     appended_bytes: u64,
-    /// The latest entries, ending at `last_index`: every entry of an
-    /// unsynced round (the files may not hold it yet), and more up to a
-    /// byte limit, so that applying them (raft-rs asks for committed
-    /// entries once they left its unstable log) reads them here, not back
-    /// from the files.
+    /// The latest entries, as synced: applying them (raft-rs asks for
+    /// committed entries once they left its unstable log) reads them here,
+    /// not back from the files.
     recent: RecentEntries,
 }
 /// Entries ending at the log's last index, contiguous, at most
@@ -200,10 +195,8 @@ impl RecentEntries {
         self.bytes = 0;
     }
 
-    /// Adds new entries, which replace any from their first index, then
-    /// keeps to the byte limit without dropping entries from index `keep`
-    /// on (see [`RecentEntries::evict`]).
-    fn append(&mut self, new: Vec<Entry>, keep: Option<u64>) {
+    /// Adds entries just synced, which replace any from their first index.
+    fn append(&mut self, new: Vec<Entry>) {
         let Some(first) = new.first().map(|e| e.index) else {
             return;
         };
@@ -218,28 +211,12 @@ impl RecentEntries {
             self.bytes += e.data.len();
             self.entries.push_back(e);
         }
-        self.evict(keep);
-    }
-
-    /// Drops the oldest entries past the byte limit, but none from index
-    /// `keep` on: those are in rounds not yet written, and only here.
-    fn evict(&mut self, keep: Option<u64>) {
-        while self.bytes > RECENT_ENTRIES_MAX_BYTES
-            && self
-                .entries
-                .front()
-                .is_some_and(|e| keep.is_none_or(|k| e.index < k))
-        {
-            let dropped = self.entries.pop_front().expect("front entry");
+        while self.bytes > RECENT_ENTRIES_MAX_BYTES {
+            let Some(dropped) = self.entries.pop_front() else {
+                break;
+            };
             self.bytes -= dropped.data.len();
         }
-    }
-
-    /// The entry at `index`, if held.
-    fn get(&self, index: u64) -> Option<&Entry> {
-        let first = self.first_index()?;
-        self.entries
-            .get(usize::try_from(index.checked_sub(first)?).ok()?)
     }
 
     /// Drops entries up to and including `index`.
@@ -249,6 +226,13 @@ impl RecentEntries {
             self.bytes -= dropped.data.len();
         }
     }
+}
+
+struct Staged {
+    /// Copies of the entries, for [`LogStore::recent`] once synced.
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    last_index: Option<u64>,
 }
 
 impl LogStore {
@@ -276,7 +260,7 @@ impl LogStore {
             truncated_index: truncated.0,
             truncated_term: truncated.1,
             last_index,
-            unsynced: Default::default(),
+            staged: None,
             unsaved_truncation: None,
             state_changed: false,
             applied: 0,
@@ -321,7 +305,6 @@ impl LogStore {
         self.applied = self.applied.max(meta.index);
         self.appended_bytes = 0;
         self.recent.clear();
-        self.unsynced.clear();
         self.unsaved_truncation = None;
         self.state_changed = true;
     }
@@ -366,54 +349,43 @@ impl LogStore {
         self.state_changed = true;
     }
 
+    /// Writes what [`LogStore::finish_round`] would stage, now, synced.
+    pub fn save_now(&mut self) -> raft::Result<()> {
+        let mut round = Round::default();
+        self.finish_round(&mut round);
+        lock(&self.log)
+            .write(round)
+            .map_err(|e| log_error(self.group, e))
+    }
+
     /// The index of the entry (or snapshot) that made the configuration.
     pub fn conf_index(&self) -> u64 {
         self.conf_index
     }
 
     /// Stages new entries (replacing any conflicting suffix) and a new hard
-    /// state into the node loop's round numbered `round_number`. Raft-rs
-    /// sees them at once; the entries stay in memory until
-    /// [`LogStore::persisted`] reports that round written.
-    pub fn stage(
-        &mut self,
-        round: &mut Round,
-        round_number: u64,
-        entries: &[Entry],
-        hard_state: Option<&HardState>,
-    ) {
+    /// state into the node loop's round.
+    pub fn stage(&mut self, round: &mut Round, entries: &[Entry], hard_state: Option<&HardState>) {
+        let mut staged = Staged {
+            entries: entries.to_vec(),
+            hard_state: hard_state.cloned(),
+            last_index: None,
+        };
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
             debug_assert!(first.index > self.truncated_index);
             stage_entries(round, self.group, entries);
-            self.unsynced.push_back((round_number, first.index));
-            self.last_index = last.index;
-            self.appended_bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
-            let keep = self.keep_from();
-            self.recent.append(entries.to_vec(), keep);
+            staged.last_index = Some(last.index);
         }
-        if let Some(hs) = hard_state {
-            self.hard_state = hs.clone();
+        if hard_state.is_some() {
             self.state_changed = true;
         }
+        self.staged = Some(staged);
     }
 
-    /// The first index of an entry no synced round holds.
-    fn keep_from(&self) -> Option<u64> {
-        self.unsynced.iter().map(|&(_, first)| first).min()
-    }
-
-    /// Rounds up to `round_number` are synced: their entries may now be
-    /// read back from the files.
-    pub fn persisted(&mut self, round_number: u64) {
-        while self
-            .unsynced
-            .front()
-            .is_some_and(|&(number, _)| number <= round_number)
-        {
-            self.unsynced.pop_front();
-        }
-        let keep = self.keep_from();
-        self.recent.evict(keep);
+    /// Stages only a commit index change (from a `LightReady`).
+    pub fn stage_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+        self.state_changed = true;
     }
 
     /// Adds to `round` what changed and is not in a round yet: a truncation
@@ -425,10 +397,33 @@ impl LogStore {
             round.truncate(self.group, index, term);
         }
         if std::mem::take(&mut self.state_changed) {
+            let hard_state = self
+                .staged
+                .as_ref()
+                .and_then(|s| s.hard_state.as_ref())
+                .unwrap_or(&self.hard_state);
             round.hard_state(
                 self.group,
-                &encode_state(&self.hard_state, &self.conf_state, self.conf_index),
+                &encode_state(hard_state, &self.conf_state, self.conf_index),
             );
+        }
+    }
+
+    /// Makes staged writes visible to raft-rs; call after the round synced.
+    pub fn commit_staged(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            self.appended_bytes += staged
+                .entries
+                .iter()
+                .map(|e| e.data.len() as u64)
+                .sum::<u64>();
+            if let Some(hs) = staged.hard_state {
+                self.hard_state = hs;
+            }
+            if let Some(last) = staged.last_index {
+                self.last_index = last;
+            }
+            self.recent.append(staged.entries);
         }
     }
 
@@ -461,7 +456,7 @@ impl LogStore {
         self.truncated_index + 1
     }
 
-    /// The hard state as last staged.
+    /// The hard state as last made durable.
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -503,60 +498,50 @@ impl Storage for LogStore {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        // Whether `entry` fits the size limit (the first always does).
-        let mut fits = |entry: &Entry, out: &Vec<Entry>| {
-            size += entry.encoded_len() as u64;
-            out.is_empty() || size <= max_size
-        };
-        // Memory holds the entries from `split` on (the files may not hold
-        // them yet, or hold older versions they replaced); the files hold
-        // every entry before it.
-        let split = self
-            .recent
-            .first_index()
-            .unwrap_or(self.last_index + 1)
-            .clamp(low, high);
-        if low < split {
-            let mut failed = None;
-            let mut full = false;
-            lock(&self.log)
-                .read_entries(self.group, low, split, |index, bytes| {
-                    match Entry::decode(bytes) {
-                        Ok(entry) if entry.index == index => {
-                            if !fits(&entry, &out) {
-                                full = true;
-                                return false;
-                            }
-                            out.push(entry);
-                            true
-                        }
-                        Ok(entry) => {
-                            failed = Some(format!("entry {index} holds index {}", entry.index));
-                            false
-                        }
-                        Err(e) => {
-                            failed = Some(format!("entry {index}: {e}"));
-                            false
-                        }
-                    }
-                })
-                .map_err(|e| log_error(self.group, e))?;
-            if let Some(reason) = failed {
-                return Err(storage_error(format!("group {}: {reason}", self.group)));
+        let held = |first: &u64| *first <= low && high - first <= self.recent.entries.len() as u64;
+        if let Some(first) = self.recent.first_index().filter(held) {
+            for entry in self
+                .recent
+                .entries
+                .range((low - first) as usize..(high - first) as usize)
+            {
+                size += entry.encoded_len() as u64;
+                if !out.is_empty() && size > max_size {
+                    break;
+                }
+                out.push(entry.clone());
             }
-            if full {
-                return Ok(out);
-            }
-            if out.len() as u64 != split - low {
-                return Err(self.missing(low + out.len() as u64));
-            }
+            return Ok(out);
         }
-        for index in split..high {
-            let entry = self.recent.get(index).ok_or_else(|| self.missing(index))?;
-            if !fits(entry, &out) {
-                break;
-            }
-            out.push(entry.clone());
+        let mut failed = None;
+        lock(&self.log)
+            .read_entries(self.group, low, high, |index, bytes| {
+                match Entry::decode(bytes) {
+                    Ok(entry) if entry.index == index => {
+                        size += entry.encoded_len() as u64;
+                        if !out.is_empty() && size > max_size {
+                            return false;
+                        }
+                        out.push(entry);
+                        true
+                    }
+                    Ok(entry) => {
+                        failed = Some(format!("entry {index} holds index {}", entry.index));
+                        false
+                    }
+                    Err(e) => {
+                        failed = Some(format!("entry {index}: {e}"));
+                        false
+                    }
+                }
+            })
+            .map_err(|e| log_error(self.group, e))?;
+        if let Some(reason) = failed {
+            return Err(storage_error(format!("group {}: {reason}", self.group)));
+        }
+        let stopped_by_size = size > max_size;
+        if !stopped_by_size && out.len() as u64 != high - low {
+            return Err(self.missing(low + out.len() as u64));
         }
         Ok(out)
     }
@@ -570,9 +555,6 @@ impl Storage for LogStore {
         }
         if index > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        if let Some(entry) = self.recent.get(index) {
-            return Ok(entry.term);
         }
         lock(&self.log)
             .group(self.group)
@@ -795,10 +777,10 @@ mod tests {
             commit: entries.last().map_or(0, |e| e.index),
             ..Default::default()
         };
-        store.stage(&mut round, 1, entries, Some(&hs));
+        store.stage(&mut round, entries, Some(&hs));
         store.finish_round(&mut round);
         lock(log).write(round).unwrap();
-        store.persisted(1);
+        store.commit_staged();
     }
 
     fn all(store: &LogStore, low: u64, high: u64) -> raft::Result<Vec<Entry>> {

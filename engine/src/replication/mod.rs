@@ -11,7 +11,6 @@
 //! the cluster map.
 
 pub mod log_store;
-pub mod log_writer;
 pub mod node_loop;
 pub mod peer;
 pub mod segment_log;

@@ -1,22 +1,15 @@
 //! The node-wide replication loop: one thread drives every group this node
 //! hosts.
 //!
-//! Each pass it takes what arrived (Raft messages, proposals, reads),
+//! Each round it takes what arrived (Raft messages, proposals, reads),
 //! ticks the groups when a tick is due, collects the `Ready` of every group,
-//! adds all their new log entries and hard states to ONE round of the
-//! node's segment log, and sends ONE batch of messages per destination
-//! node. So the cost of an fsync and of a network round trip is shared by
-//! every I/O in flight, whatever the number of groups.
-//!
-//! Persistence is asynchronous (raft-rs's `advance_append_async`): the
-//! log thread ([`super::log_writer`]) writes and syncs one round while the
-//! loop's passes build the next, so the loop never waits on the disk. A
-//! leader's appends go out at once (Raft thesis, section 10.2.1); what
-//! needs a round durable (a follower's answers and votes, raft-rs's
-//! `on_persist_ready`, and through it applying entries) waits for the log
-//! thread to report that round written.
+//! writes all their new log entries and hard states as ONE synced round of
+//! the node's segment log, and sends ONE batch of messages per destination
+//! node. So the cost
+//! of an fsync and of a network round trip is shared by every I/O in
+//! flight, whatever the number of groups.
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::{Message, MessageType};
 use raft::RawNode;
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::log_store::{self, LogStore, SharedLog};
-use super::log_writer::{LogWriter, Written};
 use super::peer::{ApplyEffects, Callback, Peer};
 use super::segment_log::Round;
 use super::transport::{PeerResolver, RaftEnvelope, Transport};
@@ -187,24 +179,9 @@ impl RaftNode {
         let thread = std::thread::Builder::new()
             .name(format!("raft-node-{}", config.node_id))
             .spawn(move || {
-                let writer = match LogWriter::spawn(config.node_id, log.clone()) {
-                    Ok(writer) => writer,
-                    Err(e) => {
-                        eprintln!(
-                            "hpchain raft loop of node {}: starting the log thread: {e}; stopping",
-                            config.node_id
-                        );
-                        return;
-                    }
-                };
                 let mut node_loop = NodeLoop {
                     config,
                     log,
-                    writer,
-                    pending: Round::default(),
-                    pending_waits: Vec::new(),
-                    in_flight: None,
-                    round_number: 1,
                     transport,
                     resolver,
                     peers: BTreeMap::new(),
@@ -441,32 +418,9 @@ impl RaftNodeHandle {
     }
 }
 
-/// A group's `Ready` staged into a round, waiting for the round to be
-/// durable.
-struct PersistWait {
-    group: GroupId,
-    /// The ready's number, for raft-rs's `on_persist_ready`.
-    ready: u64,
-    /// Messages raft-rs allows out only once the ready is persisted.
-    messages: Vec<Message>,
-    /// The index of a snapshot the ready applied: raft-rs's applied index
-    /// moves to it once it is persisted.
-    snapshot: Option<u64>,
-}
-
 struct NodeLoop {
     config: NodeConfig,
     log: SharedLog,
-    writer: LogWriter,
-    /// The round being built: each pass adds to it until the log thread
-    /// is free to take it.
-    pending: Round,
-    /// The readies staged into `pending`.
-    pending_waits: Vec<PersistWait>,
-    /// The round the log thread is writing: its number and its readies.
-    in_flight: Option<(u64, Vec<PersistWait>)>,
-    /// The number of `pending` (numbers grow by one per round).
-    round_number: u64,
     transport: Arc<dyn Transport>,
     resolver: Arc<dyn PeerResolver>,
     peers: BTreeMap<GroupId, Peer>,
@@ -481,23 +435,12 @@ impl NodeLoop {
     fn run(&mut self, inbox: Receiver<Command>) {
         let mut next_tick = Instant::now() + self.config.tick_interval;
         let mut ticks: u64 = 0;
-        let written = self.writer.written().clone();
         'rounds: loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            let first = crossbeam_channel::select! {
-                recv(inbox) -> command => match command {
-                    Ok(command) => Some(command),
-                    Err(_) => break,
-                },
-                recv(written) -> done => {
-                    let Ok(done) = done else { break };
-                    if let Err(e) = self.on_written(done) {
-                        eprintln!("hpchain raft loop of node {}: {e}; stopping", self.config.node_id);
-                        break;
-                    }
-                    None
-                },
-                default(wait) => None,
+            let first = match inbox.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut taken = 0;
             let mut command = first;
@@ -512,15 +455,6 @@ impl NodeLoop {
                 } else {
                     None
                 };
-            }
-            while let Ok(done) = written.try_recv() {
-                if let Err(e) = self.on_written(done) {
-                    eprintln!(
-                        "hpchain raft loop of node {}: {e}; stopping",
-                        self.config.node_id
-                    );
-                    break 'rounds;
-                }
             }
             if Instant::now() >= next_tick {
                 ticks += 1;
@@ -618,13 +552,11 @@ impl NodeLoop {
             }
             Command::DestroyGroup { group, done } => {
                 let result = match self.peers.remove(&group) {
-                    // Written after every round before it, which may hold
-                    // the group's records.
-                    Some(mut peer) => self.drain_writes().and_then(|()| {
+                    Some(mut peer) => {
                         peer.fail_all(ReplicationError::GroupNotFound(group));
                         LogStore::destroy(&self.log, group)
                             .map_err(|e| ReplicationError::Storage(e.to_string()))
-                    }),
+                    }
                     None => Ok(()),
                 };
                 let _ = done.send(result);
@@ -757,9 +689,6 @@ impl NodeLoop {
         if self.peers.contains_key(&group) {
             return Ok(());
         }
-        // The group's earlier records (a replica destroyed before) are
-        // written before it is read, and its bootstrap after them.
-        self.drain_writes()?;
         let mut store = LogStore::open(self.log.clone(), group)
             .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         if !store.is_initialized() && !voters.is_empty() {
@@ -812,13 +741,19 @@ impl NodeLoop {
 
     fn process_ready(&mut self) -> Result<(), ReplicationError> {
         let mut outbox: HashMap<NodeId, Vec<RaftEnvelope>> = HashMap::new();
-        let number = self.round_number;
+        let mut round = Round::default();
+        let mut readies = Vec::new();
         for (&group, peer) in self.peers.iter_mut() {
             if peer.installing.is_some() {
                 // Its state machine is being replaced: nothing may apply
                 // (an old entry landing between copied objects would
                 // corrupt them) and nothing needs saying until it is done.
                 continue;
+            }
+            if peer.commit_dirty {
+                let commit = peer.raw.raft.raft_log.committed;
+                peer.raw.mut_store().stage_commit(commit);
+                peer.commit_dirty = false;
             }
             if !peer.raw.has_ready() {
                 continue;
@@ -840,126 +775,58 @@ impl NodeLoop {
             for to in snapshots_to {
                 peer.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
             }
-            let mut snapshot = None;
             if !ready.snapshot().is_empty() {
                 let meta = ready.snapshot().get_metadata().clone();
-                peer.raw
-                    .mut_store()
-                    .apply_snapshot(&mut self.pending, &meta);
-                snapshot = Some(meta.index);
+                peer.raw.mut_store().apply_snapshot(&mut round, &meta);
             }
-            // Raft-rs hands over only entries this replica has durable.
-            let committed = ready.take_committed_entries();
-            let applied_to = committed.last().map(|e| e.index);
-            let effects = peer.apply(committed)?;
-            apply_effects(peer, effects);
+            let effects = peer.apply(ready.take_committed_entries())?;
+            apply_effects(peer, effects, false)?;
             if !ready.read_states().is_empty() {
                 peer.on_read_states(ready.take_read_states());
             }
+            let hs = ready.hs().cloned();
             peer.raw
                 .mut_store()
-                .stage(&mut self.pending, number, ready.entries(), ready.hs());
-            self.pending_waits.push(PersistWait {
-                group,
-                ready: ready.number(),
-                messages: ready.take_persisted_messages(),
-                snapshot,
-            });
-            peer.raw.advance_append_async(ready);
-            if let Some(index) = applied_to {
-                peer.raw.advance_apply_to(index);
-            }
+                .stage(&mut round, ready.entries(), hs.as_ref());
+            readies.push((group, ready));
         }
         // Every group's state record (and truncation) after its entries,
-        // holding what this pass changed last.
+        // holding what this round changed last.
         for peer in self.peers.values_mut() {
-            peer.raw.mut_store().finish_round(&mut self.pending);
+            peer.raw.mut_store().finish_round(&mut round);
+        }
+        // Messages a leader sends before its own write are safe (Raft
+        // paper, section 10.2.1): overlap the network with the fsync.
+        self.flush(&mut outbox);
+        if !round.is_empty() {
+            log_store::lock(&self.log)
+                .write(round)
+                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+        }
+        for (group, ready) in readies {
+            let peer = self.peers.get_mut(&group).expect("peer of a ready");
+            peer.raw.mut_store().commit_staged();
+            let mut ready = ready;
+            route(
+                &*self.resolver,
+                &mut outbox,
+                group,
+                ready.take_persisted_messages(),
+            );
+            let mut light = peer.raw.advance(ready);
+            if light.commit_index().is_some() {
+                peer.commit_dirty = true;
+            }
+            route(&*self.resolver, &mut outbox, group, light.take_messages());
+            let effects = peer.apply(light.take_committed_entries())?;
+            apply_effects(peer, effects, true)?;
+            peer.raw.advance_apply();
             peer.serve_reads();
         }
-        self.submit(&mut outbox);
+        for peer in self.peers.values_mut() {
+            peer.serve_reads();
+        }
         self.flush(&mut outbox);
-        Ok(())
-    }
-
-    /// Hands the pending round to the log thread if it is free. With
-    /// nothing to write and nothing in flight, the pending readies are
-    /// durable as they stand.
-    fn submit(&mut self, outbox: &mut HashMap<NodeId, Vec<RaftEnvelope>>) {
-        if self.in_flight.is_some() {
-            return;
-        }
-        let number = self.round_number;
-        let waits = std::mem::take(&mut self.pending_waits);
-        if self.pending.is_empty() {
-            if !waits.is_empty() {
-                self.round_number += 1;
-                self.persisted(number, waits, outbox);
-            }
-            return;
-        }
-        self.writer
-            .submit(number, std::mem::take(&mut self.pending));
-        self.in_flight = Some((number, waits));
-        self.round_number += 1;
-    }
-
-    /// The log thread wrote a round: its readies are durable.
-    fn on_written(&mut self, done: Written) -> Result<(), ReplicationError> {
-        done.result.map_err(ReplicationError::Storage)?;
-        let Some((number, waits)) = self.in_flight.take() else {
-            return Err(ReplicationError::Storage(format!(
-                "the log thread reported round {} written, and none was handed to it",
-                done.number
-            )));
-        };
-        debug_assert_eq!(number, done.number);
-        let mut outbox = HashMap::new();
-        self.persisted(number, waits, &mut outbox);
-        self.submit(&mut outbox);
-        self.flush(&mut outbox);
-        Ok(())
-    }
-
-    /// Tells raft-rs (and the log stores) that round `number` is durable,
-    /// and lets out the messages that waited for it.
-    fn persisted(
-        &mut self,
-        number: u64,
-        waits: Vec<PersistWait>,
-        outbox: &mut HashMap<NodeId, Vec<RaftEnvelope>>,
-    ) {
-        for wait in waits {
-            // A group dropped since has nothing left to hear.
-            let Some(peer) = self.peers.get_mut(&wait.group) else {
-                continue;
-            };
-            peer.raw.mut_store().persisted(number);
-            peer.raw.on_persist_ready(wait.ready);
-            if let Some(index) = wait.snapshot {
-                let log = &peer.raw.raft.raft_log;
-                if log.applied < index && index <= log.committed.min(log.persisted) {
-                    peer.raw.advance_apply_to(index);
-                }
-            }
-            route(&*self.resolver, outbox, wait.group, wait.messages);
-        }
-    }
-
-    /// Writes everything staged, and waits until it is durable: for the
-    /// rare writes made outside the rounds (a group's bootstrap or
-    /// destruction), which must come after every round before them.
-    fn drain_writes(&mut self) -> Result<(), ReplicationError> {
-        let mut outbox = HashMap::new();
-        self.submit(&mut outbox);
-        self.flush(&mut outbox);
-        while self.in_flight.is_some() {
-            let done = self
-                .writer
-                .written()
-                .recv()
-                .map_err(|_| ReplicationError::Stopped)?;
-            self.on_written(done)?;
-        }
         Ok(())
     }
 
@@ -989,12 +856,23 @@ fn route(
 }
 
 /// Records what applying entries asked for: a new configuration, saved
-/// with the group's state record in the round being built.
-fn apply_effects(peer: &mut Peer, effects: ApplyEffects) {
+/// with the group's state record in the round being built, or at once
+/// (synced) when that round is already written (`save_now`).
+fn apply_effects(
+    peer: &mut Peer,
+    effects: ApplyEffects,
+    save_now: bool,
+) -> Result<(), ReplicationError> {
     let applied = peer.applied_index();
     let store = peer.raw.mut_store();
     store.set_applied(applied);
     if let Some((index, cs)) = effects.conf_state {
         store.set_conf_state(index, cs);
+        if save_now {
+            store
+                .save_now()
+                .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+        }
     }
+    Ok(())
 }

@@ -88,6 +88,8 @@ pub struct Peer {
     /// How many times this replica saw a new leader (for metrics).
     pub leader_changes: u64,
     pub leader: Option<PeerId>,
+    /// Commit index learned after the last persisted hard state.
+    pub commit_dirty: bool,
     /// A compaction proposed by this leader has not been applied yet.
     compact_pending: bool,
     /// The log index an applied compaction truncates to, once the state
@@ -195,6 +197,7 @@ impl Peer {
             },
             leader_changes: 0,
             leader: None,
+            commit_dirty: false,
             compact_pending: false,
             compact_wanted: None,
             compact_waits: 0,

@@ -6,8 +6,8 @@
 //! This is the file layer: rounds of records, replay, the in-memory index
 //! of where each entry is, and deleting segments nothing points into. It
 //! knows nothing of raft-rs: an entry is an index, a term and opaque bytes,
-//! a hard state is opaque bytes. `log_store` is raft-rs's view of it, and
-//! the node loop's log thread writes its rounds.
+//! a hard state is opaque bytes. Not wired into the node loop yet; the
+//! Raft log is still in RocksDB (`log_store`).
 //!
 //! A segment is `raft-log/{seq:016x}.log`, zero-filled ahead of the writes
 //! so that an fdatasync changes no file size. It holds rounds, each on a
@@ -382,19 +382,6 @@ fn sync_dir(dir: &Path) -> Result<(), SegmentLogError> {
         .map_err(io_error("sync", dir))
 }
 
-/// A round [`SegmentLog::write_unsynced`] wrote: its segment, to sync.
-pub struct Unsynced {
-    file: File,
-    path: PathBuf,
-}
-
-impl Unsynced {
-    /// The round's fdatasync; needs no lock on the log.
-    pub fn sync(&self) -> Result<(), SegmentLogError> {
-        self.file.sync_data().map_err(io_error("sync", &self.path))
-    }
-}
-
 /// A node's Raft log: the segment files and the index of what they hold.
 pub struct SegmentLog {
     dir: PathBuf,
@@ -416,9 +403,6 @@ pub struct SegmentLog {
     rewrite_after: usize,
     /// A new segment was started since the last `rewrite_oldest`.
     rotated: bool,
-    /// A round was written by `write_unsynced` and `synced` is not called
-    /// yet: segments it emptied must stay until it is durable.
-    unsynced: bool,
     /// A spare being zero-filled off the node loop's thread, so that a
     /// rotation without one does not stall every group for the fill.
     preparing: Option<std::thread::JoinHandle<Result<PathBuf, SegmentLogError>>>,
@@ -524,7 +508,6 @@ impl SegmentLog {
             spares,
             rewrite_after: SEGMENTS_BEFORE_REWRITE,
             rotated: false,
-            unsynced: false,
             preparing: None,
         };
         let Some(ended) = ended else {
@@ -635,33 +618,12 @@ impl SegmentLog {
     }
 
     /// Writes `round` (one write, one fdatasync), then applies it to the
-    /// index and deletes the segments nothing points into any more:
-    /// [`SegmentLog::write_unsynced`], its sync and [`SegmentLog::synced`]
-    /// in one call.
+    /// index and deletes the segments nothing points into any more.
     ///
     /// A round that does not fit the log (entries that do not follow it) is
     /// refused before anything is written. Any other failure poisons the
     /// log: every later call fails until it is opened again.
-    pub fn write(&mut self, round: Round) -> Result<(), SegmentLogError> {
-        match self.write_unsynced(round)? {
-            Some(unsynced) => {
-                let sync = unsynced.sync();
-                self.synced(sync)
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Writes `round` into the active segment and applies it to the index,
-    /// without the fdatasync: the caller syncs the returned file without
-    /// holding the log (so readers of the index are not held up by the
-    /// disk), then calls [`SegmentLog::synced`]. Nothing written is durable
-    /// before that, and one round at a time may be unsynced. `None` for an
-    /// empty round.
-    pub fn write_unsynced(
-        &mut self,
-        mut round: Round,
-    ) -> Result<Option<Unsynced>, SegmentLogError> {
+    pub fn write(&mut self, mut round: Round) -> Result<(), SegmentLogError> {
         if let Some(reason) = &self.failed {
             return Err(SegmentLogError::Poisoned {
                 dir: self.dir.clone(),
@@ -669,44 +631,14 @@ impl SegmentLog {
             });
         }
         if round.is_empty() {
-            return Ok(None);
-        }
-        if self.unsynced {
-            return Err(SegmentLogError::Refused {
-                dir: self.dir.clone(),
-                reason: "the previous round is not synced yet".into(),
-            });
+            return Ok(());
         }
         self.check(round.records())
             .map_err(|reason| SegmentLogError::Refused {
                 dir: self.dir.clone(),
                 reason,
             })?;
-        match self.append(&mut round) {
-            Ok(unsynced) => {
-                self.unsynced = true;
-                Ok(Some(unsynced))
-            }
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    /// Finishes a [`SegmentLog::write_unsynced`] round once its sync (the
-    /// outcome given) is done: on success, deletes the segments the round
-    /// emptied and moves what keeps old segments after a rotation; on
-    /// failure, poisons the log.
-    pub fn synced(&mut self, sync: Result<(), SegmentLogError>) -> Result<(), SegmentLogError> {
-        self.unsynced = false;
-        if let Some(reason) = &self.failed {
-            return Err(SegmentLogError::Poisoned {
-                dir: self.dir.clone(),
-                reason: reason.clone(),
-            });
-        }
-        let result = sync.and_then(|()| self.collect()).and_then(|()| {
+        let result = self.write_checked(&mut round).and_then(|()| {
             if std::mem::take(&mut self.rotated) {
                 self.rewrite_oldest()?;
                 self.rotated = false;
@@ -719,15 +651,7 @@ impl SegmentLog {
         result
     }
 
-    /// A checked round written, synced, and what it emptied deleted.
     fn write_checked(&mut self, round: &mut Round) -> Result<(), SegmentLogError> {
-        self.append(round)?.sync()?;
-        self.collect()
-    }
-
-    /// Writes a checked round (rotating first when it does not fit the
-    /// active segment) and applies it to the index; not synced.
-    fn append(&mut self, round: &mut Round) -> Result<Unsynced, SegmentLogError> {
         // Room for the round and, after it, the segment's end round.
         let size = (round.buf.len() as u64).next_multiple_of(ROUND_ALIGN) + ROUND_ALIGN;
         if self.write_at > 0 && self.write_at + size > self.segment_bytes {
@@ -740,8 +664,8 @@ impl SegmentLog {
         let bytes = round.sealed(seq, self.salt);
         self.file
             .write_all_at(bytes, at)
+            .and_then(|()| self.file.sync_data())
             .map_err(io_error("write", &path))?;
-        let file = self.file.try_clone().map_err(io_error("dup", &path))?;
         self.write_at = at + bytes.len() as u64;
         let records_at = at + ROUND_HEADER as u64;
         apply_round(
@@ -753,7 +677,7 @@ impl SegmentLog {
             &mut self.live,
         )
         .expect("a round checked against the index applies to it");
-        Ok(Unsynced { file, path })
+        self.collect()
     }
 
     /// Keeps the log's size bounded by what is live rather than by its
