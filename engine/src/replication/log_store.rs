@@ -358,6 +358,27 @@ impl LogStore {
             .map_err(|e| log_error(self.group, e))
     }
 
+    /// The first configuration change among entries `(after, upto]`.
+    pub fn first_conf_change(&self, after: u64, upto: u64) -> raft::Result<Option<u64>> {
+        let mut low = after + 1;
+        while low <= upto {
+            // In pieces: a log a down replica holds back can be large.
+            let entries = self.entries(low, upto + 1, 4 << 20, GetEntriesContext::empty(false))?;
+            let found = entries.iter().find(|e| {
+                matches!(
+                    e.get_entry_type(),
+                    raft::eraftpb::EntryType::EntryConfChange
+                        | raft::eraftpb::EntryType::EntryConfChangeV2
+                )
+            });
+            if let Some(e) = found {
+                return Ok(Some(e.index));
+            }
+            low += entries.len().max(1) as u64;
+        }
+        Ok(None)
+    }
+
     /// The index of the entry (or snapshot) that made the configuration.
     pub fn conf_index(&self) -> u64 {
         self.conf_index

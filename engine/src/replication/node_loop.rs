@@ -697,10 +697,26 @@ impl NodeLoop {
                 .map_err(|e| ReplicationError::Storage(e.to_string()))?;
         }
         let first_applied = store.first_index_now() - 1;
-        let applied = machine
+        let mut applied = machine
             .applied_index()
             .min(store.hard_state().commit)
             .max(first_applied);
+        // The machine may have made a configuration change's index durable
+        // (its data syncs run off this loop) before a crash lost the round
+        // with the state record holding that configuration. The log still
+        // has the entry (truncations come in later rounds): raft-rs hands
+        // it over again from just before it, and `Peer::apply` applies it.
+        if let Some(index) = store
+            .first_conf_change(store.conf_index().max(first_applied), applied)
+            .map_err(|e| ReplicationError::Storage(format!("group {group}: {e}")))?
+        {
+            tracing::warn!(
+                group = format!("{group:x}"),
+                index,
+                "a configuration change the Raft log's state record lacks is applied again"
+            );
+            applied = index - 1;
+        }
         store.set_applied(machine.applied_index().max(first_applied));
         let config = raft::Config {
             id: peer_id,

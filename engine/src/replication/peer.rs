@@ -486,8 +486,18 @@ impl Peer {
     pub fn apply(&mut self, entries: Vec<Entry>) -> Result<ApplyEffects, ReplicationError> {
         let mut effects = ApplyEffects::default();
         for entry in entries {
-            if entry.index <= self.machine.applied_index() {
-                continue; // already durable in the state machine (restart)
+            // Already durable in the state machine (a restart replays from
+            // where the log's state record stands). A configuration change
+            // the record does not hold yet is applied again all the same
+            // (see `NodeLoop::create_group`): the machine records only
+            // that its index passed.
+            let replayed = entry.index <= self.machine.applied_index();
+            let conf_change = matches!(
+                entry.get_entry_type(),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+            );
+            if replayed && !(conf_change && entry.index > self.raw.store().conf_index()) {
+                continue;
             }
             if entry.get_entry_type() == EntryType::EntryNormal
                 && entry.context.as_slice() == COMPACT_CONTEXT
@@ -541,7 +551,9 @@ impl Peer {
                             ReplicationError::Storage(format!("apply conf change: {e}"))
                         })?;
                     effects.conf_state = Some((entry.index, conf));
-                    self.machine.apply_noop(entry.index);
+                    if !replayed {
+                        self.machine.apply_noop(entry.index);
+                    }
                     self.lease.until = None; // the quorum changed
                     Ok(Vec::new())
                 }

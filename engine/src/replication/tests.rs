@@ -3,7 +3,8 @@
 //! raft-rs; only the network is simulated (the gRPC transport has its own
 //! tests with real processes).
 
-use super::log_store::open_node_log;
+use super::log_store::{lock, open_node_log, LogStore, SharedLog};
+use super::segment_log::Round;
 use rocksdb::DB;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     net: Arc<SimNetwork>,
     nodes: HashMap<NodeId, (RaftNode, Arc<DB>)>,
+    /// Each node's Raft log, to change it behind a stopped node's back.
+    logs: HashMap<NodeId, SharedLog>,
     voters: Vec<NodeId>,
     groups: Vec<GroupId>,
     /// Set for machines that tell their durable index (one group).
@@ -70,6 +73,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             net: Arc::new(SimNetwork::default()),
             nodes: HashMap::new(),
+            logs: HashMap::new(),
             voters: voters.to_vec(),
             groups: groups.to_vec(),
             durability,
@@ -91,9 +95,13 @@ impl Cluster {
             me: id,
             net: self.net.clone(),
         });
+        // The stopped node's log is closed before it is opened again.
+        self.logs.remove(&id);
+        let log = open_node_log(&dir.join("raft-log"), &db).unwrap();
+        self.logs.insert(id, log.clone());
         let node = RaftNode::spawn(
             config,
-            open_node_log(&dir.join("raft-log"), &db).unwrap(),
+            log,
             transport,
             Arc::new(|_g: GroupId, peer: u64| Some(peer)),
         );
@@ -512,4 +520,71 @@ fn truncation_follows_the_machines_own_syncs_and_syncs_only_a_machine_left_behin
         assert!(syncs > 0, "node {n}: truncated without a sync");
     }
     assert_eq!(cluster.get(1, "k799"), "v799");
+}
+
+fn voters(cluster: &Cluster, node: NodeId, group: GroupId) -> Vec<u64> {
+    let status = cluster.handle(node).status().unwrap();
+    let mut voters = status
+        .iter()
+        .find(|s| s.group == group)
+        .map(|s| s.voters.clone())
+        .unwrap_or_default();
+    voters.sort_unstable();
+    voters
+}
+
+fn wait_voters(cluster: &Cluster, node: NodeId, group: GroupId, want: &[u64]) {
+    let deadline = Instant::now() + TIMEOUT;
+    while voters(cluster, node, group) != want {
+        assert!(
+            Instant::now() < deadline,
+            "node {node}: voters {:?}, never {want:?}",
+            voters(cluster, node, group)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A crash can lose the round holding a configuration change's state
+/// record after the machine made the change's index durable (its syncs
+/// run off the loop). At restart the replica applies the change again
+/// from the log, instead of coming back with the old voters.
+#[test]
+fn a_configuration_change_the_state_record_lost_is_applied_again_at_restart() {
+    let mut cluster = Cluster::new(&[1, 2, 3], &[1]);
+    cluster.put(1, "x", "1");
+    let leader = cluster.leader(1);
+    let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&n| n != leader).collect();
+    let victim = others[1]; // others[0] leaves the group
+    let mut kept = vec![leader, victim];
+    kept.sort_unstable();
+    cluster
+        .handle(leader)
+        .reconfigure(vec![(1, kept.clone())])
+        .unwrap();
+    wait_voters(&cluster, victim, 1, &kept);
+    cluster.put(1, "x", "2");
+    cluster.wait_local(victim, 1, "x", "2");
+    cluster.stop(victim);
+    // The state record as it stood before the change: what the node
+    // would find had the round carrying the new one been lost.
+    {
+        let log = cluster.logs[&victim].clone();
+        let mut store = LogStore::open(log.clone(), 1).unwrap();
+        assert!(store.conf_index() > 0, "the change was saved");
+        store.set_conf_state(
+            0,
+            raft::eraftpb::ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            },
+        );
+        let mut round = Round::default();
+        store.finish_round(&mut round);
+        lock(&log).write(round).unwrap();
+    }
+    cluster.start(victim);
+    wait_voters(&cluster, victim, 1, &kept);
+    cluster.put(1, "x", "3");
+    cluster.wait_local(victim, 1, "x", "3");
 }
