@@ -694,7 +694,9 @@ mod legacy {
             };
             let conf_index = match get(KIND_CONF_INDEX)? {
                 Some(v) => u64_at(group, "conf index", body(group, "conf index", &v)?, 0)?,
-                None => 0,
+                // Kept before the index was: the configuration holds every
+                // committed change, so none is applied again at a restart.
+                None => hard_state.commit,
             };
             let truncated = match get(KIND_TRUNCATED)? {
                 Some(v) => {
@@ -908,16 +910,32 @@ mod tests {
         }
         // An unrelated key of the store stays.
         db.put(b"o-object", b"kept").unwrap();
+        // A group kept before the conf index was: its configuration is
+        // taken as holding every committed change.
+        db.put(
+            legacy::key(6, legacy::KIND_HARD_STATE),
+            versioned(hs.encode_to_vec()),
+        )
+        .unwrap();
+        db.put(
+            legacy::key(6, legacy::KIND_CONF_STATE),
+            versioned(cs.encode_to_vec()),
+        )
+        .unwrap();
 
         let log = open_node_log(&dir.path().join("raft-log"), &db).unwrap();
         let store = LogStore::open(log.clone(), 4).unwrap();
         assert_eq!(store.hard_state(), &hs);
         assert_eq!(store.conf_state(), &cs);
         assert_eq!(store.conf_index(), 5);
+        assert_eq!(LogStore::open(log.clone(), 6).unwrap().conf_index(), 57);
         assert_eq!((store.first_index_now(), store.last_index), (51, 60));
         assert_eq!(store.term(50).unwrap(), 8);
         assert_eq!(all(&store, 51, 61).unwrap(), entries);
-        assert_eq!(stored_groups(&log).unwrap(), vec![(4, cs.clone())]);
+        assert_eq!(
+            stored_groups(&log).unwrap(),
+            vec![(4, cs.clone()), (6, cs.clone())]
+        );
         let mut left = db.raw_iterator();
         left.seek([b'r']);
         assert!(

@@ -545,16 +545,29 @@ impl Peer {
                         ConfChangeV2::decode(entry.data.as_slice())
                             .map(|cc| self.raw.apply_conf_change(&cc))
                     };
-                    let conf = applied
-                        .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?
-                        .map_err(|e| {
-                            ReplicationError::Storage(format!("apply conf change: {e}"))
-                        })?;
-                    effects.conf_state = Some((entry.index, conf));
-                    if !replayed {
-                        self.machine.apply_noop(entry.index);
+                    let outcome = match applied {
+                        Ok(Ok(conf)) => Ok(conf),
+                        Ok(Err(e)) => Err(format!("apply conf change: {e}")),
+                        Err(e) => Err(format!("conf change: {e}")),
+                    };
+                    match outcome {
+                        Ok(conf) => {
+                            effects.conf_state = Some((entry.index, conf));
+                            if !replayed {
+                                self.machine.apply_noop(entry.index);
+                            }
+                            self.lease.until = None; // the quorum changed
+                        }
+                        // Applied again at a restart and refused (entering
+                        // a joint configuration it is in): the state record
+                        // held it after all.
+                        Err(reason) if replayed => tracing::warn!(
+                            group = format!("{:x}", self.group),
+                            index = entry.index,
+                            "a configuration change applied again is refused ({reason}); the configuration has it"
+                        ),
+                        Err(reason) => return Err(ReplicationError::Storage(reason)),
                     }
-                    self.lease.until = None; // the quorum changed
                     Ok(Vec::new())
                 }
             };
