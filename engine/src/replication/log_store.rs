@@ -360,6 +360,7 @@ impl LogStore {
 
     /// The first configuration change among entries `(after, upto]`.
     pub fn first_conf_change(&self, after: u64, upto: u64) -> raft::Result<Option<u64>> {
+        let upto = upto.min(self.last_index);
         let mut low = after + 1;
         while low <= upto {
             // In pieces: a log a down replica holds back can be large.
