@@ -37,6 +37,11 @@ use super::GroupId;
 /// Where a bootstrapped group's log starts (exclusive), and its term.
 pub const BOOTSTRAP_INDEX: u64 = 5;
 pub const BOOTSTRAP_TERM: u64 = 5;
+/// The conf index of a log moved from RocksDB that did not record one:
+/// the node loop takes the index raft-rs resumes from (what the state
+/// machine applied, at most the commit index) when it opens the group,
+/// since the configuration then was saved with every change applied.
+pub const CONF_INDEX_UNKNOWN: u64 = u64::MAX;
 /// The data of every snapshot this store makes: the state itself is not
 /// in the message; the receiver copies it from the sender's replica.
 pub const SNAPSHOT_MARKER: &[u8] = b"hpchain.pg-copy.v1";
@@ -695,9 +700,9 @@ mod legacy {
             };
             let conf_index = match get(KIND_CONF_INDEX)? {
                 Some(v) => u64_at(group, "conf index", body(group, "conf index", &v)?, 0)?,
-                // Kept before the index was: the configuration holds every
-                // committed change, so none is applied again at a restart.
-                None => hard_state.commit,
+                // Kept before the index was: not known (see
+                // `CONF_INDEX_UNKNOWN`).
+                None => CONF_INDEX_UNKNOWN,
             };
             let truncated = match get(KIND_TRUNCATED)? {
                 Some(v) => {
@@ -911,8 +916,7 @@ mod tests {
         }
         // An unrelated key of the store stays.
         db.put(b"o-object", b"kept").unwrap();
-        // A group kept before the conf index was: its configuration is
-        // taken as holding every committed change.
+        // A group kept before the conf index was: the index is unknown.
         db.put(
             legacy::key(6, legacy::KIND_HARD_STATE),
             versioned(hs.encode_to_vec()),
@@ -929,7 +933,10 @@ mod tests {
         assert_eq!(store.hard_state(), &hs);
         assert_eq!(store.conf_state(), &cs);
         assert_eq!(store.conf_index(), 5);
-        assert_eq!(LogStore::open(log.clone(), 6).unwrap().conf_index(), 57);
+        assert_eq!(
+            LogStore::open(log.clone(), 6).unwrap().conf_index(),
+            CONF_INDEX_UNKNOWN
+        );
         assert_eq!((store.first_index_now(), store.last_index), (51, 60));
         assert_eq!(store.term(50).unwrap(), 8);
         assert_eq!(all(&store, 51, 61).unwrap(), entries);

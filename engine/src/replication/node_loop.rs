@@ -701,6 +701,10 @@ impl NodeLoop {
             .applied_index()
             .min(store.hard_state().commit)
             .max(first_applied);
+        if store.conf_index() == log_store::CONF_INDEX_UNKNOWN {
+            let conf = store.conf_state().clone();
+            store.set_conf_state(applied, conf);
+        }
         // The machine may have made a configuration change's index durable
         // (its data syncs run off this loop) before a crash lost the round
         // with the state record holding that configuration. The log still
@@ -724,6 +728,9 @@ impl NodeLoop {
             heartbeat_tick: self.config.heartbeat_ticks,
             applied,
             max_size_per_msg: 1 << 20,
+            // A restart may hand over a whole kept log again (see above):
+            // in pieces, not in one Ready.
+            max_committed_size_per_ready: 16 << 20,
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,

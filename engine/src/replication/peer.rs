@@ -545,12 +545,9 @@ impl Peer {
                         ConfChangeV2::decode(entry.data.as_slice())
                             .map(|cc| self.raw.apply_conf_change(&cc))
                     };
-                    let outcome = match applied {
-                        Ok(Ok(conf)) => Ok(conf),
-                        Ok(Err(e)) => Err(format!("apply conf change: {e}")),
-                        Err(e) => Err(format!("conf change: {e}")),
-                    };
-                    match outcome {
+                    let applied = applied
+                        .map_err(|e| ReplicationError::Storage(format!("conf change: {e}")))?;
+                    match applied {
                         Ok(conf) => {
                             effects.conf_state = Some((entry.index, conf));
                             if !replayed {
@@ -558,15 +555,24 @@ impl Peer {
                             }
                             self.lease.until = None; // the quorum changed
                         }
-                        // Applied again at a restart and refused (entering
-                        // a joint configuration it is in): the state record
-                        // held it after all.
-                        Err(reason) if replayed => tracing::warn!(
-                            group = format!("{:x}", self.group),
-                            index = entry.index,
-                            "a configuration change applied again is refused ({reason}); the configuration has it"
-                        ),
-                        Err(reason) => return Err(ReplicationError::Storage(reason)),
+                        // Applied again at a restart and refused by raft-rs
+                        // (entering a joint configuration it is in): the
+                        // state record held it after all. The record moves
+                        // past it, so the next restart does not try again.
+                        Err(e) if replayed => {
+                            tracing::warn!(
+                                group = format!("{:x}", self.group),
+                                index = entry.index,
+                                "a configuration change applied again is refused ({e}); the configuration has it"
+                            );
+                            let conf = self.raw.raft.prs().conf().to_conf_state();
+                            effects.conf_state = Some((entry.index, conf));
+                        }
+                        Err(e) => {
+                            return Err(ReplicationError::Storage(format!(
+                                "apply conf change: {e}"
+                            )))
+                        }
                     }
                     Ok(Vec::new())
                 }
