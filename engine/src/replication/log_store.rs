@@ -71,6 +71,14 @@ pub fn open_node_log(dir: &Path, db: &DB) -> Result<SharedLog, String> {
     Ok(Arc::new(Mutex::new(log)))
 }
 
+/// Whether `entry` changes the group's configuration.
+pub fn is_conf_change(entry: &Entry) -> bool {
+    matches!(
+        entry.get_entry_type(),
+        raft::eraftpb::EntryType::EntryConfChange | raft::eraftpb::EntryType::EntryConfChangeV2
+    )
+}
+
 fn storage_error(message: String) -> raft::Error {
     raft::Error::Store(StorageError::Other(message.into()))
 }
@@ -370,14 +378,7 @@ impl LogStore {
         while low <= upto {
             // In pieces: a log a down replica holds back can be large.
             let entries = self.entries(low, upto + 1, 4 << 20, GetEntriesContext::empty(false))?;
-            let found = entries.iter().find(|e| {
-                matches!(
-                    e.get_entry_type(),
-                    raft::eraftpb::EntryType::EntryConfChange
-                        | raft::eraftpb::EntryType::EntryConfChangeV2
-                )
-            });
-            if let Some(e) = found {
+            if let Some(e) = entries.iter().find(|e| is_conf_change(e)) {
                 return Ok(Some(e.index));
             }
             low += entries.len().max(1) as u64;
@@ -881,6 +882,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = DB::open_default(dir.path().join("meta")).unwrap();
         let versioned = |body: Vec<u8>| [vec![1u8], body].concat();
+        let put = |group: GroupId, kind: u8, body: Vec<u8>| {
+            db.put(legacy::key(group, kind), versioned(body)).unwrap()
+        };
         let hs = HardState {
             term: 9,
             vote: 2,
@@ -890,24 +894,11 @@ mod tests {
             voters: vec![1, 2, 3],
             ..Default::default()
         };
-        db.put(
-            legacy::key(4, legacy::KIND_HARD_STATE),
-            versioned(hs.encode_to_vec()),
-        )
-        .unwrap();
-        db.put(
-            legacy::key(4, legacy::KIND_CONF_STATE),
-            versioned(cs.encode_to_vec()),
-        )
-        .unwrap();
-        db.put(
-            legacy::key(4, legacy::KIND_CONF_INDEX),
-            versioned(5u64.to_be_bytes().to_vec()),
-        )
-        .unwrap();
+        put(4, legacy::KIND_HARD_STATE, hs.encode_to_vec());
+        put(4, legacy::KIND_CONF_STATE, cs.encode_to_vec());
+        put(4, legacy::KIND_CONF_INDEX, 5u64.to_be_bytes().to_vec());
         let truncated = [50u64.to_be_bytes(), 8u64.to_be_bytes()].concat();
-        db.put(legacy::key(4, legacy::KIND_TRUNCATED), versioned(truncated))
-            .unwrap();
+        put(4, legacy::KIND_TRUNCATED, truncated);
         let entries: Vec<Entry> = (51..=60).map(|i| entry(i, 9, 300)).collect();
         for e in &entries {
             let mut k = legacy::key(4, legacy::KIND_ENTRY);
@@ -917,16 +908,8 @@ mod tests {
         // An unrelated key of the store stays.
         db.put(b"o-object", b"kept").unwrap();
         // A group kept before the conf index was: the index is unknown.
-        db.put(
-            legacy::key(6, legacy::KIND_HARD_STATE),
-            versioned(hs.encode_to_vec()),
-        )
-        .unwrap();
-        db.put(
-            legacy::key(6, legacy::KIND_CONF_STATE),
-            versioned(cs.encode_to_vec()),
-        )
-        .unwrap();
+        put(6, legacy::KIND_HARD_STATE, hs.encode_to_vec());
+        put(6, legacy::KIND_CONF_STATE, cs.encode_to_vec());
 
         let log = open_node_log(&dir.path().join("raft-log"), &db).unwrap();
         let store = LogStore::open(log.clone(), 4).unwrap();

@@ -10,7 +10,7 @@ use raft::{ProgressState, RawNode, StateRole};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::log_store::{LogStore, BOOTSTRAP_INDEX};
+use super::log_store::{is_conf_change, LogStore, BOOTSTRAP_INDEX};
 use super::{ApplyResult, GroupId, PeerId, ReplicationError, StateMachine};
 
 /// The Raft entry context that marks a log compaction (data: index u64le).
@@ -492,11 +492,8 @@ impl Peer {
             // (see `NodeLoop::create_group`): the machine records only
             // that its index passed.
             let replayed = entry.index <= self.machine.applied_index();
-            let conf_change = matches!(
-                entry.get_entry_type(),
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
-            );
-            if replayed && !(conf_change && entry.index > self.raw.store().conf_index()) {
+            if replayed && !(is_conf_change(&entry) && entry.index > self.raw.store().conf_index())
+            {
                 continue;
             }
             if entry.get_entry_type() == EntryType::EntryNormal

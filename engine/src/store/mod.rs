@@ -153,8 +153,8 @@ const DEFERRED_SYNC_MARKER: &[u8] = b"format-deferred-sync";
 struct Unsynced {
     /// Objects whose head file was written (their paths are built only
     /// for a sync that names files).
-    files: HashSet<ObjectId>,
-    /// PG -> the highest index applied (its data is in `files`).
+    objects: HashSet<ObjectId>,
+    /// PG -> the highest index applied (its data is in `objects`).
     applied: HashMap<GroupId, u64>,
 }
 
@@ -734,10 +734,14 @@ impl DiskStore {
         if unsynced.applied.is_empty() {
             return Ok(());
         }
-        let synced = if unsynced.files.len() > SYNCFS_FILES_MIN {
+        let synced = if unsynced.objects.len() > SYNCFS_FILES_MIN {
             self.sync_file_system()
         } else {
-            let paths: Vec<PathBuf> = unsynced.files.iter().map(|o| self.object_path(o)).collect();
+            let paths: Vec<PathBuf> = unsynced
+                .objects
+                .iter()
+                .map(|o| self.object_path(o))
+                .collect();
             self.sync_paths(&paths)
         };
         let result = synced.and_then(|()| {
@@ -753,7 +757,7 @@ impl DiskStore {
         });
         if result.is_err() {
             let mut now = self.unsynced.lock().expect("unsynced lock");
-            now.files.extend(unsynced.files);
+            now.objects.extend(unsynced.objects);
             for (pg, index) in unsynced.applied {
                 let at = now.applied.entry(pg).or_insert(index);
                 *at = (*at).max(index);
@@ -1003,7 +1007,7 @@ impl DiskStore {
         self.db.write(batch).map_err(|e| self.meta_error(e))?;
         {
             let mut unsynced = self.unsynced.lock().expect("unsynced lock");
-            unsynced.files.extend(touched.keys().copied());
+            unsynced.objects.extend(touched.keys().copied());
             unsynced.applied.insert(pg, index);
         }
         if !unrecorded.is_empty() {
