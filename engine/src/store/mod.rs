@@ -141,10 +141,6 @@ fn durable_key(pg: GroupId) -> [u8; 9] {
     k
 }
 
-/// Above this many files to sync, `sync_applied` syncs the file system
-/// instead (see `DiskStore::sync_file_system`).
-const SYNCFS_FILES_MIN: usize = 8;
-
 /// Present once the store keeps durable indexes (`'d'` keys).
 const DEFERRED_SYNC_MARKER: &[u8] = b"format-deferred-sync";
 
@@ -734,17 +730,12 @@ impl DiskStore {
         if unsynced.applied.is_empty() {
             return Ok(());
         }
-        let synced = if unsynced.objects.len() > SYNCFS_FILES_MIN {
-            self.sync_file_system()
-        } else {
-            let paths: Vec<PathBuf> = unsynced
-                .objects
-                .iter()
-                .map(|o| self.object_path(o))
-                .collect();
-            self.sync_paths(&paths)
-        };
-        let result = synced.and_then(|()| {
+        let paths: Vec<PathBuf> = unsynced
+            .objects
+            .iter()
+            .map(|o| self.object_path(o))
+            .collect();
+        let result = self.sync_paths(&paths).and_then(|()| {
             let mut batch = WriteBatch::default();
             for (pg, index) in &unsynced.applied {
                 batch.put(durable_key(*pg), versioned(&index.to_le_bytes()));
@@ -764,19 +755,6 @@ impl DiskStore {
             }
         }
         result
-    }
-
-    /// Syncs the whole file system the store is on (`syncfs`): every
-    /// dirty file, and one device cache flush for all of them, where an
-    /// fdatasync per file flushes the device once per file.
-    fn sync_file_system(&self) -> Result<(), StoreError> {
-        let dir = self.root.join("objects");
-        let root = File::open(&dir).map_err(Self::io("open", &dir))?;
-        // SAFETY: syncfs takes any open descriptor and touches no memory.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
-            return Err(Self::io("syncfs", &dir)(std::io::Error::last_os_error()));
-        }
-        Ok(())
     }
 
     /// Syncs the data of the files at `paths`, all at once where the I/O

@@ -545,35 +545,6 @@ fn a_failed_sync_records_nothing_and_the_next_sync_covers_its_work() {
     assert_eq!(store.applied_index(7).unwrap(), 2);
 }
 
-/// Past `SYNCFS_FILES_MIN` files, a sync covers them with one `syncfs`
-/// of the store's file system: it records the durable index, and when it
-/// fails it records nothing and leaves its work to the next sync.
-#[test]
-fn a_sync_of_many_files_syncs_the_file_system_and_a_failure_keeps_its_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = DiskStore::open(dir.path()).unwrap();
-    let count = SYNCFS_FILES_MIN as u64 + 4;
-    for i in 0..count {
-        store
-            .apply(7, i + 1, &[write(object(i), 0, vec![i as u8 + 1; 4096], 0)])
-            .unwrap();
-    }
-    let objects = dir.path().join("objects");
-    let aside = dir.path().join("objects.aside");
-    std::fs::rename(&objects, &aside).unwrap();
-    assert!(store.sync_applied().is_err());
-    assert_eq!(store.applied_index(7).unwrap(), 0, "nothing is durable yet");
-    std::fs::rename(&aside, &objects).unwrap();
-    store.sync_applied().unwrap();
-    assert_eq!(store.applied_index(7).unwrap(), count);
-    for i in 0..count {
-        assert_eq!(
-            store.read(&object(i), None, 0, 4096).unwrap(),
-            Some(vec![i as u8 + 1; 4096])
-        );
-    }
-}
-
 /// A new replica's copy: every version and record of an object, taken from
 /// one store and imported into another that held a stale version of it,
 /// reads the same; replaying an entry older than the copy over it changes
