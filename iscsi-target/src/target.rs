@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -34,6 +34,9 @@ const PING_AFTER: Duration = Duration::from_secs(15);
 const DEAD_AFTER: Duration = Duration::from_secs(45);
 /// A login that does not finish within this time is dropped.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a dropped connection keeps reading, after its FIN, for the
+/// initiator to close its side.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// How one volume is exported.
 #[derive(Debug, Clone, Default)]
@@ -375,7 +378,11 @@ impl Portal {
         let login = tokio::time::timeout(LOGIN_TIMEOUT, self.login(&mut reader, &mut writer)).await;
         let (session, cid, params, stat_sn) = match login {
             Ok(Some(done)) => done,
-            Ok(None) | Err(_) => return,
+            Ok(None) | Err(_) => {
+                let _ = writer.shutdown().await;
+                linger(reader).await;
+                return;
+            }
         };
         self.full_feature(session, cid, params, stat_sn, reader, writer)
             .await;
@@ -812,7 +819,20 @@ impl Portal {
             drop(sessions);
             end_session(&session);
         }
+        linger(reader).await;
     }
+}
+
+/// Reads and discards what the initiator still sends after the target
+/// closed its side, until the initiator closes too. Closing a socket with
+/// unread data sends a reset, and an initiator writing into a reset
+/// connection can die of SIGPIPE (libiscsi does) instead of reconnecting.
+async fn linger(mut reader: OwnedReadHalf) {
+    let mut sink = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 fn fail_login(
