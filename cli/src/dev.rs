@@ -34,6 +34,8 @@ pub struct DevOptions {
     /// How long a node may be down before its placement groups get new
     /// replicas on the other nodes.
     pub out_after_secs: u64,
+    /// How often the nodes sync applied object data.
+    pub applied_sync_ms: u64,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,6 +125,7 @@ fn configs(options: &DevOptions, chain_dir: &Path) -> Vec<DaemonConfig> {
                 tick_ms: 100,
                 down_after_secs: 5,
                 out_after_secs: options.out_after_secs,
+                applied_sync_ms: options.applied_sync_ms,
                 chain: Some(ChainConfig {
                     genesis: chain_dir.join("genesis.json"),
                     key: Some(chain_dir.join(format!("delegate-{}.key.json", i - 1))),
@@ -425,6 +428,7 @@ mod tests {
             delegates,
             object_io: Default::default(),
             out_after_secs: 60,
+            applied_sync_ms: 1000,
         }
     }
 

@@ -95,6 +95,10 @@ enum Top {
         /// re-replicated on the other nodes (at least 5).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
         out_after: u64,
+        /// Milliseconds between the nodes' syncs of applied object data
+        /// (the Raft log holds it durably meanwhile).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+        applied_sync_ms: u64,
     },
     /// Cluster status.
     Cluster {
@@ -612,6 +616,7 @@ fn run(cli: Cli) -> Result<(), String> {
             delegates,
             object_io,
             out_after,
+            applied_sync_ms,
         } => dev::run(dev::DevOptions {
             data_dir,
             base_port,
@@ -620,6 +625,7 @@ fn run(cli: Cli) -> Result<(), String> {
             delegates,
             object_io,
             out_after_secs: out_after,
+            applied_sync_ms,
         }),
         Top::Cluster {
             command: ClusterCommand::Status,

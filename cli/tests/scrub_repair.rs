@@ -118,7 +118,10 @@ fn scrub(cluster: &DevCluster, volume: &str) -> (bool, Value, String) {
 #[test]
 fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
     let started = Instant::now();
-    let cluster = start(3, 3);
+    // No periodic sync of applied data during the test: the replicas serve
+    // repairs from data they applied but have not synced, as a new replica
+    // does for up to a sync period (their durable index is still 0).
+    let mut cluster = start_with_args(3, 3, &["--applied-sync-ms", "600000"]);
     // One PG, so every object has the same leader and followers.
     ok(cli(
         &cluster,
@@ -197,6 +200,30 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
             &format!("hpchain_store_blocks_repaired_total{{node=\"{leader}\",found_by=\"read\"}}")
         ),
         1
+    );
+
+    // The follower stops cleanly, which syncs what it applied, and starts
+    // again: its durable index is now past the others' (0: they synced
+    // nothing). Its scrub asks them for copies at the index it applied,
+    // which they applied too, synced or not.
+    let clean = |s: &Value| s["pgs"]["active+clean"].as_u64();
+    let all_pgs = clean(&json(cli(&cluster, &["--json", "cluster", "status"])));
+    let pid = cluster.node_pids[follower as usize - 1];
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    wait_for("the follower stopped", Duration::from_secs(30), || {
+        (!alive(pid)).then_some(())
+    });
+    restart_node(&mut cluster, follower as usize);
+    wait_for(
+        "every placement group clean again",
+        Duration::from_secs(60),
+        || {
+            let out = cli(&cluster, &["--json", "cluster", "status"]);
+            let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (out.status.success() && clean(&status) == all_pgs).then_some(())
+        },
     );
 
     // Scrub finds and repairs the follower's two blocks, and says where.
@@ -297,7 +324,15 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
         let log = std::fs::read_to_string(cluster.data.join(format!("node{n}.log"))).unwrap();
         assert!(!log.contains("panicked"), "node {n} panicked:\n{log}");
     }
-    assert!(cluster.node_pids.iter().all(|&pid| alive(pid)));
+    assert!(cluster
+        .node_pids
+        .iter()
+        .filter(|&&p| p != pid)
+        .all(|&p| alive(p)));
+    assert!(
+        cluster.restarted[0].try_wait().unwrap().is_none(),
+        "the restarted follower is still running"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(240),
         "took {:?}",

@@ -33,6 +33,9 @@ fn default_down_after_secs() -> u64 {
 fn default_out_after_secs() -> u64 {
     600
 }
+fn default_applied_sync_ms() -> u64 {
+    1000
+}
 
 /// A disk this node stores data on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +115,11 @@ pub struct DaemonConfig {
     /// A node down this long has its disks marked out (their data moves).
     #[serde(default = "default_out_after_secs")]
     pub out_after_secs: u64,
+    /// How often applied object data is synced to the disks. The Raft log
+    /// holds it durably meanwhile, so a longer period means fewer syncs
+    /// and more log to replay after a crash.
+    #[serde(default = "default_applied_sync_ms")]
+    pub applied_sync_ms: u64,
     /// The embedded ledger; off if absent.
     #[serde(default)]
     pub chain: Option<ChainConfig>,
@@ -157,6 +165,9 @@ impl DaemonConfig {
         }
         if self.down_after_secs == 0 || self.out_after_secs < self.down_after_secs {
             return Err("need 0 < down_after_secs <= out_after_secs".into());
+        }
+        if !(10..=600_000).contains(&self.applied_sync_ms) {
+            return Err("applied_sync_ms must be between 10 and 600000".into());
         }
         if self.disks.is_empty() {
             return Err("list at least one disk ([[disks]] id = 0, path = \"...\")".into());

@@ -39,7 +39,6 @@ use std::collections::HashMap;
 /// so a longer interval spends less of the disk and CPU on it: at 100 ms
 /// the syncs took a fifth of the machine's CPU under 4 KiB random writes
 /// (docs/benchmarks.md).
-const APPLIED_SYNC_EVERY: Duration = Duration::from_secs(1);
 /// How often the PG manager brings replicas in line with the map (each
 /// pass moves a group at most one membership step).
 const PG_MANAGE_EVERY: Duration = Duration::from_millis(500);
@@ -276,10 +275,11 @@ pub async fn run_with(
         backends.insert(disk.id, Arc::new(store));
     }
     // Applied entries' data is synced in batches (the Raft log already
-    // holds it durably): every second, one batch per disk.
+    // holds it durably): every applied_sync_ms, one batch per disk.
     let syncing: Vec<Arc<dyn PgBackend>> = backends.values().cloned().collect();
+    let sync_every = Duration::from_millis(config.applied_sync_ms);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(APPLIED_SYNC_EVERY);
+        let mut tick = tokio::time::interval(sync_every);
         loop {
             tick.tick().await;
             for backend in &syncing {

@@ -450,8 +450,12 @@ impl Repairer {
                 BlockRepair::Refused { .. } => Ok(Source::Nothing),
             };
         }
-        let b = backend.clone();
-        let min_applied = blocking(move || b.applied_index(group)).await?;
+        // What this replica applied, synced or not: its reads, and so the
+        // bad block's record, reflect that much.
+        let min_applied = match self.applied(group).await? {
+            Some(index) => index,
+            None => return Err(format!("PG {group:x} has no replica on this node any more").into()),
+        };
         let mut offers = Vec::new();
         let mut all_mismatched = true;
         for (peer_disk, node) in self
@@ -531,6 +535,18 @@ impl Repairer {
         Ok(reply.data)
     }
 
+    /// The index this node's replica of `group` has applied; `None` when
+    /// the node hosts no replica of it.
+    async fn applied(&self, group: GroupId) -> Result<Option<u64>, String> {
+        let groups = self
+            .inner
+            .raft
+            .status_async()
+            .await
+            .map_err(|e| format!("replication status: {e}"))?;
+        Ok(groups.iter().find(|g| g.group == group).map(|g| g.applied))
+    }
+
     /// Serves a block of one of this node's replicas, raw, once the
     /// replica has applied the asker's index.
     pub async fn serve_block(&self, request: BlockRequest) -> BlockReply {
@@ -541,16 +557,16 @@ impl Repairer {
         let group = request.group;
         let deadline = Instant::now() + CATCH_UP_WAIT;
         let applied = loop {
-            let b = backend.clone();
-            let applied = match blocking(move || b.applied_index(group)).await {
-                Ok(a) => a,
+            // The index applied, not the one synced: a new replica syncs
+            // its first data up to a second after applying it, and a read
+            // sees applied data either way.
+            let applied = match self.applied(group).await {
+                Ok(Some(a)) => a,
+                Ok(None) => return block_reply_error(format!("holds no replica of PG {group:x}")),
                 Err(e) => return block_reply_error(e),
             };
             if applied >= request.min_applied {
                 break applied;
-            }
-            if applied == 0 {
-                return block_reply_error(format!("holds no replica of PG {group:x}"));
             }
             if Instant::now() >= deadline {
                 return block_reply_error(format!(
