@@ -33,12 +33,6 @@ use crate::volume::VolumeClient;
 pub use config::{ConfigError, DaemonConfig, DiskConfig, MonitorConfig};
 use std::collections::HashMap;
 
-/// How often the data of applied entries is synced (the Raft log holds
-/// them durably meanwhile; a restart replays what was not synced, and log
-/// compaction syncs first). Each sync costs one fsync per file touched,
-/// so a longer interval spends less of the disk and CPU on it: at 100 ms
-/// the syncs took a fifth of the machine's CPU under 4 KiB random writes
-/// (docs/benchmarks.md).
 /// How often the PG manager brings replicas in line with the map (each
 /// pass moves a group at most one membership step).
 const PG_MANAGE_EVERY: Duration = Duration::from_millis(500);

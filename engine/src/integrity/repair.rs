@@ -20,7 +20,7 @@ use crate::pg::backend::{
     BackendError, BadBlock, BlockRef, BlockRepair, PgBackend, CHECKED_BLOCK_BYTES,
 };
 use crate::pg::command::{corrupt_in_answer, ObjectId};
-use crate::pg::{pg_disks, pg_of_group};
+use crate::pg::{disk_of_peer, pg_disks, pg_of_group};
 use crate::replication::{GroupId, NodeId, RaftNodeHandle};
 
 /// Reads retried after repairing what the previous one met.
@@ -452,7 +452,7 @@ impl Repairer {
         }
         // What this replica applied, synced or not: its reads, and so the
         // bad block's record, reflect that much.
-        let min_applied = match self.applied(group).await? {
+        let min_applied = match self.applied(group, disk).await? {
             Some(index) => index,
             None => return Err(format!("PG {group:x} has no replica on this node any more").into()),
         };
@@ -535,16 +535,19 @@ impl Repairer {
         Ok(reply.data)
     }
 
-    /// The index this node's replica of `group` has applied; `None` when
-    /// the node hosts no replica of it.
-    async fn applied(&self, group: GroupId) -> Result<Option<u64>, String> {
+    /// The index this node's replica of `group` on `disk` has applied;
+    /// `None` when the node hosts no replica of it there.
+    async fn applied(&self, group: GroupId, disk: u32) -> Result<Option<u64>, String> {
         let groups = self
             .inner
             .raft
             .status_async()
             .await
             .map_err(|e| format!("replication status: {e}"))?;
-        Ok(groups.iter().find(|g| g.group == group).map(|g| g.applied))
+        Ok(groups
+            .iter()
+            .find(|g| g.group == group && disk_of_peer(g.peer) == Some(disk))
+            .map(|g| g.applied))
     }
 
     /// Serves a block of one of this node's replicas, raw, once the
@@ -560,9 +563,14 @@ impl Repairer {
             // The index applied, not the one synced: a new replica syncs
             // its first data up to a second after applying it, and a read
             // sees applied data either way.
-            let applied = match self.applied(group).await {
+            let applied = match self.applied(group, request.disk).await {
                 Ok(Some(a)) => a,
-                Ok(None) => return block_reply_error(format!("holds no replica of PG {group:x}")),
+                Ok(None) => {
+                    return block_reply_error(format!(
+                        "holds no replica of PG {group:x} on disk {}",
+                        request.disk
+                    ))
+                }
                 Err(e) => return block_reply_error(e),
             };
             if applied >= request.min_applied {

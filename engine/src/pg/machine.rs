@@ -75,7 +75,7 @@ impl StateMachine for PgMachine {
     }
 
     fn durable_index(&self) -> Option<u64> {
-        // The node syncs applied data every second; the log is truncated
+        // The node syncs applied data every applied_sync_ms; the log is truncated
         // behind that. An unreadable index reads as 0: nothing is truncated.
         Some(self.backend.applied_index(self.group).unwrap_or(0))
     }

@@ -720,7 +720,7 @@ impl DiskStore {
 
     /// Makes what applied entries wrote durable: syncs every file they
     /// touched (in one batch where the I/O backend can), then records each
-    /// PG's durable index, synced. Called every second by the node, by the
+    /// PG's durable index, synced. Called every applied_sync_ms by the node, by the
     /// Raft loop for a log truncation kept waiting, and on drop. When it
     /// returns Ok, everything applied before the call is durable; on an
     /// error, what it took is put back for the next call.
