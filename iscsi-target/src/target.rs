@@ -806,8 +806,16 @@ impl Portal {
             connections.is_empty()
         };
         drop(conn);
-        // Let the writer flush what is queued (a logout response).
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer_task).await;
+        // Let the writer flush what is queued (a logout response); one
+        // that does not end in time is stopped, which drops its half of the
+        // socket and sends the FIN the linger below waits behind.
+        let stop_writer = writer_task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), writer_task)
+            .await
+            .is_err()
+        {
+            stop_writer.abort();
+        }
         if last_connection {
             let mut sessions = self.sessions.lock().unwrap();
             if sessions
