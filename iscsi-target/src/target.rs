@@ -184,6 +184,15 @@ impl Session {
         Admit::Later
     }
 
+    /// Drops the commands still waiting for a CmdSN gap, returning how
+    /// many. Once the session's last connection is gone nothing fills the
+    /// gap, and each waiting command holds its connection, which holds
+    /// the session: a cycle that would never be freed.
+    fn forget_pending(&self) -> usize {
+        let pending = std::mem::take(&mut self.window.lock().unwrap().pending);
+        pending.len()
+    }
+
     /// Runs the commands that were waiting for the one just admitted.
     fn drain(&self) {
         loop {
@@ -805,6 +814,15 @@ impl Portal {
             }
             connections.is_empty()
         };
+        if last_connection {
+            let dropped = session.forget_pending();
+            if dropped > 0 {
+                debug!(
+                    dropped,
+                    "commands waiting for a CmdSN gap dropped with the session"
+                );
+            }
+        }
         drop(conn);
         // Let the writer flush what is queued (a logout response); one
         // that does not end in time is stopped, which drops its half of the
@@ -1627,5 +1645,51 @@ impl Portal {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            tsih: 1,
+            isid: [0; 6],
+            initiator: "iqn.2026-11.test:unit".into(),
+            nexus: "iqn.2026-11.test:unit,i,0x000000000000".into(),
+            export: None,
+            params: Params::default(),
+            window: Mutex::new(Window {
+                exp_cmd_sn: 1,
+                pending: BTreeMap::new(),
+            }),
+            exp_cmd_sn: AtomicU32::new(1),
+            tasks: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn commands_waiting_for_a_cmdsn_gap_are_released_when_forgotten() {
+        let session = session();
+        // What a waiting command holds (its connection, in the target).
+        let held = Arc::new(());
+        let in_command = held.clone();
+        let admitted = session.admit(3, move || Box::new(move || drop(in_command)));
+        assert!(
+            matches!(admitted, Admit::Later),
+            "CmdSN 3 waits for 1 and 2"
+        );
+        assert_eq!(Arc::strong_count(&held), 2);
+        assert_eq!(session.forget_pending(), 1);
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the waiting command was dropped"
+        );
+        // The window itself is unchanged: CmdSN 1 is still the next.
+        assert!(matches!(session.admit(1, || Box::new(|| {})), Admit::Now));
     }
 }
