@@ -538,16 +538,15 @@ impl Repairer {
     /// The index this node's replica of `group` on `disk` has applied;
     /// `None` when the node hosts no replica of it there.
     async fn applied(&self, group: GroupId, disk: u32) -> Result<Option<u64>, String> {
-        let groups = self
+        let replica = self
             .inner
             .raft
-            .status_async()
+            .applied_async(group)
             .await
-            .map_err(|e| format!("replication status: {e}"))?;
-        Ok(groups
-            .iter()
-            .find(|g| g.group == group && disk_of_peer(g.peer) == Some(disk))
-            .map(|g| g.applied))
+            .map_err(|e| format!("replication: {e}"))?;
+        Ok(replica
+            .filter(|&(peer, _)| disk_of_peer(peer) == Some(disk))
+            .map(|(_, applied)| applied))
     }
 
     /// Serves a block of one of this node's replicas, raw, once the

@@ -128,15 +128,11 @@ impl RecoveryService {
     async fn wait_applied(&self, group: GroupId, index: u64) -> Result<(), Status> {
         let deadline = Instant::now() + APPLIED_WAIT;
         loop {
-            let status = self
+            let (_, applied) = self
                 .raft
-                .status_async()
+                .applied_async(group)
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let applied = status
-                .iter()
-                .find(|g| g.group == group)
-                .map(|g| g.applied)
+                .map_err(|e| Status::unavailable(e.to_string()))?
                 .ok_or_else(|| {
                     Status::not_found(format!("group {group:x} has no replica on this node"))
                 })?;

@@ -130,6 +130,8 @@ enum Command {
     },
     Campaign(GroupId),
     Status(Sender<Vec<GroupStatus>>),
+    /// This node's replica of a group and the index it applied.
+    Applied(GroupId, Sender<Option<(PeerId, u64)>>),
     /// Leaders move their groups one step toward these replicas.
     Reconfigure(Vec<(GroupId, Vec<PeerId>)>),
     SetInstaller(Arc<dyn SnapshotInstaller>),
@@ -408,6 +410,23 @@ impl RaftNodeHandle {
         rx.recv().map_err(|_| ReplicationError::Stopped)
     }
 
+    /// This node's replica of `group` (its peer id) and the index it
+    /// applied, `None` if it hosts none; one lookup, not a status of every
+    /// group. From async code, off the runtime's threads.
+    pub async fn applied_async(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<(PeerId, u64)>, ReplicationError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            this.send(Command::Applied(group, tx))?;
+            rx.recv().map_err(|_| ReplicationError::Stopped)
+        })
+        .await
+        .map_err(|_| ReplicationError::Stopped)?
+    }
+
     /// [`RaftNodeHandle::status`] from async code (off the runtime's
     /// threads while it waits for the loop).
     pub async fn status_async(&self) -> Result<Vec<GroupStatus>, ReplicationError> {
@@ -590,6 +609,9 @@ impl NodeLoop {
                 if let Some(peer) = self.peers.get_mut(&group) {
                     let _ = peer.raw.campaign();
                 }
+            }
+            Command::Applied(group, reply) => {
+                let _ = reply.send(self.peers.get(&group).map(|p| (p.id, p.applied_index())));
             }
             Command::Status(reply) => {
                 let status = self
