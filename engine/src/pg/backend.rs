@@ -118,6 +118,11 @@ pub trait PgBackend: Send + Sync {
     fn apply(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), BackendError>;
     /// Records `index` as applied with no effect.
     fn apply_noop(&self, pg: GroupId, index: u64) -> Result<(), BackendError>;
+    /// Forgets what `pg` applied here (its applied index reads 0 again),
+    /// durably. For a replica this disk no longer hosts: one placed here
+    /// later has no Raft state and must start from nothing, where an index
+    /// left behind would make it skip entries it never applied.
+    fn forget_pg(&self, pg: GroupId) -> Result<(), BackendError>;
     /// `len` bytes of `object` from `offset`, of the head (`snapshot`
     /// `None`) or as snapshot `snapshot` saw it; unwritten bytes are zero.
     /// `None` when that version does not exist.
@@ -265,6 +270,11 @@ fn nonzero_block_bytes(bytes: &[u8]) -> u64 {
 impl PgBackend for MemoryBackend {
     fn applied_index(&self, pg: GroupId) -> Result<u64, BackendError> {
         Ok(*self.applied.lock().expect("lock").get(&pg).unwrap_or(&0))
+    }
+
+    fn forget_pg(&self, pg: GroupId) -> Result<(), BackendError> {
+        self.applied.lock().expect("lock").remove(&pg);
+        Ok(())
     }
 
     fn apply(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), BackendError> {

@@ -122,10 +122,16 @@ impl PgManager {
                 .destroy_group(status.group)
                 .map_err(|e| e.to_string())?;
             self.hosted.remove(&status.group);
+            // Its Raft state is gone: if placement brings the group back
+            // here, that replica is a new one, not a restarted one.
+            if let Some(on_disk) = self.on_disk.as_mut() {
+                on_disk.remove(&status.group);
+            }
             if let Some(backend) = disk_of_peer(status.peer).and_then(|d| self.backends.get(&d)) {
                 for object in crate::recovery::group_objects(&**backend, map, status.group)? {
                     backend.remove_object(&object).map_err(|e| e.to_string())?;
                 }
+                backend.forget_pg(status.group).map_err(|e| e.to_string())?;
             }
             report.destroyed.push(status.group);
         }
@@ -190,6 +196,23 @@ impl PgManager {
                         },
                     };
                     let disk = disk_of_peer(peer).expect("a local disk's peer");
+                    // Only where this node holds no Raft state for the
+                    // group at all: state the log holds is the replica's.
+                    let raft_state = self
+                        .on_disk
+                        .as_ref()
+                        .is_some_and(|g| g.contains_key(&group));
+                    if !raft_state {
+                        let backend = &*self.backends[&disk];
+                        if let Some(applied) = clear_leftovers(backend, map, group)? {
+                            tracing::warn!(
+                                group = format!("{group:x}"),
+                                disk,
+                                applied,
+                                "a new replica found an earlier replica's objects and applied index on its disk; removed them, it starts from nothing"
+                            );
+                        }
+                    }
                     let machine = PgMachine::open(group, self.backends[&disk].clone())?;
                     self.raft
                         .create_group(group, peer, voters, Box::new(machine))
@@ -201,5 +224,111 @@ impl PgManager {
             }
         }
         Ok(targets)
+    }
+}
+
+/// Removes what an earlier replica of `group` left on `backend` (one
+/// destroyed here before its index was forgotten, or one whose Raft state a
+/// crash lost): its objects and its applied index. A replica with no Raft
+/// state joins through its leader from nothing; with an index left behind
+/// it would take the entries up to it as applied and skip them. Returns
+/// that index, if there was one.
+fn clear_leftovers(
+    backend: &dyn PgBackend,
+    map: &ClusterMapState,
+    group: GroupId,
+) -> Result<Option<u64>, String> {
+    let applied = backend.applied_index(group).map_err(|e| e.to_string())?;
+    if applied == 0 {
+        return Ok(None);
+    }
+    for object in crate::recovery::group_objects(backend, map, group)? {
+        backend.remove_object(&object).map_err(|e| e.to_string())?;
+    }
+    backend.forget_pg(group).map_err(|e| e.to_string())?;
+    Ok(Some(applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::map::{FailureDomain, Pool, Volume};
+    use crate::pg::command::{CopyUp, ObjectId, ObjectOp};
+    use crate::store::DiskStore;
+
+    fn map_with_volume(volume: u64) -> ClusterMapState {
+        let mut map = ClusterMapState::default();
+        map.pools.insert(
+            "rbd".into(),
+            Pool {
+                id: 1,
+                name: "rbd".into(),
+                size: 3,
+                min_size: 2,
+                pg_num: 4,
+                failure_domain: FailureDomain::Disk,
+                object_size: 4 << 20,
+                qos_default: Default::default(),
+                created_with: None,
+            },
+        );
+        map.volumes.insert(
+            "v".into(),
+            Volume {
+                id: volume,
+                name: "v".into(),
+                pool: "rbd".into(),
+                size: 1 << 30,
+                block_size: 512,
+                created_epoch: 1,
+                iscsi: None,
+                snap_seq: 0,
+                snapshots: Vec::new(),
+                parent: None,
+                qos: Default::default(),
+            },
+        );
+        map
+    }
+
+    /// A replica destroyed on a disk leaves nothing a later replica of the
+    /// same group there would take as its own: not its objects, and not
+    /// its applied index, which would make the new one skip entries it
+    /// never applied (a silent hole in its data). Another group's objects
+    /// and index on that disk stay.
+    #[test]
+    fn a_new_replica_clears_what_an_earlier_one_left_on_its_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let map = map_with_volume(5);
+        let pg_of = |n: u64| hpchain_placement::pg_of(5, n, 4);
+        let left = pg_of(0);
+        let other = (1..64).find(|&n| pg_of(n) != left).unwrap();
+        let (group, other_group) = (group_id(1, left), group_id(1, pg_of(other)));
+        let object = |n: u64| ObjectId {
+            volume: 5,
+            object_no: n,
+        };
+        let write = |n: u64| ObjectOp::Write {
+            object: object(n),
+            offset: 0,
+            data: vec![7; 4096],
+            seq: 0,
+            copy_up: CopyUp::None,
+        };
+        store.apply(group, 40, &[write(0)]).unwrap();
+        store.apply(other_group, 9, &[write(other)]).unwrap();
+        store.sync_applied().unwrap();
+
+        assert_eq!(clear_leftovers(&store, &map, group).unwrap(), Some(40));
+        assert_eq!(store.applied_index(group).unwrap(), 0);
+        assert_eq!(store.read(&object(0), None, 0, 4096).unwrap(), None);
+        assert_eq!(clear_leftovers(&store, &map, group).unwrap(), None);
+
+        assert_eq!(store.applied_index(other_group).unwrap(), 9);
+        assert_eq!(
+            store.read(&object(other), None, 0, 4096).unwrap(),
+            Some(vec![7; 4096])
+        );
     }
 }

@@ -757,6 +757,22 @@ impl DiskStore {
         result
     }
 
+    /// See [`PgBackend::forget_pg`]. Under the sync lock, so that a sync
+    /// that took the PG's index before cannot write it back after.
+    pub fn forget_pg(&self, pg: GroupId) -> Result<(), StoreError> {
+        let _syncing = self.lock_sync();
+        self.unsynced
+            .lock()
+            .expect("unsynced lock")
+            .applied
+            .remove(&pg);
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .delete_opt(durable_key(pg), &options)
+            .map_err(|e| self.meta_error(e))
+    }
+
     /// Syncs the data of the files at `paths`, all at once where the I/O
     /// backend can; a file deleted since has nothing left to keep.
     fn sync_paths<'a>(
@@ -1159,6 +1175,10 @@ impl PgBackend for DiskStore {
                 "applied index of PG {pg:x} is malformed"
             ))),
         }
+    }
+
+    fn forget_pg(&self, pg: GroupId) -> Result<(), BackendError> {
+        Ok(DiskStore::forget_pg(self, pg)?)
     }
 
     fn apply(&self, pg: GroupId, index: u64, ops: &[ObjectOp]) -> Result<(), BackendError> {

@@ -522,6 +522,42 @@ fn applied_data_is_synced_in_batches_and_a_restart_replays_from_the_durable_inde
     assert_eq!(store.applied_index(7).unwrap(), 3);
 }
 
+/// A forgotten PG's applied index reads 0, across a reopen, and stays 0
+/// when entries applied before the forget are synced after it: a replica
+/// created here later must not take them as its own.
+#[test]
+fn a_forgotten_pg_reads_as_never_applied_even_after_a_later_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let o = object(1);
+    store.apply(7, 1, &[write(o, 0, vec![1; 4096], 0)]).unwrap();
+    store
+        .apply(8, 1, &[write(object(2), 0, vec![2; 4096], 0)])
+        .unwrap();
+    store.sync_applied().unwrap();
+    store.apply(7, 2, &[write(o, 0, vec![3; 4096], 0)]).unwrap();
+    assert_eq!(store.applied_index(7).unwrap(), 1);
+
+    store.forget_pg(7).unwrap();
+    assert_eq!(store.applied_index(7).unwrap(), 0);
+    // Entry 2 was waiting for this sync.
+    store.sync_applied().unwrap();
+    assert_eq!(
+        store.applied_index(7).unwrap(),
+        0,
+        "a later sync brought it back"
+    );
+    assert_eq!(
+        store.applied_index(8).unwrap(),
+        1,
+        "another PG's index went too"
+    );
+    drop(store);
+    let store = DiskStore::open(dir.path()).unwrap();
+    assert_eq!(store.applied_index(7).unwrap(), 0);
+    assert_eq!(store.applied_index(8).unwrap(), 1);
+}
+
 /// A sync that fails records nothing durable and leaves its work to the
 /// next one, which then covers it: the log is truncated only on what a
 /// sync recorded, so a dropped batch would be lost data after a crash.
