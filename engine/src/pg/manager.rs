@@ -20,7 +20,7 @@ use super::backend::PgBackend;
 use super::machine::PgMachine;
 use super::{disk_of_peer, group_id, peer_of_disk, pg_disks};
 use crate::cluster::ClusterMapState;
-use crate::replication::{GroupId, PeerId, RaftNodeHandle};
+use crate::replication::{GroupId, PeerId, RaftNodeHandle, ReplicationError};
 
 /// What one pass of the manager did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -118,9 +118,13 @@ impl PgManager {
             if !(unwanted && (status.removed || never_joined)) {
                 continue;
             }
-            self.raft
-                .destroy_group(status.group)
-                .map_err(|e| e.to_string())?;
+            match self.raft.destroy_group(status.group) {
+                Ok(()) => {}
+                // A snapshot came after the status was read; the next
+                // pass sees the copy (or what it made of the replica).
+                Err(ReplicationError::Installing(_)) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
             self.hosted.remove(&status.group);
             // Its Raft state is gone: if placement brings the group back
             // here, that replica is a new one, not a restarted one.

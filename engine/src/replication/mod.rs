@@ -116,6 +116,10 @@ pub enum ReplicationError {
     /// The state machine refused the command.
     #[error("group {group}: {reason}")]
     Apply { group: GroupId, reason: String },
+    /// The replica is copying a snapshot's state; it cannot be dropped
+    /// until the copy ends (the copy would write after the drop).
+    #[error("group {0}: this replica is copying a snapshot's state; drop it once the copy ends")]
+    Installing(GroupId),
     /// The node loop stopped (shutdown or a fatal storage error).
     #[error("the replication loop of this node has stopped")]
     Stopped,

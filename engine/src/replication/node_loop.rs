@@ -278,7 +278,9 @@ impl RaftNodeHandle {
         log_store::stored_groups(&self.log).map_err(|e| ReplicationError::Storage(e.to_string()))
     }
 
-    /// Drops this node's replica of `group` and its Raft state.
+    /// Drops this node's replica of `group` and its Raft state; refused
+    /// with [`ReplicationError::Installing`] while it copies a snapshot's
+    /// state.
     pub fn destroy_group(&self, group: GroupId) -> Result<(), ReplicationError> {
         let (done, wait) = crossbeam_channel::bounded(1);
         self.send(Command::DestroyGroup { group, done })?;
@@ -571,6 +573,14 @@ impl NodeLoop {
             }
             Command::DestroyGroup { group, done } => {
                 let result = match self.peers.remove(&group) {
+                    // The installer writes the replica's objects and
+                    // applied index off this thread: dropped now, the copy
+                    // would land after the drop, under a replica created
+                    // here later.
+                    Some(peer) if peer.installing.is_some() => {
+                        self.peers.insert(group, peer);
+                        Err(ReplicationError::Installing(group))
+                    }
                     Some(mut peer) => {
                         peer.fail_all(ReplicationError::GroupNotFound(group));
                         LogStore::destroy(&self.log, group)

@@ -588,3 +588,111 @@ fn a_configuration_change_the_state_record_lost_is_applied_again_at_restart() {
     cluster.put(1, "x", "3");
     cluster.wait_local(victim, 1, "x", "3");
 }
+
+/// A copy's completion, as the node loop hands it to an installer.
+type CopyDone = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Holds every copy it is asked for until the test lets it end.
+#[derive(Default)]
+struct HeldInstaller {
+    held: Mutex<Vec<(super::InstallRequest, CopyDone)>>,
+}
+
+impl super::SnapshotInstaller for HeldInstaller {
+    fn install(&self, request: super::InstallRequest, done: CopyDone) {
+        self.held.lock().unwrap().push((request, done));
+    }
+}
+
+/// A replica copying a snapshot's state is not dropped: the copy runs off
+/// the loop and would write its objects and applied index after the drop,
+/// under whatever replica of the group the node creates next. Once the
+/// copy ends, the drop goes through.
+#[test]
+fn a_replica_copying_a_snapshot_is_not_dropped_until_the_copy_ends() {
+    let cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..5 {
+        cluster.put(1, "x", &i.to_string());
+    }
+    // Node 4 hosts a replica that joins through a snapshot.
+    let dir = cluster.dir.path().join("node4");
+    let db = Arc::new(DB::open_default(&dir).unwrap());
+    let log = open_node_log(&dir.join("raft-log"), &db).unwrap();
+    let mut config = NodeConfig::new(4);
+    config.tick_interval = Duration::from_millis(20);
+    let joiner = RaftNode::spawn(
+        config,
+        log,
+        Arc::new(SimTransport {
+            me: 4,
+            net: cluster.net.clone(),
+        }),
+        Arc::new(|_g: GroupId, peer: u64| Some(peer)),
+    );
+    let installer = Arc::new(HeldInstaller::default());
+    joiner
+        .handle()
+        .set_snapshot_installer(installer.clone())
+        .unwrap();
+    joiner
+        .handle()
+        .create_group(1, 4, Vec::new(), Box::new(RocksKv::open(db.clone(), 1)))
+        .unwrap();
+    cluster.net.nodes.lock().unwrap().insert(4, joiner.handle());
+
+    // The leader adds it as a learner (compacting its log first, so that
+    // the joiner gets a snapshot) and sends the snapshot.
+    let deadline = Instant::now() + TIMEOUT;
+    while installer.held.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no snapshot copy was asked for");
+        let leader = cluster.leader(1);
+        cluster
+            .handle(leader)
+            .reconfigure(vec![(1, vec![1, 2, 3, 4])])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    assert_eq!(
+        joiner.handle().destroy_group(1),
+        Err(ReplicationError::Installing(1))
+    );
+    assert!(
+        joiner
+            .handle()
+            .status()
+            .unwrap()
+            .iter()
+            .any(|s| s.group == 1),
+        "the refused drop removed the replica"
+    );
+
+    // The copy ends (failed here); the replica is no longer copying.
+    let held = std::mem::take(&mut *installer.held.lock().unwrap());
+    for (_, done) in held {
+        done(Err("the test ends the copy".into()));
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match joiner.handle().destroy_group(1) {
+            Ok(()) => break,
+            // The leader may have sent the snapshot again meanwhile.
+            Err(ReplicationError::Installing(1)) => {
+                for (_, done) in std::mem::take(&mut *installer.held.lock().unwrap()) {
+                    done(Err("the test ends the copy".into()));
+                }
+            }
+            Err(e) => panic!("drop after the copy: {e}"),
+        }
+        assert!(Instant::now() < deadline, "the replica stayed copying");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!joiner
+        .handle()
+        .status()
+        .unwrap()
+        .iter()
+        .any(|s| s.group == 1));
+    cluster.net.nodes.lock().unwrap().remove(&4);
+    joiner.stop();
+}
