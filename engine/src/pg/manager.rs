@@ -122,7 +122,13 @@ impl PgManager {
                 Ok(()) => {}
                 // A snapshot came after the status was read; the next
                 // pass sees the copy (or what it made of the replica).
-                Err(ReplicationError::Installing(_)) => continue,
+                Err(ReplicationError::Installing(_)) => {
+                    tracing::info!(
+                        group = format!("{:x}", status.group),
+                        "an unwanted replica is copying a snapshot's state; it is dropped once the copy ends"
+                    );
+                    continue;
+                }
                 Err(e) => return Err(e.to_string()),
             }
             self.hosted.remove(&status.group);

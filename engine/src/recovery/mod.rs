@@ -237,7 +237,7 @@ impl SnapshotInstaller for PgInstaller {
         let maps = self.maps.clone();
         self.runtime.spawn(async move {
             let started = Instant::now();
-            let result = copy_replica(&request, &backends, &map, &maps).await;
+            let result = copy_replica(&request, &backends, &map, &maps, COPY_SILENCE_MAX).await;
             match &result {
                 Ok(copied) => tracing::info!(
                     group = format!("{:x}", request.group),
@@ -269,12 +269,25 @@ struct Copied {
 /// Progress is logged this often during a long copy.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// A copy whose source says nothing for this long is given up (the
+/// source waits up to `APPLIED_WAIT` before its first object). Until a copy
+/// ends its replica hears nothing and cannot be dropped, so a source that
+/// went silent (a frozen host, packets dropped) must not hold it forever.
+const COPY_SILENCE_MAX: Duration = Duration::from_secs(60);
+
 async fn copy_replica(
     request: &InstallRequest,
     backends: &HashMap<u32, Arc<dyn PgBackend>>,
     map: &RwLock<ClusterMapState>,
     maps: &MapClient,
+    silence_max: Duration,
 ) -> Result<Copied, String> {
+    let silent = || {
+        format!(
+            "nothing came for {} s; the copy is given up and the leader sends the snapshot again",
+            silence_max.as_secs_f64()
+        )
+    };
     let group = request.group;
     let local_disk = disk_of_peer(request.peer).ok_or("bad replica id")?;
     let source_disk = disk_of_peer(request.from).ok_or("bad sender id")?;
@@ -296,13 +309,14 @@ async fn copy_replica(
         .map_err(|e| format!("connect to {source_addr}: {e}"))?;
     let mut client =
         RecoveryClient::new(channel).max_decoding_message_size(4 * COPY_MESSAGE_MAX_BYTES);
-    let mut stream = client
-        .copy_pg(CopyPgRequest {
-            group,
-            disk: source_disk,
-            min_applied: request.index,
-        })
+    let call = client.copy_pg(CopyPgRequest {
+        group,
+        disk: source_disk,
+        min_applied: request.index,
+    });
+    let mut stream = tokio::time::timeout(silence_max, call)
         .await
+        .map_err(|_| format!("copy from {source_addr}: {}", silent()))?
         .map_err(|e| format!("copy from {source_addr}: {}", e.message()))?
         .into_inner();
     let mut copied = Copied::default();
@@ -310,9 +324,9 @@ async fn copy_replica(
     let mut pending: Option<ObjectImage> = None;
     let mut last_report = Instant::now();
     loop {
-        let message = stream
-            .message()
+        let message = tokio::time::timeout(silence_max, stream.message())
             .await
+            .map_err(|_| format!("copy from {source_addr}: {}", silent()))?
             .map_err(|e| format!("copy from {source_addr}: {}", e.message()))?;
         let Some(message) = message else { break };
         let object = ObjectId {
@@ -390,4 +404,71 @@ async fn copy_replica(
     .await
     .map_err(|e| e.to_string())??;
     Ok(copied)
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+    use crate::cluster::map::{DiskInfo, NodeInfo};
+    use crate::pg::backend::MemoryBackend;
+    use crate::pg::{group_id, peer_of_disk};
+
+    /// A source that accepts the connection and then says nothing: the
+    /// copy gives up after the silence limit, naming the source, instead
+    /// of holding its replica (which hears nothing meanwhile) forever.
+    #[tokio::test]
+    async fn a_copy_from_a_silent_source_gives_up() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let mut map = ClusterMapState::default();
+        map.nodes.insert(
+            2,
+            NodeInfo {
+                id: 2,
+                name: "node2".into(),
+                peer_addr: addr.clone(),
+                api_addr: String::new(),
+                iscsi_addr: String::new(),
+                host: "h2".into(),
+                rack: String::new(),
+                zone: String::new(),
+                disks: vec![DiskInfo {
+                    id: 1,
+                    path: String::new(),
+                    weight: 1.0,
+                    is_in: true,
+                }],
+                up: true,
+            },
+        );
+        let backend: Arc<dyn PgBackend> = Arc::new(MemoryBackend::default());
+        let backends = HashMap::from([(0u32, backend)]);
+        let request = InstallRequest {
+            group: group_id(1, 0),
+            peer: peer_of_disk(0),
+            from: peer_of_disk(1),
+            index: 10,
+        };
+        let maps = MapClient::new(1, None, Vec::new(), Arc::new(|_: u64| None::<String>));
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(20),
+            copy_replica(
+                &request,
+                &backends,
+                &RwLock::new(map),
+                &maps,
+                Duration::from_millis(500),
+            ),
+        )
+        .await
+        .expect("the copy hung past the silence limit");
+        let error = result.expect_err("a silent source copied something");
+        assert!(
+            error.contains(&addr) && error.contains("nothing came"),
+            "{error}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        drop(silent);
+    }
 }

@@ -80,7 +80,9 @@ pub trait StateMachine: Send {
 /// at least `index`, and steps the snapshot only once that is durable.
 pub trait SnapshotInstaller: Send + Sync + 'static {
     /// Starts the copy and returns at once; `done` is called exactly once,
-    /// from any thread.
+    /// from any thread, and only after the copy's last write: until then
+    /// the replica cannot be dropped (a write after the drop would land
+    /// under the next replica of the group on that disk).
     fn install(&self, request: InstallRequest, done: Box<dyn FnOnce(Result<(), String>) + Send>);
 }
 
