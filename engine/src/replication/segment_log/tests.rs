@@ -626,8 +626,19 @@ fn a_forged_round_in_a_reused_segment_never_replays() {
     /// boundary of segment 1; group 2 then writes until segment 1's file
     /// is reused. Returns the number it was reused as, and the state.
     fn run(dir: &Path, seq: u64) -> (Option<u64>, BTreeMap<GroupId, GroupState>) {
+        /// Waits for the spare being made off the thread. Whether it is
+        /// done when the next segment starts decides which spare file
+        /// that segment takes, so without this the number segment 1's
+        /// file is reused as depends on the fill's speed (a busy machine
+        /// changed it between the two runs).
+        fn settle(log: &mut SegmentLog) {
+            if let Some(preparing) = log.preparing.take() {
+                log.spares.push(preparing.join().unwrap().unwrap());
+            }
+        }
         let segment = 64 << 10;
         let mut log = open(dir, segment).unwrap();
+        settle(&mut log);
         let mut data = vec![0xAAu8; 40 << 10];
         let f = forged(seq);
         // The entry's bytes follow the round's, the record's and the
@@ -642,13 +653,16 @@ fn a_forged_round_in_a_reused_segment_never_replays() {
         let mut r = Round::default();
         r.entries(1, &[(1, 1, &data)]);
         log.write(r).unwrap();
+        settle(&mut log);
         let inode = std::fs::metadata(segment_file(dir, 1)).unwrap().ino();
         let mut r = Round::default();
         r.truncate(1, 1, 1);
         log.write(r).unwrap();
+        settle(&mut log);
         let mut reused = None;
         for i in 1..=200u64 {
             log.write(round(2, i, i, 1, 4000)).unwrap();
+            settle(&mut log);
             if log.seq > 1 && std::fs::metadata(segment_file(dir, log.seq)).unwrap().ino() == inode
             {
                 reused = Some(log.seq);
