@@ -413,20 +413,40 @@ mod copy_tests {
     use crate::pg::backend::MemoryBackend;
     use crate::pg::{group_id, peer_of_disk};
 
-    /// A source that accepts the connection and then says nothing: the
-    /// copy gives up after the silence limit, naming the source, instead
-    /// of holding its replica (which hears nothing meanwhile) forever.
-    #[tokio::test]
-    async fn a_copy_from_a_silent_source_gives_up() {
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = silent.local_addr().unwrap().to_string();
+    /// A source that stalls partway: it sends the first part of an object,
+    /// then nothing more.
+    struct StallsAfterOnePart;
+
+    #[tonic::async_trait]
+    impl Recovery for StallsAfterOnePart {
+        type CopyPgStream = CopyStream;
+
+        async fn copy_pg(
+            &self,
+            _request: Request<CopyPgRequest>,
+        ) -> Result<Response<CopyStream>, Status> {
+            use tokio_stream::StreamExt as _;
+            let first = CopiedObject {
+                volume: 5,
+                object: 0,
+                more: true,
+                ..Default::default()
+            };
+            let parts = tokio_stream::once(Ok(first)).chain(tokio_stream::pending());
+            Ok(Response::new(Box::pin(parts)))
+        }
+    }
+
+    /// Copies from a source at `addr` (the node holding disk 1) with a
+    /// silence limit of 500 ms, bounded by 20 s.
+    async fn copy_from(addr: &str) -> Result<Result<Copied, String>, tokio::time::error::Elapsed> {
         let mut map = ClusterMapState::default();
         map.nodes.insert(
             2,
             NodeInfo {
                 id: 2,
                 name: "node2".into(),
-                peer_addr: addr.clone(),
+                peer_addr: addr.to_string(),
                 api_addr: String::new(),
                 iscsi_addr: String::new(),
                 host: "h2".into(),
@@ -450,8 +470,7 @@ mod copy_tests {
             index: 10,
         };
         let maps = MapClient::new(1, None, Vec::new(), Arc::new(|_: u64| None::<String>));
-        let started = Instant::now();
-        let result = tokio::time::timeout(
+        tokio::time::timeout(
             Duration::from_secs(20),
             copy_replica(
                 &request,
@@ -462,13 +481,46 @@ mod copy_tests {
             ),
         )
         .await
-        .expect("the copy hung past the silence limit");
-        let error = result.expect_err("a silent source copied something");
+    }
+
+    /// A source that goes silent, before its first word or partway
+    /// through: the copy gives up after the silence limit, naming the
+    /// source, instead of holding its replica (which hears nothing
+    /// meanwhile, and cannot be dropped) forever.
+    #[tokio::test]
+    async fn a_copy_from_a_source_gone_silent_gives_up() {
+        // Accepts the connection, never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let error = copy_from(&addr)
+            .await
+            .expect("the copy hung past the silence limit")
+            .expect_err("a silent source copied something");
+        assert!(
+            error.contains(&addr) && error.contains("nothing came"),
+            "{error}"
+        );
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(crate::net::proto::recovery_server::RecoveryServer::new(
+                    StallsAfterOnePart,
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let started = Instant::now();
+        let error = copy_from(&addr)
+            .await
+            .expect("the copy hung past the silence limit")
+            .expect_err("a stalled source copied something");
         assert!(
             error.contains(&addr) && error.contains("nothing came"),
             "{error}"
         );
         assert!(started.elapsed() >= Duration::from_millis(500));
+        server.abort();
         drop(silent);
     }
 }
