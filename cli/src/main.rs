@@ -97,7 +97,7 @@ enum Top {
         out_after: u64,
         /// Milliseconds between the nodes' syncs of applied object data
         /// (the Raft log holds it durably meanwhile).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(hpchain_engine::daemon::config::APPLIED_SYNC_MS_RANGE))]
         applied_sync_ms: u64,
     },
     /// Cluster status.

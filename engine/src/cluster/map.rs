@@ -1098,10 +1098,10 @@ fn check_size(volume: &str, size: u64, block_size: u32) -> Result<(), MapError> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(id: u64, disks: &[u32]) -> NodeInfo {
+impl NodeInfo {
+    /// A node for tests: up, host `h{id}` in rack r1 of zone z1, each of
+    /// `disks` in with weight 1.
+    pub(crate) fn for_test(id: u64, disks: &[u32]) -> NodeInfo {
         NodeInfo {
             id,
             name: format!("n{id}"),
@@ -1122,6 +1122,34 @@ mod tests {
                 .collect(),
             up: true,
         }
+    }
+}
+
+#[cfg(test)]
+impl Pool {
+    /// A pool for tests: 3 replicas (2 at least) on distinct disks, 4 MiB
+    /// objects.
+    pub(crate) fn for_test(id: u32, name: &str, pg_num: u32) -> Pool {
+        Pool {
+            id,
+            name: name.into(),
+            size: 3,
+            min_size: 2,
+            pg_num,
+            failure_domain: FailureDomain::Disk,
+            object_size: 4 << 20,
+            qos_default: Default::default(),
+            created_with: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, disks: &[u32]) -> NodeInfo {
+        NodeInfo::for_test(id, disks)
     }
 
     fn pool(name: &str) -> Command {

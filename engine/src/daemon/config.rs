@@ -37,6 +37,9 @@ fn default_applied_sync_ms() -> u64 {
     1000
 }
 
+/// The periods `applied_sync_ms` may take, in milliseconds.
+pub const APPLIED_SYNC_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=600_000;
+
 /// A disk this node stores data on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskConfig {
@@ -170,8 +173,12 @@ impl DaemonConfig {
         if self.down_after_secs == 0 || self.out_after_secs < self.down_after_secs {
             return Err("need 0 < down_after_secs <= out_after_secs".into());
         }
-        if !(10..=600_000).contains(&self.applied_sync_ms) {
-            return Err("applied_sync_ms must be between 10 and 600000".into());
+        if !APPLIED_SYNC_MS_RANGE.contains(&self.applied_sync_ms) {
+            return Err(format!(
+                "applied_sync_ms must be between {} and {}",
+                APPLIED_SYNC_MS_RANGE.start(),
+                APPLIED_SYNC_MS_RANGE.end()
+            ));
         }
         if self.disks.is_empty() {
             return Err("list at least one disk ([[disks]] id = 0, path = \"...\")".into());

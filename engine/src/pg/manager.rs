@@ -138,10 +138,7 @@ impl PgManager {
                 on_disk.remove(&status.group);
             }
             if let Some(backend) = disk_of_peer(status.peer).and_then(|d| self.backends.get(&d)) {
-                for object in crate::recovery::group_objects(&**backend, map, status.group)? {
-                    backend.remove_object(&object).map_err(|e| e.to_string())?;
-                }
-                backend.forget_pg(status.group).map_err(|e| e.to_string())?;
+                remove_replica_data(&**backend, map, status.group)?;
             }
             report.destroyed.push(status.group);
         }
@@ -252,36 +249,32 @@ fn clear_leftovers(
     if applied == 0 {
         return Ok(None);
     }
+    remove_replica_data(backend, map, group)?;
+    Ok(Some(applied))
+}
+
+/// Deletes `group`'s objects on `backend`, then its applied index.
+fn remove_replica_data(
+    backend: &dyn PgBackend,
+    map: &ClusterMapState,
+    group: GroupId,
+) -> Result<(), String> {
     for object in crate::recovery::group_objects(backend, map, group)? {
         backend.remove_object(&object).map_err(|e| e.to_string())?;
     }
-    backend.forget_pg(group).map_err(|e| e.to_string())?;
-    Ok(Some(applied))
+    backend.forget_pg(group).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::map::{FailureDomain, Pool, Volume};
+    use crate::cluster::map::{Pool, Volume};
     use crate::pg::command::{CopyUp, ObjectId, ObjectOp};
     use crate::store::DiskStore;
 
     fn map_with_volume(volume: u64) -> ClusterMapState {
         let mut map = ClusterMapState::default();
-        map.pools.insert(
-            "rbd".into(),
-            Pool {
-                id: 1,
-                name: "rbd".into(),
-                size: 3,
-                min_size: 2,
-                pg_num: 4,
-                failure_domain: FailureDomain::Disk,
-                object_size: 4 << 20,
-                qos_default: Default::default(),
-                created_with: None,
-            },
-        );
+        map.pools.insert("rbd".into(), Pool::for_test(1, "rbd", 4));
         map.volumes.insert(
             "v".into(),
             Volume {

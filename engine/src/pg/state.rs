@@ -160,7 +160,7 @@ pub fn summary(views: &[PgView]) -> BTreeMap<&'static str, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::map::{DiskInfo, FailureDomain, NodeInfo, Pool};
+    use crate::cluster::map::{NodeInfo, Pool};
     use crate::net::proto::ReplicaProgress;
     use crate::pg::peer_of_disk;
 
@@ -171,38 +171,12 @@ mod tests {
             m.nodes.insert(
                 id,
                 NodeInfo {
-                    id,
-                    name: format!("node{id}"),
-                    peer_addr: String::new(),
-                    api_addr: String::new(),
-                    iscsi_addr: String::new(),
-                    host: format!("h{id}"),
-                    rack: String::new(),
-                    zone: String::new(),
-                    disks: vec![DiskInfo {
-                        id: i as u32,
-                        path: String::new(),
-                        weight: 1.0,
-                        is_in: true,
-                    }],
                     up,
+                    ..NodeInfo::for_test(id, &[i as u32])
                 },
             );
         }
-        m.pools.insert(
-            "rbd".into(),
-            Pool {
-                id: 1,
-                name: "rbd".into(),
-                size: 3,
-                min_size: 2,
-                pg_num: 2,
-                failure_domain: FailureDomain::Disk,
-                object_size: 4 << 20,
-                qos_default: Default::default(),
-                created_with: None,
-            },
-        );
+        m.pools.insert("rbd".into(), Pool::for_test(1, "rbd", 2));
         m
     }
 

@@ -409,7 +409,7 @@ async fn copy_replica(
 #[cfg(test)]
 mod copy_tests {
     use super::*;
-    use crate::cluster::map::{DiskInfo, NodeInfo};
+    use crate::cluster::map::NodeInfo;
     use crate::pg::backend::MemoryBackend;
     use crate::pg::{group_id, peer_of_disk};
 
@@ -444,21 +444,8 @@ mod copy_tests {
         map.nodes.insert(
             2,
             NodeInfo {
-                id: 2,
-                name: "node2".into(),
                 peer_addr: addr.to_string(),
-                api_addr: String::new(),
-                iscsi_addr: String::new(),
-                host: "h2".into(),
-                rack: String::new(),
-                zone: String::new(),
-                disks: vec![DiskInfo {
-                    id: 1,
-                    path: String::new(),
-                    weight: 1.0,
-                    is_in: true,
-                }],
-                up: true,
+                ..NodeInfo::for_test(2, &[1])
             },
         );
         let backend: Arc<dyn PgBackend> = Arc::new(MemoryBackend::default());
