@@ -1,10 +1,11 @@
 //! `hpchain volume scrub VOL`: every replica of every object checks every
 //! block (head and snapshot versions) against its recorded crc32c, and
-//! bad blocks are rewritten from a replica whose copy matches. In steps of
-//! [`STEP_OBJECTS`] objects with a progress line, then one report. Exits
-//! non-zero when a block could not be repaired (its data lost on every
-//! replica, or no good copy reachable now) or a replica could not be
-//! checked.
+//! bad blocks are rewritten from a replica whose copy matches; then the
+//! replicas' blake3 digests of each object, taken at the same point of its
+//! PG's log, are compared. In steps of [`STEP_OBJECTS`] objects with a
+//! progress line, then one report. Exits non-zero when a block could not
+//! be repaired (its data lost on every replica, or no good copy reachable
+//! now), when replicas differ, or when a replica could not be checked.
 
 use serde_json::{json, Value};
 use std::io::Write;
@@ -17,7 +18,7 @@ const STEP_OBJECTS: u64 = 32;
 /// Findings kept for the report.
 const FINDINGS_MAX: usize = 1000;
 
-const COUNTS: [&str; 7] = [
+const COUNTS: [&str; 9] = [
     "objects_checked",
     "versions_checked",
     "blocks_checked",
@@ -25,8 +26,17 @@ const COUNTS: [&str; 7] = [
     "blocks_repaired",
     "blocks_unrepaired",
     "objects_failed",
+    "objects_compared",
+    "objects_differing",
 ];
-const LISTS: [&str; 4] = ["repaired", "unrepaired", "failed", "skipped"];
+const LISTS: [&str; 6] = [
+    "repaired",
+    "unrepaired",
+    "failed",
+    "skipped",
+    "differing",
+    "compare_skipped",
+];
 
 fn failure(message: String, code: &str) -> CallError {
     CallError {
@@ -112,6 +122,40 @@ fn print_report(volume: &str, report: &Value) {
             );
         }
     }
+    println!(
+        "replicas compared: {} objects, differing: {}",
+        n("objects_compared"),
+        n("objects_differing")
+    );
+    for d in report["differing"].as_array().into_iter().flatten() {
+        let agreeing: Vec<&str> = d["agreeing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let against = if agreeing.is_empty() {
+            String::new()
+        } else {
+            format!(" (agreeing: {})", agreeing.join(", "))
+        };
+        println!(
+            "  DIFFERS object {} on node {} disk {}{against}: {}",
+            d["object"],
+            d["node"],
+            d["disk"],
+            d["reason"].as_str().unwrap_or("")
+        );
+    }
+    for r in report["compare_skipped"].as_array().into_iter().flatten() {
+        println!(
+            "  not compared: node {} disk {}, {} objects: {}",
+            r["node"],
+            r["disk"],
+            r["objects"],
+            r["reason"].as_str().unwrap_or("")
+        );
+    }
 }
 
 pub fn scrub(api: &ApiClient, volume: &str, json_output: bool) -> Result<(), CallError> {
@@ -183,8 +227,18 @@ pub fn scrub(api: &ApiClient, volume: &str, json_output: bool) -> Result<(), Cal
             "scrub.unrepaired",
         ));
     }
+    let differing = report["objects_differing"].as_u64().unwrap_or(0);
+    if differing > 0 {
+        return Err(failure(
+            format!(
+                "scrub {volume}: on {differing} objects a replica holds other data than the others (listed above); the scrub repairs only blocks that fail their own crc32c, so keep the nodes' data directories as they are and report this as a bug"
+            ),
+            "scrub.replicas_differ",
+        ));
+    }
     let unchecked = report["skipped"].as_array().map_or(0, Vec::len)
-        + report["failed"].as_array().map_or(0, Vec::len);
+        + report["failed"].as_array().map_or(0, Vec::len)
+        + report["compare_skipped"].as_array().map_or(0, Vec::len);
     if unchecked > 0 {
         return Err(failure(
             format!(

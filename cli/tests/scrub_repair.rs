@@ -4,7 +4,9 @@
 //! follower's head and snapshot-clone blocks and a second scrub is clean;
 //! /metrics counts the repairs. A block corrupt on every replica fails the
 //! read with an error naming it, scrub reports it unrepairable, and
-//! rewriting the bytes recovers; nothing panics.
+//! rewriting the bytes recovers. A replica given a write the others never
+//! had (every block matching its own records) is named by the comparison
+//! of the replicas' digests; nothing panics.
 
 mod support;
 
@@ -122,6 +124,8 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
     // repairs from data they applied but have not synced, as a new replica
     // does for up to a sync period (their durable index is still 0).
     let mut cluster = start_with_args(3, 3, &["--applied-sync-ms", "600000"]);
+    // Node n's first process, by n (the list shrinks as nodes are stopped).
+    let first_pids = cluster.node_pids.clone();
     // One PG, so every object has the same leader and followers.
     ok(cli(
         &cluster,
@@ -280,10 +284,12 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
         2
     );
 
-    // A second scrub finds nothing.
+    // A second scrub finds nothing, and the replicas agree.
     let (success, report, _) = scrub(&cluster, "sv");
     assert!(success, "{report}");
     assert_eq!(report["blocks_bad"], 0, "{report}");
+    assert_eq!(report["objects_compared"], 4, "{report}");
+    assert_eq!(report["objects_differing"], 0, "{report}");
     assert!(report["blocks_checked"].as_u64().unwrap() >= 12 * 1024);
 
     // One block corrupt on every replica: the read fails naming it, and
@@ -334,26 +340,111 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
     assert_eq!(report["blocks_bad"], 0, "{report}");
     assert!(export(&cluster, "sv").unwrap() == b);
 
+    // The third node, stopped, takes a write into object 3 (never written)
+    // straight into its store, as if it alone had applied an entry: every
+    // block still matches its own records there, so only the comparison of
+    // the replicas can see it.
+    let other = (1..=3u16).find(|&n| n != leader && n != follower).unwrap();
+    let pid = first_pids[other as usize - 1];
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    wait_for("the third node stopped", Duration::from_secs(30), || {
+        (!alive(pid)).then_some(())
+    });
+    cluster.node_pids.retain(|&p| p != pid);
+    {
+        use hpchain_engine::pg::backend::PgBackend;
+        use hpchain_engine::pg::command::{CopyUp, ObjectId, ObjectOp};
+        let disk = cluster.data.join(format!("node{other}/disk0"));
+        let store = hpchain_engine::store::DiskStore::open(&disk).unwrap();
+        let index = store.applied_index(group).unwrap();
+        let object = ObjectId {
+            volume: volume_id,
+            object_no: 3,
+        };
+        let write = ObjectOp::Write {
+            object,
+            offset: 0,
+            data: pattern(BLOCK, 9),
+            seq: 0,
+            copy_up: CopyUp::None,
+        };
+        store.apply(group, index, &[write]).unwrap();
+    }
+    restart_node(&mut cluster, other as usize);
+    let applied = format!("hpchain_raft_applied_index{{node=\"{other}\",group=\"{group}\"}}");
+    let api = cluster.api(other).replace("http://", "");
+    wait_for("the third node back", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&api).ok()?;
+        (metric(&cluster, other, &applied) > 0).then_some(())
+    });
+    let (success, report, stderr) = wait_for(
+        "a scrub that compares every replica",
+        Duration::from_secs(90),
+        || {
+            let (success, report, stderr) = scrub(&cluster, "sv");
+            report["compare_skipped"]
+                .as_array()?
+                .is_empty()
+                .then_some((success, report, stderr))
+        },
+    );
+    assert!(!success, "replicas that differ fail the scrub: {report}");
+    assert!(
+        stderr.contains("holds other data than the others")
+            && stderr.contains("scrub.replicas_differ"),
+        "{stderr}"
+    );
+    assert_eq!(
+        report["blocks_bad"], 0,
+        "its blocks match its records: {report}"
+    );
+    assert_eq!(report["objects_differing"], 1, "{report}");
+    let differing = &report["differing"][0];
+    assert_eq!(differing["object"], 3, "{report}");
+    assert_eq!(differing["node"], u64::from(other), "{report}");
+    // The other two agree ("node N disk D"; disk ids are cluster-wide).
+    let mut agreeing: Vec<u64> = differing["agreeing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap()
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    agreeing.sort();
+    let mut others = vec![u64::from(leader), u64::from(follower)];
+    others.sort();
+    assert_eq!(agreeing, others, "{report}");
+
     for n in 1..=3 {
         let log = std::fs::read_to_string(cluster.data.join(format!("node{n}.log"))).unwrap();
         assert!(!log.contains("panicked"), "node {n} panicked:\n{log}");
     }
-    let restart_log = cluster
-        .dir
-        .path()
-        .join(format!("node{follower}-restart.log"));
-    let log = std::fs::read_to_string(restart_log).unwrap();
-    assert!(
-        !log.contains("panicked"),
-        "the restarted follower panicked:\n{log}"
-    );
+    for n in [follower, other] {
+        let restart_log = cluster.dir.path().join(format!("node{n}-restart.log"));
+        let log = std::fs::read_to_string(restart_log).unwrap();
+        assert!(
+            !log.contains("panicked"),
+            "restarted node {n} panicked:\n{log}"
+        );
+    }
     assert!(cluster.node_pids.iter().all(|&p| alive(p)));
+    for (i, child) in cluster.restarted.iter_mut().enumerate() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restarted node {i} exited"
+        );
+    }
     assert!(
-        cluster.restarted[0].try_wait().unwrap().is_none(),
-        "the restarted follower exited"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(240),
+        started.elapsed() < Duration::from_secs(300),
         "took {:?}",
         started.elapsed()
     );

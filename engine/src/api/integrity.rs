@@ -1,6 +1,7 @@
 //! `POST /v1/volumes/{name}/scrub`: every replica of every object checks
 //! every block on its own disk and repairs the bad ones from another
-//! replica (`crate::integrity`). In steps like rollback and flatten
+//! replica, then the replicas' digests of each object, taken at the same
+//! point of its PG's log, are compared (`crate::integrity`). In steps like rollback and flatten
 //! (`?from_object=N&objects=M`), so a client shows progress; without them
 //! one request scrubs the whole volume.
 
@@ -25,8 +26,11 @@ pub(super) async fn scrub_volume(
         )
     })?;
     let count = steps.objects.unwrap_or(u64::MAX);
-    let step = repairer
+    let mut step = repairer
         .scrub_volume(&volume, steps.from_object, count)
         .await?;
+    let checked = step.next_object - step.objects_checked..step.next_object;
+    let taken = state.volumes.take_digests(&volume, checked).await?;
+    repairer.compare_replicas(taken, &mut step).await;
     Ok(Json(json!(step)))
 }

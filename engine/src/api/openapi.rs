@@ -337,7 +337,14 @@ fn integrity_schemas() -> Value {
             "repaired": {"type": "array", "items": finding.clone(), "description": "At most 1000 per step"},
             "unrepaired": {"type": "array", "items": finding, "description": "At most 1000 per step"},
             "failed": {"type": "array", "items": replica.clone()},
-            "skipped": {"type": "array", "items": replica, "description": "Replicas whose node did not answer: not checked"}}}
+            "skipped": {"type": "array", "items": replica.clone(), "description": "Replicas whose node did not answer: not checked"},
+            "objects_compared": {"type": "integer", "description": "Objects whose blake3 digests at least two replicas gave, taken at the same entry of the PG's Raft log"},
+            "objects_differing": {"type": "integer", "description": "Objects on which some replica's digest differs from the others'"},
+            "differing": {"type": "array", "description": "At most 1000 per step", "items": {"type": "object", "properties": {
+                "object": {"type": "integer"}, "node": {"type": "integer"}, "disk": {"type": "integer"},
+                "agreeing": {"type": "array", "items": {"type": "string"}, "description": "The replicas that agree with each other (`node N disk D`); empty when no two agree"},
+                "reason": {"type": "string"}}}},
+            "compare_skipped": {"type": "array", "items": replica, "description": "Replicas whose digests could not be had: not compared"}}}
     })
 }
 

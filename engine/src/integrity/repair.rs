@@ -12,8 +12,8 @@ use super::version_name;
 use crate::cluster::ClusterMapState;
 use crate::net::proto::integrity_client::IntegrityClient;
 use crate::net::proto::{
-    BlockReply, BlockRequest, ObjectScrubReport, PgReply, RepairedBlock, ScrubReply, ScrubRequest,
-    UnrepairedBlock,
+    BlockReply, BlockRequest, DigestQuery, DigestReply, ObjectScrubReport, PgReply, RepairedBlock,
+    ScrubReply, ScrubRequest, UnrepairedBlock,
 };
 use crate::net::server::pg_reply;
 use crate::pg::backend::{
@@ -631,6 +631,56 @@ impl Repairer {
         ScrubReply {
             objects,
             error: String::new(),
+        }
+    }
+
+    /// The digests a digest entry took on one of this node's replicas,
+    /// waiting up to `wait_ms` for the replica to apply it.
+    pub async fn serve_digests(&self, query: DigestQuery) -> DigestReply {
+        let error = |error: String| DigestReply {
+            digests: Vec::new(),
+            error,
+        };
+        let backend = match self.backend(query.disk) {
+            Ok(b) => b,
+            Err(e) => return error(e),
+        };
+        let (group, index) = (query.group, query.index);
+        let deadline = Instant::now() + Duration::from_millis(query.wait_ms.into());
+        loop {
+            // The applied index first: the entry records its digests
+            // before the replica's applied index passes it.
+            let applied = match self.applied(group, query.disk).await {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    return error(format!(
+                        "holds no replica of PG {group:x} on disk {}",
+                        query.disk
+                    ))
+                }
+                Err(e) => return error(e),
+            };
+            if let Some(digests) = backend.digests().get(group, index) {
+                return DigestReply {
+                    digests: digests.iter().map(|d| d.to_vec()).collect(),
+                    error: String::new(),
+                };
+            }
+            if applied >= index {
+                // Applied without taking it here: the replica got the
+                // entry's effects in a copy of another replica, or took
+                // it too long ago to keep.
+                return error(format!(
+                    "replica of PG {group:x} on disk {} applied entry {index} without a digest kept (copied from another replica, digested too long ago, or its digest failed there)",
+                    query.disk
+                ));
+            }
+            if Instant::now() >= deadline {
+                return error(format!(
+                    "lags: applied index {applied} of PG {group:x}, the digest entry is {index}"
+                ));
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
         }
     }
 

@@ -1,6 +1,11 @@
 //! The scrub of a volume: every replica of every object checks every
 //! block of every version (head and snapshot clones) on its own disk, and
-//! repairs the bad ones from the other replicas.
+//! repairs the bad ones from the other replicas. Then the replicas are
+//! compared with each other: a digest entry in each PG's Raft log has
+//! every replica take a blake3 digest of its objects at that same point
+//! of the log (writes go on meanwhile), and a replica whose digest differs
+//! from the others' is reported. A block check alone cannot see such a
+//! replica: its blocks match its own records, which differ.
 //!
 //! The node that runs the scrub only routes: it sends each replica's node
 //! the objects that replica holds (one request per node and disk for up to
@@ -15,11 +20,18 @@ use std::time::Duration;
 
 use super::repair::Repairer;
 use super::version_name;
-use crate::net::proto::{ObjectScrubReport, ScrubRequest, ScrubTarget};
+use crate::net::proto::{DigestQuery, ObjectScrubReport, ScrubRequest, ScrubTarget};
 use crate::pg::backend::CHECKED_BLOCK_BYTES;
+use crate::pg::command::Digest;
 use crate::pg::group_id;
 use crate::replication::NodeId;
-use crate::volume::VolumeError;
+use crate::volume::{DigestsTaken, VolumeError};
+
+/// One replica's answer for a digest entry: its digests, or why none.
+type ReplicaDigests = (NodeId, u32, Result<Vec<Digest>, String>);
+
+/// How long a replica may take to apply a digest entry its leader applied.
+const DIGEST_WAIT: Duration = Duration::from_secs(10);
 
 /// Objects one scrub request to a node carries.
 pub const OBJECTS_PER_REQUEST: usize = 64;
@@ -62,6 +74,19 @@ pub struct BlockFinding {
     pub lost: Option<bool>,
 }
 
+/// A replica whose digest of an object differs from the other replicas'
+/// at the same point of the PG's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DifferingReplica {
+    pub object: u64,
+    pub node: NodeId,
+    pub disk: u32,
+    /// The replicas that agree with each other (`node N disk D`); empty
+    /// when no two replicas agree.
+    pub agreeing: Vec<String>,
+    pub reason: String,
+}
+
 /// Replicas that could not be checked (their node did not answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkippedReplica {
@@ -91,6 +116,13 @@ pub struct ScrubStep {
     pub unrepaired: Vec<BlockFinding>,
     pub failed: Vec<SkippedReplica>,
     pub skipped: Vec<SkippedReplica>,
+    /// Objects whose digests at least two replicas gave.
+    pub objects_compared: u64,
+    /// Objects on which some replica differs from the others.
+    pub objects_differing: u64,
+    pub differing: Vec<DifferingReplica>,
+    /// Replicas whose digests could not be had.
+    pub compare_skipped: Vec<SkippedReplica>,
 }
 
 impl Repairer {
@@ -233,7 +265,161 @@ impl Repairer {
     }
 }
 
+impl Repairer {
+    /// Compares the replicas' digests of what [`VolumeClient::take_digests`]
+    /// had them take, adding what it finds to `step`.
+    ///
+    /// [`VolumeClient::take_digests`]: crate::volume::VolumeClient::take_digests
+    pub async fn compare_replicas(&self, taken: Vec<DigestsTaken>, step: &mut ScrubStep) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for entry in taken {
+            let replicas = match self.replicas(entry.group) {
+                Ok(r) => r,
+                Err(reason) => {
+                    step.compare_skipped.push(SkippedReplica {
+                        node: 0,
+                        disk: 0,
+                        objects: entry.objects.len() as u64,
+                        reason: format!("PG {:x}: {reason}", entry.group),
+                    });
+                    continue;
+                }
+            };
+            let this = self.clone();
+            tasks.spawn(async move {
+                let mut answers = Vec::new();
+                for (disk, node) in replicas {
+                    let query = DigestQuery {
+                        disk,
+                        group: entry.group,
+                        index: entry.index,
+                        wait_ms: DIGEST_WAIT.as_millis() as u32,
+                    };
+                    answers.push((node, disk, this.replica_digests(node, query).await));
+                }
+                (entry, answers)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((entry, answers)) = joined else {
+                continue;
+            };
+            step.compare(entry, answers);
+        }
+        step.differing.sort_by_key(|d| (d.object, d.node, d.disk));
+        step.differing.truncate(FINDINGS_MAX);
+    }
+
+    async fn replica_digests(
+        &self,
+        node: NodeId,
+        query: DigestQuery,
+    ) -> Result<Vec<Digest>, String> {
+        let reply = if node == self.node_id() {
+            self.serve_digests(query).await
+        } else {
+            let mut client = self.client(node)?;
+            match tokio::time::timeout(DIGEST_WAIT * 2, client.digests(query)).await {
+                Ok(Ok(reply)) => reply.into_inner(),
+                Ok(Err(status)) => {
+                    return Err(format!("node {node} did not answer: {}", status.message()))
+                }
+                Err(_) => return Err(format!("node {node} did not answer in time")),
+            }
+        };
+        if !reply.error.is_empty() {
+            return Err(reply.error);
+        }
+        reply
+            .digests
+            .iter()
+            .map(|d| {
+                Digest::try_from(d.as_slice())
+                    .map_err(|_| format!("node {node} sent a digest of {} bytes", d.len()))
+            })
+            .collect()
+    }
+}
+
 impl ScrubStep {
+    /// Adds one digest entry's comparison: per object, the digest most
+    /// replicas gave, and each replica that gave another.
+    fn compare(&mut self, entry: DigestsTaken, answers: Vec<ReplicaDigests>) {
+        let mut usable = Vec::new();
+        for (node, disk, answer) in answers {
+            match answer {
+                Ok(digests) if digests.len() == entry.objects.len() => {
+                    usable.push((node, disk, digests))
+                }
+                Ok(digests) => self.compare_skipped.push(SkippedReplica {
+                    node,
+                    disk,
+                    objects: entry.objects.len() as u64,
+                    reason: format!(
+                        "gave {} digests for {} objects",
+                        digests.len(),
+                        entry.objects.len()
+                    ),
+                }),
+                Err(reason) => self.compare_skipped.push(SkippedReplica {
+                    node,
+                    disk,
+                    objects: entry.objects.len() as u64,
+                    reason,
+                }),
+            }
+        }
+        if usable.len() < 2 {
+            return;
+        }
+        let name = |node: NodeId, disk: u32| format!("node {node} disk {disk}");
+        for (i, &(object, _)) in entry.objects.iter().enumerate() {
+            self.objects_compared += 1;
+            // Each digest given, with the replicas that gave it.
+            let mut tally: Vec<(Digest, Vec<(NodeId, u32)>)> = Vec::new();
+            for (node, disk, digests) in &usable {
+                match tally.iter_mut().find(|(d, _)| *d == digests[i]) {
+                    Some((_, holders)) => holders.push((*node, *disk)),
+                    None => tally.push((digests[i], vec![(*node, *disk)])),
+                }
+            }
+            if tally.len() == 1 {
+                continue;
+            }
+            self.objects_differing += 1;
+            tally.sort_by_key(|(_, holders)| std::cmp::Reverse(holders.len()));
+            let majority = tally[0].1.len() > tally[1].1.len();
+            let mut agreeing: Vec<String> = if majority {
+                tally[0].1.iter().map(|&(n, d)| name(n, d)).collect()
+            } else {
+                Vec::new()
+            };
+            agreeing.sort();
+            let differing = tally.iter().skip(usize::from(majority));
+            for (_, holders) in differing {
+                for &(node, disk) in holders {
+                    self.differing.push(DifferingReplica {
+                        object,
+                        node,
+                        disk,
+                        agreeing: agreeing.clone(),
+                        reason: if majority {
+                            format!(
+                                "at entry {} of PG {:x} this replica's digest differs from the other replicas': it holds other data or versions, each block matching its own records",
+                                entry.index, entry.group
+                            )
+                        } else {
+                            format!(
+                                "at entry {} of PG {:x} no two replicas' digests agree",
+                                entry.index, entry.group
+                            )
+                        },
+                    });
+                }
+            }
+        }
+    }
+
     fn add(&mut self, node: NodeId, disk: u32, report: ObjectScrubReport, object_size: u64) {
         if !report.error.is_empty() {
             self.objects_failed += 1;
@@ -288,5 +474,66 @@ impl ScrubStep {
                 lost: Some(u.lost),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(objects: &[u64]) -> DigestsTaken {
+        DigestsTaken {
+            group: 0x7_0000_0001,
+            index: 40,
+            objects: objects.iter().map(|&o| (o, [0; 32])).collect(),
+        }
+    }
+
+    /// Per object, the replica outvoted by the other two is named with
+    /// them; with no two agreeing, every replica is named and none as
+    /// agreeing; a replica that gave no digests is listed as not compared,
+    /// and one answer alone compares nothing.
+    #[test]
+    fn the_replica_that_differs_from_the_others_is_named() {
+        let mut step = ScrubStep::default();
+        step.compare(
+            taken(&[10, 11]),
+            vec![
+                (1, 0, Ok(vec![[1; 32], [5; 32]])),
+                (2, 0, Ok(vec![[1; 32], [6; 32]])),
+                (3, 1, Ok(vec![[2; 32], [7; 32]])),
+            ],
+        );
+        assert_eq!(step.objects_compared, 2);
+        assert_eq!(step.objects_differing, 2);
+        let outvoted: Vec<_> = step.differing.iter().filter(|d| d.object == 10).collect();
+        assert_eq!(outvoted.len(), 1);
+        assert_eq!((outvoted[0].node, outvoted[0].disk), (3, 1));
+        assert_eq!(outvoted[0].agreeing, ["node 1 disk 0", "node 2 disk 0"]);
+        assert!(outvoted[0].reason.contains("entry 40 of PG 700000001"));
+        let split: Vec<_> = step.differing.iter().filter(|d| d.object == 11).collect();
+        assert_eq!(split.len(), 3);
+        assert!(split.iter().all(|d| d.agreeing.is_empty()));
+
+        let mut step = ScrubStep::default();
+        step.compare(
+            taken(&[10]),
+            vec![
+                (1, 0, Ok(vec![[1; 32]])),
+                (2, 0, Ok(vec![[1; 32]])),
+                (3, 0, Err("lags".into())),
+            ],
+        );
+        assert_eq!((step.objects_compared, step.objects_differing), (1, 0));
+        assert_eq!(step.compare_skipped.len(), 1);
+        assert_eq!(step.compare_skipped[0].node, 3);
+
+        let mut step = ScrubStep::default();
+        step.compare(
+            taken(&[10]),
+            vec![(1, 0, Ok(vec![[1; 32]])), (2, 0, Ok(vec![]))],
+        );
+        assert_eq!(step.objects_compared, 0);
+        assert_eq!(step.compare_skipped.len(), 1);
     }
 }

@@ -290,6 +290,15 @@ impl Integrity for IntegrityService {
             self.repairer.scrub_disk(request.into_inner()).await,
         ))
     }
+
+    async fn digests(
+        &self,
+        request: Request<super::proto::DigestQuery>,
+    ) -> Result<Response<super::proto::DigestReply>, Status> {
+        Ok(Response::new(
+            self.repairer.serve_digests(request.into_inner()).await,
+        ))
+    }
 }
 
 /// The `hpchain.node.v1.Space` service: what this node's disks hold.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::command::{CopyUp, ObjectId, ObjectOp, ObjectStat};
+use super::command::{CopyUp, Digest, ObjectId, ObjectOp, ObjectStat};
 use super::versions::{ObjectMeta, Version};
 use crate::replication::GroupId;
 
@@ -155,6 +155,13 @@ pub trait PgBackend: Send + Sync {
     fn scrub_object(&self, _object: &ObjectId) -> Result<ObjectScrub, BackendError> {
         Ok(ObjectScrub::default())
     }
+    /// A digest of `object` as it stands between applied entries: two
+    /// replicas' digests are equal when they hold the same versions with
+    /// the same blocks (a disk store digests each block's recorded crc32c,
+    /// which its scrub checks against the data).
+    fn digest_object(&self, object: &ObjectId) -> Result<Digest, BackendError>;
+    /// Where the digests taken by applied digest entries are kept.
+    fn digests(&self) -> &DigestBoard;
     /// Block `at` as stored, unchecked, with its record; `None` when this
     /// backend does not hold that version (or keeps no checksums).
     fn block_copy(&self, _at: &BlockRef) -> Result<Option<BlockCopy>, BackendError> {
@@ -192,6 +199,40 @@ pub trait PgBackend: Send + Sync {
 }
 
 const NO_COPY: &str = "this object backend cannot copy replicas";
+
+/// (PG, entry index), and one digest per object of the entry.
+type TakenDigests = ((GroupId, u64), Vec<Digest>);
+
+/// Digest entries' results kept per backend.
+const DIGESTS_KEPT: usize = 256;
+
+/// The digests that applied digest entries took on one backend, by PG and
+/// entry index, until a scrub fetches them (the latest
+/// [`DIGESTS_KEPT`]).
+#[derive(Default)]
+pub struct DigestBoard {
+    taken: Mutex<std::collections::VecDeque<TakenDigests>>,
+}
+
+impl DigestBoard {
+    pub fn record(&self, pg: GroupId, index: u64, digests: Vec<Digest>) {
+        let mut taken = self.taken.lock().expect("digests lock");
+        if taken.len() >= DIGESTS_KEPT {
+            taken.pop_front();
+        }
+        taken.push_back(((pg, index), digests));
+    }
+
+    /// What entry `index` of `pg` took here, if it was applied lately.
+    pub fn get(&self, pg: GroupId, index: u64) -> Option<Vec<Digest>> {
+        let taken = self.taken.lock().expect("digests lock");
+        taken
+            .iter()
+            .rev()
+            .find(|(at, _)| *at == (pg, index))
+            .map(|(_, d)| d.clone())
+    }
+}
 
 /// One version of an object, in a replica copy: its recorded blocks with
 /// their crc32c as recorded (a block corrupt in the source stays
@@ -257,6 +298,7 @@ impl MemoryObject {
 pub struct MemoryBackend {
     objects: Mutex<BTreeMap<ObjectId, MemoryObject>>,
     applied: Mutex<HashMap<GroupId, u64>>,
+    digests: DigestBoard,
 }
 
 fn nonzero_block_bytes(bytes: &[u8]) -> u64 {
@@ -268,6 +310,30 @@ fn nonzero_block_bytes(bytes: &[u8]) -> u64 {
 }
 
 impl PgBackend for MemoryBackend {
+    fn digest_object(&self, object: &ObjectId) -> Result<Digest, BackendError> {
+        let objects = self.objects.lock().expect("lock");
+        let mut hasher = blake3::Hasher::new();
+        if let Some(o) = objects.get(object) {
+            let mut part = |tag: u64, bytes: &[u8]| {
+                hasher.update(&tag.to_le_bytes());
+                hasher.update(&(bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
+            };
+            part(0, &o.meta.encode());
+            if let Some(head) = &o.head {
+                part(1, head);
+            }
+            for (seq, bytes) in &o.clones {
+                part(2 + seq, bytes);
+            }
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    fn digests(&self) -> &DigestBoard {
+        &self.digests
+    }
+
     fn applied_index(&self, pg: GroupId) -> Result<u64, BackendError> {
         Ok(*self.applied.lock().expect("lock").get(&pg).unwrap_or(&0))
     }

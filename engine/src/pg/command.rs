@@ -23,6 +23,14 @@
 //! A query is version `2` and a kind byte: `1` read (object, offset u64,
 //! length u32, snapshot u64 with `0` for the head), `2` stat (object).
 //!
+//! A digest entry changes nothing: byte `0xd1`, the object count (u32),
+//! then the objects. Each replica, as it applies it, takes a digest of
+//! each object as it stands at that point of the log (see
+//! [`super::backend::PgBackend::digest_objects`]), so that a scrub compares
+//! replicas at the same point while writes go on. Its answer is the entry's
+//! index (u64) and a 32-byte digest per object. Older nodes cannot decode
+//! it and skip it, as every replica skips a malformed entry.
+//!
 //! A read's answer ends with a status byte: `0` after the bytes, `1` alone
 //! (the version does not exist), `2` after a corrupt block's description
 //! (object, clone seq u64 with `0` for the head, block u64, has-record u8,
@@ -46,6 +54,11 @@ const COPY_UP_REQUIRED: u8 = 1;
 const COPY_UP_DATA: u8 = 2;
 const QUERY_READ: u8 = 1;
 const QUERY_STAT: u8 = 2;
+const DIGEST_ENTRY: u8 = 0xd1;
+/// A blake3 digest of one object on one replica.
+pub type Digest = [u8; 32];
+/// Most objects one digest entry names.
+pub const DIGEST_OBJECTS_MAX: usize = 1024;
 /// Largest write one operation carries (one object's worth at most).
 pub const WRITE_MAX_BYTES: usize = 64 << 20;
 /// What a PG answers to an entry refused because an object needs its
@@ -448,6 +461,66 @@ impl Query {
     }
 }
 
+/// A digest entry for `objects` (at most [`DIGEST_OBJECTS_MAX`]).
+pub fn encode_digest_entry(objects: &[ObjectId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + objects.len() * 16);
+    out.push(DIGEST_ENTRY);
+    out.extend_from_slice(&(objects.len() as u32).to_le_bytes());
+    for object in objects {
+        put_object(&mut out, object);
+    }
+    out
+}
+
+/// The objects of a digest entry; `None` when `bytes` is not one.
+pub fn decode_digest_entry(bytes: &[u8]) -> Option<Result<Vec<ObjectId>, DecodeError>> {
+    let (&DIGEST_ENTRY, rest) = bytes.split_first()? else {
+        return None;
+    };
+    let mut r = Reader { bytes: rest };
+    let objects = (|| {
+        let count = r.u32("object count")? as usize;
+        if count > DIGEST_OBJECTS_MAX {
+            return Err(DecodeError(format!(
+                "a digest of {count} objects exceeds {DIGEST_OBJECTS_MAX}"
+            )));
+        }
+        let objects = (0..count)
+            .map(|_| r.object())
+            .collect::<Result<Vec<_>, _>>()?;
+        r.end("the digest's objects")?;
+        Ok(objects)
+    })();
+    Some(objects)
+}
+
+/// What applying a digest entry answers: its index and the digests.
+pub fn encode_digest_answer(index: u64, digests: &[Digest]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + digests.len() * 32);
+    out.extend_from_slice(&index.to_le_bytes());
+    for d in digests {
+        out.extend_from_slice(d);
+    }
+    out
+}
+
+pub fn decode_digest_answer(bytes: &[u8]) -> Result<(u64, Vec<Digest>), DecodeError> {
+    let mut r = Reader { bytes };
+    let index = r.u64("digest index")?;
+    if !r.bytes.len().is_multiple_of(32) {
+        return Err(DecodeError(format!(
+            "a digest answer of {} bytes after its index is not whole digests",
+            r.bytes.len()
+        )));
+    }
+    let digests = r
+        .bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect();
+    Ok((index, digests))
+}
+
 /// A read's answer: the bytes, or that the version does not exist (a
 /// clone then reads its parent). The status byte goes last so that a
 /// large read is not moved to make room for it.
@@ -537,6 +610,32 @@ impl ObjectStat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_entries_round_trip_and_are_told_apart_from_changes() {
+        let objects = vec![object(1), object(9)];
+        let entry = encode_digest_entry(&objects);
+        assert_eq!(decode_digest_entry(&entry), Some(Ok(objects.clone())));
+        // Not a change: an older node skips it as malformed, everywhere.
+        assert!(decode(&entry).is_err());
+        let write = encode(&[ObjectOp::Delete {
+            object: object(1),
+            seq: 0,
+        }]);
+        assert_eq!(decode_digest_entry(&write), None);
+        assert!(decode_digest_entry(&entry[..entry.len() - 1])
+            .unwrap()
+            .is_err());
+        let mut huge = vec![DIGEST_ENTRY];
+        huge.extend_from_slice(&(DIGEST_OBJECTS_MAX as u32 + 1).to_le_bytes());
+        assert!(decode_digest_entry(&huge).unwrap().is_err());
+        let answer = encode_digest_answer(42, &[[1; 32], [2; 32]]);
+        assert_eq!(
+            decode_digest_answer(&answer).unwrap(),
+            (42, vec![[1; 32], [2; 32]])
+        );
+        assert!(decode_digest_answer(&answer[..39]).is_err());
+    }
 
     fn object(n: u64) -> ObjectId {
         ObjectId {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::backend::{BackendError, PgBackend};
 use super::command::{
-    decode, encode_corrupt_answer, encode_read_answer, CopyUp, Query, ANSWER_COPY_UP_NEEDED,
+    decode, decode_digest_entry, encode_corrupt_answer, encode_digest_answer, encode_read_answer,
+    CopyUp, ObjectId, Query, ANSWER_COPY_UP_NEEDED,
 };
 use crate::replication::{GroupId, StateMachine};
 
@@ -26,6 +27,18 @@ impl PgMachine {
             applied,
         })
     }
+
+    /// Takes the digests of a digest entry, keeps them for the scrub
+    /// that asked, and answers them with the entry's index.
+    fn digest(&self, index: u64, objects: &[ObjectId]) -> Result<Vec<u8>, String> {
+        let digests = objects
+            .iter()
+            .map(|o| self.backend.digest_object(o).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let answer = encode_digest_answer(index, &digests);
+        self.backend.digests().record(self.group, index, digests);
+        Ok(answer)
+    }
 }
 
 impl StateMachine for PgMachine {
@@ -34,6 +47,14 @@ impl StateMachine for PgMachine {
     }
 
     fn apply(&mut self, index: u64, data: &[u8]) -> Result<Vec<u8>, String> {
+        if let Some(objects) = decode_digest_entry(data) {
+            let result = objects
+                .map_err(|e| e.to_string())
+                .and_then(|objects| self.digest(index, &objects));
+            // Changes nothing: applied the same way whatever came of it.
+            self.apply_noop(index);
+            return result.map_err(|e| format!("PG {:x}: entry {index}: {e}", self.group));
+        }
         let ops = match decode(data) {
             Ok(ops) => ops,
             Err(e) => {
@@ -116,5 +137,53 @@ impl StateMachine for PgMachine {
                 serde_json::to_vec(&stat).map_err(|e| e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::backend::MemoryBackend;
+    use crate::pg::command::{decode_digest_answer, encode, encode_digest_entry, ObjectOp};
+
+    /// A digest entry changes nothing, answers its index and the digests,
+    /// and leaves them on the backend for the scrub to fetch; a malformed
+    /// one is skipped like any malformed entry.
+    #[test]
+    fn a_digest_entry_answers_and_keeps_the_digests_at_its_index() {
+        let backend = Arc::new(MemoryBackend::default());
+        let mut machine = PgMachine::open(5, backend.clone()).unwrap();
+        let object = ObjectId {
+            volume: 1,
+            object_no: 2,
+        };
+        let write = ObjectOp::Write {
+            object,
+            offset: 0,
+            data: vec![3; 4096],
+            seq: 0,
+            copy_up: CopyUp::None,
+        };
+        machine.apply(1, &encode(&[write])).unwrap();
+        let empty = ObjectId {
+            volume: 1,
+            object_no: 3,
+        };
+        let answer = machine
+            .apply(2, &encode_digest_entry(&[object, empty]))
+            .unwrap();
+        let (index, digests) = decode_digest_answer(&answer).unwrap();
+        assert_eq!(index, 2);
+        assert_eq!(digests[0], backend.digest_object(&object).unwrap());
+        assert_ne!(digests[0], digests[1]);
+        assert_eq!(backend.digests().get(5, 2), Some(digests));
+        assert_eq!(backend.digests().get(5, 1), None);
+        assert_eq!(machine.applied_index(), 2);
+
+        let mut truncated = encode_digest_entry(&[object]);
+        truncated.pop();
+        assert!(machine.apply(3, &truncated).is_err());
+        assert_eq!(machine.applied_index(), 3);
+        assert_eq!(backend.digests().get(5, 3), None);
     }
 }

@@ -13,9 +13,35 @@ use std::fs::File;
 
 use super::{DiskStore, Loc, StoreError, BLOCK_BYTES};
 use crate::pg::backend::{zero_block_crc, BadBlock, BlockCopy, BlockRef, BlockRepair, ObjectScrub};
-use crate::pg::command::ObjectId;
+use crate::pg::command::{Digest, ObjectId};
 
 impl DiskStore {
+    /// blake3 over the object's record and, per version, each recorded
+    /// block's number and crc32c: what two replicas that applied the same
+    /// entries agree on. The data itself is not read (the scrub checks it
+    /// against these crcs on each replica), so a digest costs database
+    /// reads only and can be taken on the Raft loop while applying.
+    pub fn digest(&self, object: &ObjectId) -> Result<Digest, StoreError> {
+        let _applying = self.lock_apply();
+        let working = self.load_meta(object)?;
+        let mut hasher = blake3::Hasher::new();
+        let record = working.meta.encode();
+        hasher.update(&(record.len() as u64).to_le_bytes());
+        hasher.update(&record);
+        let mut locs = vec![Loc::Head];
+        locs.extend(working.meta.clones.iter().map(|c| Loc::Clone(c.seq)));
+        for loc in locs {
+            hasher.update(&loc.clone_seq().map_or(u64::MAX, |seq| seq).to_le_bytes());
+            let recorded = self.recorded_blocks(object, loc)?;
+            hasher.update(&(recorded.len() as u64).to_le_bytes());
+            for (block, value) in recorded {
+                hasher.update(&block.to_le_bytes());
+                hasher.update(&self.parse_crc(object, block, &value)?.to_le_bytes());
+            }
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
     /// The version's file, `None` if it does not exist.
     fn open_version(&self, object: &ObjectId, loc: Loc) -> Result<Option<File>, StoreError> {
         Self::open_to_read(&self.version_path(object, loc))

@@ -270,6 +270,7 @@ pub struct DiskStore {
     /// entry cost more than its pwrite). Every removal or replacement of
     /// a head file forgets its entry first ([`DiskStore::forget_head`]).
     open_heads: Mutex<HashMap<ObjectId, Arc<File>>>,
+    digests: crate::pg::backend::DigestBoard,
 }
 
 /// Head files a store keeps open.
@@ -346,6 +347,7 @@ impl DiskStore {
             sync_lock: Mutex::new(()),
             copied: Mutex::new(HashMap::new()),
             open_heads: Mutex::new(HashMap::new()),
+            digests: Default::default(),
         })
     }
 
@@ -1263,6 +1265,14 @@ impl PgBackend for DiskStore {
 
     fn scrub_object(&self, object: &ObjectId) -> Result<ObjectScrub, BackendError> {
         Ok(self.check_object(object)?)
+    }
+
+    fn digest_object(&self, object: &ObjectId) -> Result<crate::pg::command::Digest, BackendError> {
+        Ok(self.digest(object)?)
+    }
+
+    fn digests(&self) -> &crate::pg::backend::DigestBoard {
+        &self.digests
     }
 
     fn block_copy(&self, at: &BlockRef) -> Result<Option<BlockCopy>, BackendError> {

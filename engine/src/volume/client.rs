@@ -2,7 +2,7 @@
 
 use hpchain_placement::{pg_of, ClusterMap};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,8 +17,8 @@ use crate::net::proto::space_client::SpaceClient;
 use crate::net::proto::PgReply;
 use crate::net::server::pg_reply;
 use crate::pg::command::{
-    decode_read_answer, encode, CopyUp, ObjectId, ObjectOp, ObjectStat, Query, ReadQuery,
-    ANSWER_COPY_UP_NEEDED,
+    decode_digest_answer, decode_read_answer, encode, encode_digest_entry, CopyUp, Digest,
+    ObjectId, ObjectOp, ObjectStat, Query, ReadQuery, ANSWER_COPY_UP_NEEDED,
 };
 use crate::pg::{disk_of_peer, group_id};
 use crate::replication::{GroupId, NodeId, RaftNodeHandle};
@@ -83,6 +83,19 @@ type PlacementAtEpoch = (u64, Arc<ClusterMap>, Arc<ClusterMapState>);
 enum Io {
     Write(Vec<u8>),
     Read(Vec<u8>),
+}
+
+/// Objects one digest entry names: each costs every replica database
+/// reads on its Raft loop while applying.
+const DIGEST_OBJECTS_PER_ENTRY: usize = 16;
+
+/// One digest entry's outcome: its PG, its index, and each object with
+/// the digest its leader took.
+#[derive(Debug, Clone)]
+pub struct DigestsTaken {
+    pub group: GroupId,
+    pub index: u64,
+    pub objects: Vec<(u64, Digest)>,
 }
 
 /// What I/O needs of a volume, taken from the map without copying its
@@ -853,6 +866,60 @@ impl VolumeClient {
                 PIECE_ATTEMPT_TIMEOUT,
             )
             .await
+    }
+
+    /// Has every replica of `volume`'s objects `objects` take their
+    /// digests at one point of its PG's log: one digest entry per PG and
+    /// up to [`DIGEST_OBJECTS_PER_ENTRY`] objects. The replicas keep them
+    /// for a while, by entry index, for a scrub to compare.
+    pub async fn take_digests(
+        &self,
+        volume: &str,
+        objects: std::ops::Range<u64>,
+    ) -> Result<Vec<DigestsTaken>, VolumeError> {
+        let view = self.view(volume)?;
+        let mut by_group: BTreeMap<GroupId, Vec<u64>> = BTreeMap::new();
+        for object_no in objects {
+            let pg = pg_of(view.id, object_no, view.pool.pg_num);
+            by_group
+                .entry(group_id(view.pool.id, pg))
+                .or_default()
+                .push(object_no);
+        }
+        let failed = |reason: String| VolumeError::Failed {
+            volume: volume.to_string(),
+            reason,
+        };
+        let mut taken = Vec::new();
+        for (group, numbers) in by_group {
+            for chunk in numbers.chunks(DIGEST_OBJECTS_PER_ENTRY) {
+                let ids: Vec<ObjectId> = chunk
+                    .iter()
+                    .map(|&object_no| ObjectId {
+                        volume: view.id,
+                        object_no,
+                    })
+                    .collect();
+                let answer = self
+                    .call(&view, chunk[0], Io::Write(encode_digest_entry(&ids)))
+                    .await?;
+                let (index, digests) =
+                    decode_digest_answer(&answer).map_err(|e| failed(e.to_string()))?;
+                if digests.len() != chunk.len() {
+                    return Err(failed(format!(
+                        "PG {group:x} answered {} digests for {} objects",
+                        digests.len(),
+                        chunk.len()
+                    )));
+                }
+                taken.push(DigestsTaken {
+                    group,
+                    index,
+                    objects: chunk.iter().copied().zip(digests).collect(),
+                });
+            }
+        }
+        Ok(taken)
     }
 
     async fn call(
