@@ -148,13 +148,15 @@ fn print_report(volume: &str, report: &Value) {
         );
     }
     for r in report["compare_skipped"].as_array().into_iter().flatten() {
-        println!(
-            "  not compared: node {} disk {}, {} objects: {}",
-            r["node"],
-            r["disk"],
-            r["objects"],
-            r["reason"].as_str().unwrap_or("")
-        );
+        let reason = r["reason"].as_str().unwrap_or("");
+        match r["node"].as_u64() {
+            // Not one replica's: the PG's digest entry itself failed.
+            Some(0) | None => println!("  not compared: {reason}"),
+            Some(node) => println!(
+                "  not compared: node {node} disk {}, {} objects: {reason}",
+                r["disk"], r["objects"]
+            ),
+        }
     }
 }
 

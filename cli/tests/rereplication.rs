@@ -59,6 +59,26 @@ fn check(cluster: &DevCluster, expected: &[u8], expected_snapshot: &[u8], when: 
 
 /// Bytes the volume's objects occupy, summed over the replicas on the
 /// nodes that answer.
+/// Scrubs `rv` until every replica answered: the new replicas, copied
+/// from others and then fed the log, hold what the others hold.
+fn scrub_agrees(cluster: &DevCluster, when: &str) {
+    let report = wait_for(
+        "a scrub that compares every replica",
+        Duration::from_secs(60),
+        || {
+            let out = cli(cluster, &["--json", "volume", "scrub", "rv"]);
+            let report: Value = serde_json::from_slice(&out.stdout).ok()?;
+            report["compare_skipped"]
+                .as_array()?
+                .is_empty()
+                .then_some(report)
+        },
+    );
+    assert_eq!(report["blocks_bad"], 0, "{when}: {report}");
+    assert_eq!(report["objects_compared"], 16, "{when}: {report}");
+    assert_eq!(report["objects_differing"], 0, "{when}: {report}");
+}
+
 fn allocated_all_replicas(cluster: &DevCluster) -> u64 {
     json(cli(cluster, &["volume", "info", "rv", "--json"]))["allocated_bytes_all_replicas"]
         .as_u64()
@@ -146,6 +166,7 @@ fn a_dead_nodes_groups_are_rebuilt_elsewhere_and_move_back() {
         "allocated on nodes 1, 3 and 4 after the rebuild",
     );
     check(&cluster, &data, &snapshot, "after the rebuild");
+    scrub_agrees(&cluster, "after the rebuild");
     let (start, len) = (60 * MIB, 4 * MIB);
     data[start..start + len].copy_from_slice(&pattern(len, 4));
     write_at(&cluster, "rv", start, &data[start..start + len]);
@@ -176,4 +197,5 @@ fn a_dead_nodes_groups_are_rebuilt_elsewhere_and_move_back() {
     );
     assert_near(dropped, three_copies, "allocated on all four nodes");
     check(&cluster, &data, &snapshot, "after the groups moved back");
+    scrub_agrees(&cluster, "after the groups moved back");
 }

@@ -340,10 +340,11 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
     assert_eq!(report["blocks_bad"], 0, "{report}");
     assert!(export(&cluster, "sv").unwrap() == b);
 
-    // The third node, stopped, takes a write into object 3 (never written)
-    // straight into its store, as if it alone had applied an entry: every
-    // block still matches its own records there, so only the comparison of
-    // the replicas can see it.
+    // The third node, stopped, takes a write into block 7 of object 2
+    // straight into its store, as if it alone had applied an entry: the
+    // block matches its new crc record there and the object's record does
+    // not change (no snapshot is involved), so only the comparison of the
+    // replicas' crc records can see it.
     let other = (1..=3u16).find(|&n| n != leader && n != follower).unwrap();
     let pid = first_pids[other as usize - 1];
     unsafe {
@@ -361,11 +362,11 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
         let index = store.applied_index(group).unwrap();
         let object = ObjectId {
             volume: volume_id,
-            object_no: 3,
+            object_no: 2,
         };
         let write = ObjectOp::Write {
             object,
-            offset: 0,
+            offset: 7 * BLOCK as u64,
             data: pattern(BLOCK, 9),
             seq: 0,
             copy_up: CopyUp::None,
@@ -402,7 +403,7 @@ fn corrupt_blocks_are_served_from_a_replica_repaired_and_scrubbed() {
     );
     assert_eq!(report["objects_differing"], 1, "{report}");
     let differing = &report["differing"][0];
-    assert_eq!(differing["object"], 3, "{report}");
+    assert_eq!(differing["object"], 2, "{report}");
     assert_eq!(differing["node"], u64::from(other), "{report}");
     // The other two agree ("node N disk D"; disk ids are cluster-wide).
     let mut agreeing: Vec<u64> = differing["agreeing"]

@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 use super::snapshots::Steps;
 use super::{ApiError, ApiState};
 
+/// Objects whose digests are taken and compared at once: at most this
+/// many digest entries per disk, well inside what a replica keeps.
+const COMPARE_OBJECTS: u64 = 64;
+
 pub(super) async fn scrub_volume(
     State(state): State<ApiState>,
     Path(volume): Path<String>,
@@ -29,8 +33,14 @@ pub(super) async fn scrub_volume(
     let mut step = repairer
         .scrub_volume(&volume, steps.from_object, count)
         .await?;
-    let checked = step.next_object - step.objects_checked..step.next_object;
-    let taken = state.volumes.take_digests(&volume, checked).await?;
-    repairer.compare_replicas(taken, &mut step).await;
+    // In pieces, each fetched before the next is taken: a replica keeps
+    // only its latest digest entries.
+    let mut from = step.next_object - step.objects_checked;
+    while from < step.next_object {
+        let to = step.next_object.min(from + COMPARE_OBJECTS);
+        let taken = state.volumes.take_digests(&volume, from..to).await?;
+        repairer.compare_replicas(taken, &mut step).await;
+        from = to;
+    }
     Ok(Json(json!(step)))
 }

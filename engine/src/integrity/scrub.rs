@@ -25,7 +25,7 @@ use crate::pg::backend::CHECKED_BLOCK_BYTES;
 use crate::pg::command::Digest;
 use crate::pg::group_id;
 use crate::replication::NodeId;
-use crate::volume::{DigestsTaken, VolumeError};
+use crate::volume::{DigestsNotTaken, DigestsTaken, VolumeError};
 
 /// One replica's answer for a digest entry: its digests, or why none.
 type ReplicaDigests = (NodeId, u32, Result<Vec<Digest>, String>);
@@ -270,18 +270,41 @@ impl Repairer {
     /// had them take, adding what it finds to `step`.
     ///
     /// [`VolumeClient::take_digests`]: crate::volume::VolumeClient::take_digests
-    pub async fn compare_replicas(&self, taken: Vec<DigestsTaken>, step: &mut ScrubStep) {
+    pub async fn compare_replicas(
+        &self,
+        taken: Vec<Result<DigestsTaken, DigestsNotTaken>>,
+        step: &mut ScrubStep,
+    ) {
+        let not_compared = |group: u64, objects: usize, reason: String| SkippedReplica {
+            node: 0,
+            disk: 0,
+            objects: objects as u64,
+            reason: format!("PG {group:x}: {reason}"),
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for entry in taken {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(failed) => {
+                    step.compare_skipped.push(not_compared(
+                        failed.group,
+                        failed.objects.len(),
+                        format!(
+                            "no digest entry for objects {:?}: {}; scrub again once the PG has a leader (all of its nodes at this version)",
+                            failed.objects, failed.reason
+                        ),
+                    ));
+                    continue;
+                }
+            };
             let replicas = match self.replicas(entry.group) {
                 Ok(r) => r,
                 Err(reason) => {
-                    step.compare_skipped.push(SkippedReplica {
-                        node: 0,
-                        disk: 0,
-                        objects: entry.objects.len() as u64,
-                        reason: format!("PG {:x}: {reason}", entry.group),
-                    });
+                    step.compare_skipped.push(not_compared(
+                        entry.group,
+                        entry.objects.len(),
+                        reason,
+                    ));
                     continue;
                 }
             };
@@ -301,10 +324,14 @@ impl Repairer {
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            let Ok((entry, answers)) = joined else {
-                continue;
-            };
-            step.compare(entry, answers);
+            match joined {
+                Ok((entry, answers)) => step.compare(entry, answers),
+                Err(e) => step.compare_skipped.push(not_compared(
+                    0,
+                    0,
+                    format!("a comparison task failed: {e}"),
+                )),
+            }
         }
         step.differing.sort_by_key(|d| (d.object, d.node, d.disk));
         step.differing.truncate(FINDINGS_MAX);
@@ -405,13 +432,15 @@ impl ScrubStep {
                         agreeing: agreeing.clone(),
                         reason: if majority {
                             format!(
-                                "at entry {} of PG {:x} this replica's digest differs from the other replicas': it holds other data or versions, each block matching its own records",
+                                "at entry {} of PG {:x} this replica's digest differs from the other replicas': it holds other data or versions than they do",
                                 entry.index, entry.group
                             )
                         } else {
                             format!(
-                                "at entry {} of PG {:x} no two replicas' digests agree",
-                                entry.index, entry.group
+                                "at entry {} of PG {:x} no two of the {} replicas that answered agree",
+                                entry.index,
+                                entry.group,
+                                usable.len()
                             )
                         },
                     });

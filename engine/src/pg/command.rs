@@ -26,7 +26,7 @@
 //! A digest entry changes nothing: byte `0xd1`, the object count (u32),
 //! then the objects. Each replica, as it applies it, takes a digest of
 //! each object as it stands at that point of the log (see
-//! [`super::backend::PgBackend::digest_objects`]), so that a scrub compares
+//! [`super::backend::PgBackend::digest_object`]), so that a scrub compares
 //! replicas at the same point while writes go on. Its answer is the entry's
 //! index (u64) and a 32-byte digest per object. Older nodes cannot decode
 //! it and skip it, as every replica skips a malformed entry.

@@ -15,6 +15,9 @@ pub struct PgMachine {
     group: GroupId,
     backend: Arc<dyn PgBackend>,
     applied: u64,
+    /// Digest entries up to here are applied over state that may hold
+    /// later effects: they take no digest (see `replaying_through`).
+    replaying_through: u64,
 }
 
 impl PgMachine {
@@ -25,12 +28,19 @@ impl PgMachine {
             group,
             backend,
             applied,
+            replaying_through: 0,
         })
     }
 
     /// Takes the digests of a digest entry, keeps them for the scrub
     /// that asked, and answers them with the entry's index.
     fn digest(&self, index: u64, objects: &[ObjectId]) -> Result<Vec<u8>, String> {
+        if index <= self.replaying_through {
+            return Err(format!(
+                "replayed here over later state (a restart or a copy of another replica, up to entry {}): no digest taken",
+                self.replaying_through
+            ));
+        }
         let digests = objects
             .iter()
             .map(|o| self.backend.digest_object(o).map_err(|e| e.to_string()))
@@ -53,7 +63,12 @@ impl StateMachine for PgMachine {
                 .and_then(|objects| self.digest(index, &objects));
             // Changes nothing: applied the same way whatever came of it.
             self.apply_noop(index);
-            return result.map_err(|e| format!("PG {:x}: entry {index}: {e}", self.group));
+            return result.map_err(|e| {
+                // A follower's answer goes nowhere: say it here.
+                let e = format!("PG {:x}: digest entry {index}: {e}", self.group);
+                tracing::warn!("{e}");
+                e
+            });
         }
         let ops = match decode(data) {
             Ok(ops) => ops,
@@ -99,6 +114,10 @@ impl StateMachine for PgMachine {
         // The node syncs applied data every applied_sync_ms; the log is truncated
         // behind that. An unreadable index reads as 0: nothing is truncated.
         Some(self.backend.applied_index(self.group).unwrap_or(0))
+    }
+
+    fn replaying_through(&mut self, index: u64) {
+        self.replaying_through = self.replaying_through.max(index);
     }
 
     fn restore(&mut self, index: u64) -> Result<(), String> {
@@ -185,5 +204,17 @@ mod tests {
         assert!(machine.apply(3, &truncated).is_err());
         assert_eq!(machine.applied_index(), 3);
         assert_eq!(backend.digests().get(5, 3), None);
+
+        // Replayed over later state (a restart, a copy): no digest there,
+        // and one again past it.
+        machine.replaying_through(4);
+        let error = machine
+            .apply(4, &encode_digest_entry(&[object]))
+            .unwrap_err();
+        assert!(error.contains("replayed"), "{error}");
+        assert_eq!(backend.digests().get(5, 4), None);
+        assert_eq!(machine.applied_index(), 4);
+        machine.apply(5, &encode_digest_entry(&[object])).unwrap();
+        assert!(backend.digests().get(5, 5).is_some());
     }
 }

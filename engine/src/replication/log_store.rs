@@ -479,6 +479,11 @@ impl LogStore {
         self.appended_bytes
     }
 
+    /// The last index in the log.
+    pub fn last_index_now(&self) -> u64 {
+        self.last_index
+    }
+
     /// The first index still in the log.
     pub fn first_index_now(&self) -> u64 {
         self.truncated_index + 1

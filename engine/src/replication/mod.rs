@@ -70,6 +70,14 @@ pub trait StateMachine: Send {
         let _ = index;
         Err("this state machine cannot install snapshots".into())
     }
+    /// Entries up to `index` are applied over state that may already hold
+    /// the effects of later ones (a restart replays what its log holds
+    /// past the durable index; a copy of another replica was taken while
+    /// that replica went on applying): an entry that observes the state
+    /// rather than changing it must not trust what it sees up to there.
+    fn replaying_through(&mut self, index: u64) {
+        let _ = index;
+    }
 }
 
 /// Copies a group's state from another replica for a snapshot.

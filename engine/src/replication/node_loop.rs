@@ -754,6 +754,8 @@ impl NodeLoop {
             applied = index - 1;
         }
         store.set_applied(machine.applied_index().max(first_applied));
+        let mut machine = machine;
+        machine.replaying_through(store.last_index_now());
         let config = raft::Config {
             id: peer_id,
             election_tick: self.config.election_ticks,

@@ -99,6 +99,9 @@ pub struct Peer {
     compact_waits: u32,
     /// The index of a snapshot whose state is being copied here.
     pub installing: Option<u64>,
+    /// The state was copied from another replica and nothing applied
+    /// since (see `Peer::apply`).
+    restored: bool,
 }
 
 /// Compaction checks a truncation waits for the state machine's own sync
@@ -202,6 +205,7 @@ impl Peer {
             compact_wanted: None,
             compact_waits: 0,
             installing: None,
+            restored: false,
         }
     }
 
@@ -284,6 +288,7 @@ impl Peer {
                 reason,
             })?;
         self.raw.mut_store().set_applied(index);
+        self.restored = true;
         Ok(())
     }
 
@@ -485,6 +490,15 @@ impl Peer {
     /// Applies committed entries in order, answering their proposers.
     pub fn apply(&mut self, entries: Vec<Entry>) -> Result<ApplyEffects, ReplicationError> {
         let mut effects = ApplyEffects::default();
+        if self.restored && !entries.is_empty() {
+            // The copy holds the source's state as of some index past the
+            // snapshot's, at most the commit index the leader had once the
+            // copy ended; the first commit index heard after it is at
+            // least that.
+            self.restored = false;
+            self.machine
+                .replaying_through(self.raw.raft.raft_log.committed);
+        }
         for entry in entries {
             // Already durable in the state machine (a restart replays from
             // where the log's state record stands). A configuration change

@@ -25,6 +25,8 @@ pub(crate) struct Durability {
     durable: AtomicU64,
     /// Syncs the node loop asked of the machine.
     pub(crate) loop_syncs: AtomicU64,
+    /// Where the node loop said the replay over later state ends.
+    pub(crate) replaying_through: AtomicU64,
 }
 
 impl Durability {
@@ -106,6 +108,12 @@ impl StateMachine for RocksKv {
     }
     fn durable_index(&self) -> Option<u64> {
         self.durability.as_ref().map(|d| d.durable())
+    }
+
+    fn replaying_through(&mut self, index: u64) {
+        if let Some(d) = &self.durability {
+            d.replaying_through.store(index, Ordering::SeqCst);
+        }
     }
 
     fn read(&self, query: &[u8]) -> Result<Vec<u8>, String> {

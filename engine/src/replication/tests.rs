@@ -403,6 +403,24 @@ fn a_whole_cluster_restart_keeps_every_acknowledged_write() {
     }
 }
 
+/// A restarted node tells each machine where the replay of its log ends:
+/// entries up to there are applied again over state that may already
+/// hold later effects (what a scrub's digest entry must not trust).
+#[test]
+fn a_restarted_node_tells_its_machines_where_the_replay_ends() {
+    let (mut cluster, durability) = Cluster::with_durability(&[1, 2, 3]);
+    for i in 0..10 {
+        cluster.put(1, &format!("k{i}"), &format!("v{i}"));
+    }
+    cluster.wait_local(1, 1, "k9", "v9");
+    let last = cluster.handle(1).status().unwrap()[0].last_index;
+    assert!(last > 10, "the log holds the writes: {last}");
+    cluster.stop(1);
+    cluster.start(1);
+    use std::sync::atomic::Ordering;
+    assert_eq!(durability[0].replaying_through.load(Ordering::SeqCst), last);
+}
+
 fn first_index(cluster: &Cluster, node: NodeId, group: GroupId) -> u64 {
     cluster
         .handle(node)

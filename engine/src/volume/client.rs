@@ -85,9 +85,12 @@ enum Io {
     Read(Vec<u8>),
 }
 
-/// Objects one digest entry names: each costs every replica database
-/// reads on its Raft loop while applying.
+/// Objects one digest entry names, at most: each costs every replica
+/// database reads on its Raft loop while applying.
 const DIGEST_OBJECTS_PER_ENTRY: usize = 16;
+/// Object bytes one digest entry covers, at most (a 4 KiB block is one
+/// crc record to read).
+const DIGEST_BYTES_PER_ENTRY: u64 = 64 << 20;
 
 /// One digest entry's outcome: its PG, its index, and each object with
 /// the digest its leader took.
@@ -96,6 +99,14 @@ pub struct DigestsTaken {
     pub group: GroupId,
     pub index: u64,
     pub objects: Vec<(u64, Digest)>,
+}
+
+/// A digest entry that could not be made: its PG, its objects, why.
+#[derive(Debug, Clone)]
+pub struct DigestsNotTaken {
+    pub group: GroupId,
+    pub objects: Vec<u64>,
+    pub reason: String,
 }
 
 /// What I/O needs of a volume, taken from the map without copying its
@@ -870,14 +881,19 @@ impl VolumeClient {
 
     /// Has every replica of `volume`'s objects `objects` take their
     /// digests at one point of its PG's log: one digest entry per PG and
-    /// up to [`DIGEST_OBJECTS_PER_ENTRY`] objects. The replicas keep them
-    /// for a while, by entry index, for a scrub to compare.
+    /// up to [`DIGEST_OBJECTS_PER_ENTRY`] objects, the PGs at once. The
+    /// replicas keep them for a while, by entry index, for a scrub to
+    /// compare. A PG whose entry fails (no leader, an older leader) is
+    /// listed as not taken; the others go on.
     pub async fn take_digests(
         &self,
         volume: &str,
         objects: std::ops::Range<u64>,
-    ) -> Result<Vec<DigestsTaken>, VolumeError> {
-        let view = self.view(volume)?;
+    ) -> Result<Vec<Result<DigestsTaken, DigestsNotTaken>>, VolumeError> {
+        let view = Arc::new(self.view(volume)?);
+        let per_entry = usize::try_from(DIGEST_BYTES_PER_ENTRY / view.pool.object_size.max(1))
+            .unwrap_or(usize::MAX)
+            .clamp(1, DIGEST_OBJECTS_PER_ENTRY);
         let mut by_group: BTreeMap<GroupId, Vec<u64>> = BTreeMap::new();
         for object_no in objects {
             let pg = pg_of(view.id, object_no, view.pool.pg_num);
@@ -886,40 +902,61 @@ impl VolumeClient {
                 .or_default()
                 .push(object_no);
         }
-        let failed = |reason: String| VolumeError::Failed {
-            volume: volume.to_string(),
-            reason,
-        };
-        let mut taken = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
         for (group, numbers) in by_group {
-            for chunk in numbers.chunks(DIGEST_OBJECTS_PER_ENTRY) {
-                let ids: Vec<ObjectId> = chunk
-                    .iter()
-                    .map(|&object_no| ObjectId {
-                        volume: view.id,
-                        object_no,
+            for chunk in numbers.chunks(per_entry) {
+                let (this, view, chunk) = (self.clone(), view.clone(), chunk.to_vec());
+                tasks.spawn(async move {
+                    let taken = this.take_digest(&view, group, &chunk).await;
+                    taken.map_err(|reason| DigestsNotTaken {
+                        group,
+                        objects: chunk,
+                        reason,
                     })
-                    .collect();
-                let answer = self
-                    .call(&view, chunk[0], Io::Write(encode_digest_entry(&ids)))
-                    .await?;
-                let (index, digests) =
-                    decode_digest_answer(&answer).map_err(|e| failed(e.to_string()))?;
-                if digests.len() != chunk.len() {
-                    return Err(failed(format!(
-                        "PG {group:x} answered {} digests for {} objects",
-                        digests.len(),
-                        chunk.len()
-                    )));
-                }
-                taken.push(DigestsTaken {
-                    group,
-                    index,
-                    objects: chunk.iter().copied().zip(digests).collect(),
                 });
             }
         }
+        let mut taken = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            taken.push(joined.map_err(|e| VolumeError::Failed {
+                volume: volume.to_string(),
+                reason: e.to_string(),
+            })?);
+        }
         Ok(taken)
+    }
+
+    /// One digest entry of `group` for `objects` (all in that PG).
+    async fn take_digest(
+        &self,
+        view: &VolumeIo,
+        group: GroupId,
+        objects: &[u64],
+    ) -> Result<DigestsTaken, String> {
+        let ids: Vec<ObjectId> = objects
+            .iter()
+            .map(|&object_no| ObjectId {
+                volume: view.id,
+                object_no,
+            })
+            .collect();
+        let answer = self
+            .call(view, objects[0], Io::Write(encode_digest_entry(&ids)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (index, digests) = decode_digest_answer(&answer).map_err(|e| e.to_string())?;
+        if digests.len() != objects.len() {
+            return Err(format!(
+                "its leader answered {} digests for {} objects",
+                digests.len(),
+                objects.len()
+            ));
+        }
+        Ok(DigestsTaken {
+            group,
+            index,
+            objects: objects.iter().copied().zip(digests).collect(),
+        })
     }
 
     async fn call(

@@ -7,4 +7,4 @@ pub mod bench;
 pub mod client;
 pub mod qos;
 
-pub use client::{DigestsTaken, VolumeClient, VolumeError, IO_MAX_BYTES};
+pub use client::{DigestsNotTaken, DigestsTaken, VolumeClient, VolumeError, IO_MAX_BYTES};
