@@ -549,6 +549,14 @@ impl Repairer {
             .map(|(_, applied)| applied))
     }
 
+    /// The index this node's replica of `group` on `disk` applied; an
+    /// error when it holds none there.
+    async fn replica_applied(&self, group: GroupId, disk: u32) -> Result<u64, String> {
+        self.applied(group, disk)
+            .await?
+            .ok_or_else(|| format!("holds no replica of PG {group:x} on disk {disk}"))
+    }
+
     /// Serves a block of one of this node's replicas, raw, once the
     /// replica has applied the asker's index.
     pub async fn serve_block(&self, request: BlockRequest) -> BlockReply {
@@ -562,14 +570,8 @@ impl Repairer {
             // The index applied, not the one synced: a new replica syncs
             // its first data up to a second after applying it, and a read
             // sees applied data either way.
-            let applied = match self.applied(group, request.disk).await {
-                Ok(Some(a)) => a,
-                Ok(None) => {
-                    return block_reply_error(format!(
-                        "holds no replica of PG {group:x} on disk {}",
-                        request.disk
-                    ))
-                }
+            let applied = match self.replica_applied(group, request.disk).await {
+                Ok(a) => a,
                 Err(e) => return block_reply_error(e),
             };
             if applied >= request.min_applied {
@@ -650,14 +652,8 @@ impl Repairer {
         loop {
             // The applied index first: the entry records its digests
             // before the replica's applied index passes it.
-            let applied = match self.applied(group, query.disk).await {
-                Ok(Some(a)) => a,
-                Ok(None) => {
-                    return error(format!(
-                        "holds no replica of PG {group:x} on disk {}",
-                        query.disk
-                    ))
-                }
+            let applied = match self.replica_applied(group, query.disk).await {
+                Ok(a) => a,
                 Err(e) => return error(e),
             };
             if let Some(digests) = backend.digests().get(group, index) {

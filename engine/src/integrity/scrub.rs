@@ -263,9 +263,7 @@ impl Repairer {
         }
         out
     }
-}
 
-impl Repairer {
     /// Compares the replicas' digests of what [`VolumeClient::take_digests`]
     /// had them take, adding what it finds to `step`.
     ///
