@@ -1,9 +1,9 @@
 //! `POST /v1/volumes/{name}/scrub`: every replica of every object checks
 //! every block on its own disk and repairs the bad ones from another
 //! replica, then the replicas' digests of each object, taken at the same
-//! point of its PG's log, are compared (`crate::integrity`). In steps like rollback and flatten
-//! (`?from_object=N&objects=M`), so a client shows progress; without them
-//! one request scrubs the whole volume.
+//! point of its PG's log, are compared (`crate::integrity`). In steps
+//! like rollback and flatten (`?from_object=N&objects=M`), so a client
+//! shows progress; without them one request scrubs the whole volume.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

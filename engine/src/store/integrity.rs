@@ -28,9 +28,7 @@ impl DiskStore {
         let record = working.meta.encode();
         hasher.update(&(record.len() as u64).to_le_bytes());
         hasher.update(&record);
-        let mut locs = vec![Loc::Head];
-        locs.extend(working.meta.clones.iter().map(|c| Loc::Clone(c.seq)));
-        for loc in locs {
+        for loc in Loc::all_of(&working.meta) {
             hasher.update(&loc.clone_seq().map_or(u64::MAX, |seq| seq).to_le_bytes());
             let recorded = self.recorded_blocks(object, loc)?;
             hasher.update(&(recorded.len() as u64).to_le_bytes());
@@ -87,9 +85,8 @@ impl DiskStore {
     pub fn check_object(&self, object: &ObjectId) -> Result<ObjectScrub, StoreError> {
         let meta = self.load_meta(object)?.meta;
         let mut out = ObjectScrub::default();
-        let locs = std::iter::once(Loc::Head).chain(meta.clones.iter().map(|c| Loc::Clone(c.seq)));
         let mut suspects = Vec::new();
-        for loc in locs {
+        for loc in Loc::all_of(&meta) {
             let recorded = self.recorded_blocks(object, loc)?;
             let file = self.open_version(object, loc)?;
             if file.is_none() && recorded.is_empty() {

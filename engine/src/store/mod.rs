@@ -172,6 +172,11 @@ impl Loc {
             Loc::Clone(seq) => Some(seq),
         }
     }
+
+    /// Every version an object's record names: the head, then its clones.
+    fn all_of(meta: &ObjectMeta) -> impl Iterator<Item = Loc> + '_ {
+        std::iter::once(Loc::Head).chain(meta.clones.iter().map(|c| Loc::Clone(c.seq)))
+    }
 }
 
 /// A crc key: 25 bytes for the head, 33 for a clone version.

@@ -63,10 +63,8 @@ impl DiskStore {
     pub fn export(&self, object: &ObjectId) -> Result<ObjectImage, StoreError> {
         let _applying = self.lock_apply();
         let working = self.load_meta(object)?;
-        let mut locs = vec![Loc::Head];
-        locs.extend(working.meta.clones.iter().map(|c| Loc::Clone(c.seq)));
-        let mut versions = Vec::with_capacity(locs.len());
-        for loc in locs {
+        let mut versions = Vec::with_capacity(1 + working.meta.clones.len());
+        for loc in Loc::all_of(&working.meta) {
             let path = self.version_path(object, loc);
             let Some(file) = Self::open_to_read(&path)? else {
                 continue;
