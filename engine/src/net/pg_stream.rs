@@ -44,7 +44,9 @@ impl PgStreams {
     /// Sends one I/O to `node` (over `channel` if a stream must be opened)
     /// and waits for its reply; `None` if the stream broke or the answer
     /// did not come within `timeout` (the caller retries, as after any
-    /// lost call).
+    /// lost call). A write is not proposed once `node`'s clock passes
+    /// `deadline_unix_ms` (0: no deadline).
+    #[allow(clippy::too_many_arguments)]
     pub async fn call(
         &self,
         node: NodeId,
@@ -52,6 +54,7 @@ impl PgStreams {
         write: bool,
         group: u64,
         payload: Vec<u8>,
+        deadline_unix_ms: u64,
         timeout: Duration,
     ) -> Option<PgReply> {
         let (tx, rx) = oneshot::channel();
@@ -60,6 +63,7 @@ impl PgStreams {
             write,
             group,
             payload,
+            deadline_unix_ms,
         };
         {
             let mut queues = self.queues.lock().expect("pg stream queues lock");
@@ -283,6 +287,7 @@ mod tests {
                         write,
                         group,
                         payload,
+                        0,
                         Duration::from_secs(5),
                     )
                     .await

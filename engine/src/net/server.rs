@@ -199,6 +199,15 @@ impl PlacementGroupService {
 
 /// A PG I/O outcome as a reply: retryable conditions in fields, final
 /// failures in `error`.
+/// How long from now until `deadline_unix_ms` on this node's clock; zero
+/// once it has passed.
+pub fn unix_deadline_in(deadline_unix_ms: u64) -> Duration {
+    let deadline = std::time::UNIX_EPOCH + Duration::from_millis(deadline_unix_ms);
+    deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
 pub fn pg_reply(result: Result<Vec<u8>, ReplicationError>) -> PgReply {
     match result {
         Ok(data) => PgReply {
@@ -213,6 +222,7 @@ pub fn pg_reply(result: Result<Vec<u8>, ReplicationError>) -> PgReply {
         Err(
             ReplicationError::GroupNotFound(_)
             | ReplicationError::Dropped { .. }
+            | ReplicationError::Expired { .. }
             | ReplicationError::Stopped,
         ) => PgReply {
             not_leader: true,
@@ -242,10 +252,19 @@ impl PlacementGroup for PlacementGroupService {
             let repairer = repairer.clone();
             async move {
                 if call.write {
-                    pg_reply(
-                        raft.propose_async(call.group, call.payload, PG_IO_TIMEOUT)
-                            .await,
-                    )
+                    let propose_by = match call.deadline_unix_ms {
+                        0 => PG_IO_TIMEOUT,
+                        ms => unix_deadline_in(ms).min(PG_IO_TIMEOUT),
+                    };
+                    let result = raft
+                        .propose_async_before(
+                            call.group,
+                            call.payload,
+                            std::time::Instant::now() + propose_by,
+                            PG_IO_TIMEOUT,
+                        )
+                        .await;
+                    pg_reply(result)
                 } else {
                     repairer.read(call.group, call.payload, PG_IO_TIMEOUT).await
                 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{GrpcTransport, NodeService};
+use super::pg_stream::PgStreams;
+use super::{GrpcTransport, NodeService, PlacementGroupService};
 use crate::replication::test_kv::RocksKv;
 use crate::replication::{NodeConfig, NodeId, RaftNode, ReplicationError};
 
@@ -79,11 +80,19 @@ impl GrpcCluster {
             )
             .unwrap();
         let service = NodeService::new(raft.handle()).into_server();
+        let repairer = crate::integrity::Repairer::new(
+            id,
+            raft.handle(),
+            Arc::new(std::sync::RwLock::new(Default::default())),
+            HashMap::new(),
+        );
+        let pg_service = PlacementGroupService::new(raft.handle(), repairer).into_server();
         let server = self.runtime.spawn(async move {
             let incoming =
                 tonic::transport::server::TcpIncoming::from_listener(listener, true, None).unwrap();
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(pg_service)
                 .serve_with_incoming(incoming)
                 .await;
         });
@@ -137,7 +146,11 @@ impl GrpcCluster {
                 .propose(1, data, Duration::from_secs(2))
             {
                 Ok(_) => return,
-                Err(ReplicationError::NotLeader { .. } | ReplicationError::Dropped { .. }) => {}
+                Err(
+                    ReplicationError::NotLeader { .. }
+                    | ReplicationError::Dropped { .. }
+                    | ReplicationError::Expired { .. },
+                ) => {}
                 Err(e) => panic!("put {key}: {e}"),
             }
             assert!(Instant::now() < deadline, "put {key} never succeeded");
@@ -195,4 +208,42 @@ fn raft_over_grpc_replicates_and_survives_the_leaders_death() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A PG write whose proposal deadline has passed when the serving node
+/// takes it is answered as a retry and never applied; one without a
+/// deadline (an older client) is.
+#[test]
+fn a_pg_write_past_its_proposal_deadline_is_not_applied() {
+    let cluster = GrpcCluster::new(&[1]);
+    cluster.put("k", "before");
+    let addr = cluster.addresses.lock().unwrap()[&1].clone();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (late, plain) = cluster.runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let streams = PgStreams::default();
+        let write = |payload: &str, deadline_unix_ms: u64| {
+            streams.call(
+                1,
+                || Some(channel.clone()),
+                true,
+                1,
+                payload.as_bytes().to_vec(),
+                deadline_unix_ms,
+                Duration::from_secs(5),
+            )
+        };
+        let late = write("late=stale", now_ms - 1).await.unwrap();
+        let plain = write("k=after", 0).await.unwrap();
+        (late, plain)
+    });
+    assert!(late.not_leader && late.error.is_empty(), "{late:?}");
+    assert!(plain.error.is_empty() && !plain.not_leader, "{plain:?}");
+    assert_eq!(cluster.get("k"), "after");
+    assert_eq!(cluster.get("late"), "");
 }

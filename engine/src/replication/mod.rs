@@ -123,6 +123,10 @@ pub enum ReplicationError {
     /// The proposal was overwritten by a new leader's log and did not commit.
     #[error("group {group}: the proposal was dropped by a leader change; retry it")]
     Dropped { group: GroupId },
+    /// The proposal reached the node loop after its caller's deadline and
+    /// was not proposed: nothing of it will be applied.
+    #[error("group {group}: the write reached the replication loop after its caller stopped waiting, and was not proposed; retry it")]
+    Expired { group: GroupId },
     /// The state machine refused the command.
     #[error("group {group}: {reason}")]
     Apply { group: GroupId, reason: String },

@@ -114,6 +114,9 @@ enum Command {
     Propose {
         group: GroupId,
         data: Vec<u8>,
+        /// Past this, the caller has stopped waiting and may retry: the
+        /// command is not proposed (see `RaftNodeHandle::propose_before`).
+        deadline: Option<Instant>,
         callback: Callback,
     },
     Read {
@@ -311,11 +314,40 @@ impl RaftNodeHandle {
 
     /// Proposes `data` to `group`; `callback` gets the applied result.
     pub fn propose_with(&self, group: GroupId, data: Vec<u8>, callback: Callback) {
+        self.send_proposal(group, data, None, callback);
+    }
+
+    /// Proposes `data` to `group` unless the loop takes the command at or
+    /// after `deadline`: then `callback` gets [`ReplicationError::Expired`]
+    /// and nothing enters the log. A caller that gives up at `deadline`
+    /// and retries can so never have its first attempt committed after
+    /// the retry was answered, and a later write to the same blocks with
+    /// it (an acknowledged write overwritten by an old one). A proposal
+    /// taken in time is ordered by the log before anything proposed after
+    /// the deadline, here or under a new leader.
+    pub fn propose_before(
+        &self,
+        group: GroupId,
+        data: Vec<u8>,
+        deadline: Instant,
+        callback: Callback,
+    ) {
+        self.send_proposal(group, data, Some(deadline), callback);
+    }
+
+    fn send_proposal(
+        &self,
+        group: GroupId,
+        data: Vec<u8>,
+        deadline: Option<Instant>,
+        callback: Callback,
+    ) {
         if let Err(Command::Propose { callback, .. }) = self
             .inbox
             .send(Command::Propose {
                 group,
                 data,
+                deadline,
                 callback,
             })
             .map_err(|e| e.0)
@@ -324,7 +356,8 @@ impl RaftNodeHandle {
         }
     }
 
-    /// Proposes and waits up to `timeout` for the result.
+    /// Proposes and waits up to `timeout` for the result; not proposed at
+    /// all once `timeout` has passed ([`RaftNodeHandle::propose_before`]).
     pub fn propose(
         &self,
         group: GroupId,
@@ -332,26 +365,42 @@ impl RaftNodeHandle {
         timeout: Duration,
     ) -> Result<ApplyResult, ReplicationError> {
         let (callback, rx) = reply_channel();
-        self.propose_with(group, data, callback);
+        self.propose_before(group, data, Instant::now() + timeout, callback);
         rx.recv_timeout(timeout)
             .unwrap_or(Err(ReplicationError::Dropped { group }))
     }
 
-    /// Proposes and awaits the result, for async callers.
+    /// Proposes and awaits the result for up to `timeout`, for async
+    /// callers; not proposed at all once `timeout` has passed.
     pub async fn propose_async(
         &self,
         group: GroupId,
         data: Vec<u8>,
         timeout: Duration,
     ) -> Result<ApplyResult, ReplicationError> {
+        self.propose_async_before(group, data, Instant::now() + timeout, timeout)
+            .await
+    }
+
+    /// [`RaftNodeHandle::propose_before`] `deadline`, awaiting the result
+    /// for up to `timeout` (at least until `deadline`).
+    pub async fn propose_async_before(
+        &self,
+        group: GroupId,
+        data: Vec<u8>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<ApplyResult, ReplicationError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.propose_with(
+        self.propose_before(
             group,
             data,
+            deadline,
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
         );
+        let timeout = timeout.max(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ReplicationError::Stopped),
@@ -593,8 +642,12 @@ impl NodeLoop {
             Command::Propose {
                 group,
                 data,
+                deadline,
                 callback,
             } => match self.peers.get_mut(&group) {
+                _ if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    callback(Err(ReplicationError::Expired { group }))
+                }
                 Some(peer) => peer.propose(data, callback),
                 None => callback(Err(ReplicationError::GroupNotFound(group))),
             },

@@ -2,7 +2,7 @@
 
 use rocksdb::{WriteBatch, DB};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{GroupId, StateMachine};
 
@@ -27,6 +27,11 @@ pub(crate) struct Durability {
     pub(crate) loop_syncs: AtomicU64,
     /// Where the node loop said the replay over later state ends.
     pub(crate) replaying_through: AtomicU64,
+    /// Held by a test, it stops the machine's next command in `apply`,
+    /// and with it the node loop that applies it.
+    pub(crate) apply_gate: Mutex<()>,
+    /// Commands that reached the gate.
+    pub(crate) at_gate: AtomicU64,
 }
 
 impl Durability {
@@ -83,6 +88,10 @@ impl StateMachine for RocksKv {
         self.applied
     }
     fn apply(&mut self, index: u64, data: &[u8]) -> Result<Vec<u8>, String> {
+        if let Some(d) = &self.durability {
+            d.at_gate.fetch_add(1, Ordering::SeqCst);
+            drop(d.apply_gate.lock().unwrap());
+        }
         let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
         let (key, value) = text.split_once('=').ok_or("command must be key=value")?;
         let mut batch = WriteBatch::default();

@@ -190,7 +190,11 @@ impl Cluster {
                 Duration::from_secs(2),
             ) {
                 Ok(_) => return,
-                Err(ReplicationError::NotLeader { .. } | ReplicationError::Dropped { .. }) => {}
+                Err(
+                    ReplicationError::NotLeader { .. }
+                    | ReplicationError::Dropped { .. }
+                    | ReplicationError::Expired { .. },
+                ) => {}
                 Err(e) => panic!("put {key}: {e}"),
             }
             assert!(
@@ -209,7 +213,11 @@ impl Cluster {
                 .read(group, key.as_bytes().to_vec(), Duration::from_secs(2))
             {
                 Ok(v) => return String::from_utf8(v).unwrap(),
-                Err(ReplicationError::NotLeader { .. } | ReplicationError::Dropped { .. }) => {}
+                Err(
+                    ReplicationError::NotLeader { .. }
+                    | ReplicationError::Dropped { .. }
+                    | ReplicationError::Expired { .. },
+                ) => {}
                 Err(e) => panic!("get {key}: {e}"),
             }
             assert!(
@@ -419,6 +427,45 @@ fn a_restarted_node_tells_its_machines_where_the_replay_ends() {
     cluster.start(1);
     use std::sync::atomic::Ordering;
     assert_eq!(durability[0].replaying_through.load(Ordering::SeqCst), last);
+}
+
+/// A proposal the loop takes only after its caller stopped waiting is not
+/// proposed: the caller may have retried it by then, and an old attempt
+/// committed after the retry and after later writes would overwrite them.
+#[test]
+fn a_proposal_its_caller_gave_up_on_never_enters_the_log() {
+    use std::sync::atomic::Ordering;
+    let (cluster, durability) = Cluster::with_durability(&[1, 2, 3]);
+    cluster.put(1, "k", "first");
+    let leader = cluster.leader(1);
+    let gate = &durability[leader as usize - 1];
+    let held = gate.apply_gate.lock().unwrap();
+    let reached = gate.at_gate.load(Ordering::SeqCst);
+    // The leader's loop stops in applying this write...
+    cluster
+        .handle(leader)
+        .propose_with(1, b"k=second".to_vec(), Box::new(|_| {}));
+    let deadline = Instant::now() + TIMEOUT;
+    while gate.at_gate.load(Ordering::SeqCst) == reached {
+        assert!(Instant::now() < deadline, "the write never reached apply");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // ...so this one waits in its inbox past its caller's timeout.
+    let late =
+        cluster
+            .handle(leader)
+            .propose(1, b"late=stale".to_vec(), Duration::from_millis(200));
+    assert_eq!(late, Err(ReplicationError::Dropped { group: 1 }));
+    drop(held);
+    cluster.put(1, "k", "third");
+    for node in [1, 2, 3] {
+        cluster.wait_local(node, 1, "k", "third");
+    }
+    // Had the late write been proposed, it would sit between "second" and
+    // "third" in the log, applied everywhere by now.
+    for node in [1, 2, 3] {
+        assert_eq!(cluster.local(node, 1, "late"), "", "node {node}");
+    }
 }
 
 fn first_index(cluster: &Cluster, node: NodeId, group: GroupId) -> u64 {

@@ -27,6 +27,20 @@ use crate::replication::{GroupId, NodeId, RaftNodeHandle};
 const PIECE_DEADLINE: Duration = Duration::from_secs(30);
 const PIECE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// A write sent to another node is proposed there within this time of
+/// being sent, or never (`PgCall.deadline_unix_ms`).
+const PROPOSE_WITHIN: Duration = Duration::from_secs(1);
+/// How far apart node clocks may be (NTP keeps them within milliseconds).
+pub const CLOCK_SKEW_MAX: Duration = Duration::from_millis(500);
+
+/// The Unix-time deadline (ms) for proposing a write sent now to another
+/// node.
+fn remote_propose_deadline() -> u64 {
+    let by = std::time::SystemTime::now() + PROPOSE_WITHIN;
+    by.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .max(1)
+}
 /// Objects a walk (rollback, trim, purge, flatten) works on at once.
 const WALK_PARALLEL: usize = 16;
 /// Largest single read or write the client accepts.
@@ -874,6 +888,7 @@ impl VolumeClient {
                 write,
                 group,
                 payload,
+                remote_propose_deadline(),
                 PIECE_ATTEMPT_TIMEOUT,
             )
             .await
@@ -988,6 +1003,12 @@ impl VolumeClient {
                 .copied();
             let target = cached.unwrap_or(replicas[round % replicas.len()]);
             round += 1;
+            // A write lost on its way (no answer) may still be waiting to
+            // be proposed on `target`: its retry waits until that can no
+            // longer happen, or the lost one could commit after the retry
+            // and after later writes to the same blocks.
+            let lost_write_settles = (matches!(io, Io::Write(_)) && target != self.me)
+                .then(|| Instant::now() + PROPOSE_WITHIN + CLOCK_SKEW_MAX);
             match self.attempt(target, group, &io).await {
                 Some(reply) if reply.corrupt => {
                     return Err(VolumeError::Corrupt {
@@ -1025,7 +1046,11 @@ impl VolumeClient {
                 }
                 None => {
                     self.leaders.lock().expect("leaders lock").remove(&group);
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    let pause = Instant::now() + RETRY_PAUSE;
+                    tokio::time::sleep_until(
+                        lost_write_settles.map_or(pause, |t| t.max(pause)).into(),
+                    )
+                    .await;
                 }
             }
         }
