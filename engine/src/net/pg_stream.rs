@@ -30,6 +30,11 @@ const STREAM_CALLS_MAX: usize = 1024;
 /// Largest message on a stream: one whole 64 MiB I/O plus a batch.
 pub const STREAM_MESSAGE_MAX_BYTES: usize = 80 << 20;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A write is proposed on the serving node within this time of being
+/// sent, or never (`PgCall.deadline_unix_ms`); the server also counts it
+/// from the call's arrival, so either a clock difference or a transit
+/// time under `volume::client::CLOCK_SKEW_MAX` keeps the bound.
+pub const PROPOSE_WITHIN: Duration = Duration::from_secs(1);
 
 type Pending = (PgCall, oneshot::Sender<PgReply>);
 
@@ -96,7 +101,17 @@ async fn run_stream(channel: Channel, mut calls: mpsc::UnboundedReceiver<Pending
     .await;
     let mut answers = match opened {
         Ok(Ok(response)) => response.into_inner(),
-        _ => return,
+        _ => {
+            // Nothing went out: the callers may retry elsewhere at once.
+            calls.close();
+            while let Ok((_, caller)) = calls.try_recv() {
+                let _ = caller.send(PgReply {
+                    not_leader: true,
+                    ..PgReply::default()
+                });
+            }
+            return;
+        }
     };
     let mut waiting: HashMap<u64, oneshot::Sender<PgReply>> = HashMap::new();
     let mut next_id: u64 = 0;

@@ -197,8 +197,33 @@ impl PlacementGroupService {
     }
 }
 
-/// A PG I/O outcome as a reply: retryable conditions in fields, final
-/// failures in `error`.
+/// Says (at most every 10 s) that writes arrive past their proposal
+/// deadline: this node is overloaded, or its clock is ahead of the
+/// sender's.
+fn warn_expired(group: u64, deadline_unix_ms: u64) {
+    static LAST_WARNED_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let last = LAST_WARNED_SECS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.as_secs() < last + 10
+        || LAST_WARNED_SECS
+            .compare_exchange(
+                last,
+                now.as_secs(),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return;
+    }
+    let late_ms = (now.as_millis() as u64).saturating_sub(deadline_unix_ms);
+    tracing::warn!(
+        "group {group:x}: a write reached the replication loop {late_ms} ms past its proposal deadline and was not proposed (the sender retries); this node is overloaded, or its clock is ahead of the sender's (keep node clocks within 500 ms with NTP)"
+    );
+}
+
 /// How long from now until `deadline_unix_ms` on this node's clock; zero
 /// once it has passed.
 pub fn unix_deadline_in(deadline_unix_ms: u64) -> Duration {
@@ -208,6 +233,8 @@ pub fn unix_deadline_in(deadline_unix_ms: u64) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+/// A PG I/O outcome as a reply: retryable conditions in fields, final
+/// failures in `error`.
 pub fn pg_reply(result: Result<Vec<u8>, ReplicationError>) -> PgReply {
     match result {
         Ok(data) => PgReply {
@@ -222,10 +249,13 @@ pub fn pg_reply(result: Result<Vec<u8>, ReplicationError>) -> PgReply {
         Err(
             ReplicationError::GroupNotFound(_)
             | ReplicationError::Dropped { .. }
-            | ReplicationError::Expired { .. }
             | ReplicationError::Stopped,
         ) => PgReply {
             not_leader: true,
+            ..PgReply::default()
+        },
+        Err(ReplicationError::Expired { .. }) => PgReply {
+            expired: true,
             ..PgReply::default()
         },
         Err(e) => PgReply {
@@ -252,9 +282,12 @@ impl PlacementGroup for PlacementGroupService {
             let repairer = repairer.clone();
             async move {
                 if call.write {
+                    // Within the caller's deadline and PROPOSE_WITHIN of
+                    // arrival: safe while either the clocks or the transit
+                    // are within the tolerated skew.
                     let propose_by = match call.deadline_unix_ms {
                         0 => PG_IO_TIMEOUT,
-                        ms => unix_deadline_in(ms).min(PG_IO_TIMEOUT),
+                        ms => unix_deadline_in(ms).min(super::pg_stream::PROPOSE_WITHIN),
                     };
                     let result = raft
                         .propose_async_before(
@@ -264,6 +297,9 @@ impl PlacementGroup for PlacementGroupService {
                             PG_IO_TIMEOUT,
                         )
                         .await;
+                    if matches!(result, Err(ReplicationError::Expired { .. })) {
+                        warn_expired(call.group, call.deadline_unix_ms);
+                    }
                     pg_reply(result)
                 } else {
                     repairer.read(call.group, call.payload, PG_IO_TIMEOUT).await

@@ -239,11 +239,22 @@ fn a_pg_write_past_its_proposal_deadline_is_not_applied() {
             )
         };
         let late = write("late=stale", now_ms - 1).await.unwrap();
+        let in_time = write("soon=ok", now_ms + 2_000).await.unwrap();
         let plain = write("k=after", 0).await.unwrap();
-        (late, plain)
+        (late, (in_time, plain))
     });
-    assert!(late.not_leader && late.error.is_empty(), "{late:?}");
-    assert!(plain.error.is_empty() && !plain.not_leader, "{plain:?}");
+    let (in_time, plain) = plain;
+    assert!(
+        late.expired && !late.not_leader && late.error.is_empty(),
+        "{late:?}"
+    );
+    for reply in [&in_time, &plain] {
+        assert!(
+            reply.error.is_empty() && !reply.not_leader && !reply.expired,
+            "{reply:?}"
+        );
+    }
     assert_eq!(cluster.get("k"), "after");
+    assert_eq!(cluster.get("soon"), "ok");
     assert_eq!(cluster.get("late"), "");
 }

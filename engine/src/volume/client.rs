@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use super::qos::{IoKind, QosLimiter, QosLimits};
 use crate::cluster::map::{ParentRef, Pool};
 use crate::cluster::ClusterMapState;
-use crate::net::pg_stream::PgStreams;
+use crate::net::pg_stream::{PgStreams, PROPOSE_WITHIN};
 use crate::net::proto::space_client::SpaceClient;
 use crate::net::proto::PgReply;
 use crate::net::server::pg_reply;
@@ -27,19 +27,104 @@ use crate::replication::{GroupId, NodeId, RaftNodeHandle};
 const PIECE_DEADLINE: Duration = Duration::from_secs(30);
 const PIECE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-/// A write sent to another node is proposed there within this time of
-/// being sent, or never (`PgCall.deadline_unix_ms`).
-const PROPOSE_WITHIN: Duration = Duration::from_secs(1);
-/// How far apart node clocks may be (NTP keeps them within milliseconds).
+/// How far apart node clocks may be: NTP keeps them within milliseconds;
+/// past this, the ordering of retried writes (`WriteFences`) is not
+/// assured (docs/operations.md, "Clocks").
 pub const CLOCK_SKEW_MAX: Duration = Duration::from_millis(500);
 
-/// The Unix-time deadline (ms) for proposing a write sent now to another
-/// node.
-fn remote_propose_deadline() -> u64 {
-    let by = std::time::SystemTime::now() + PROPOSE_WITHIN;
-    by.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        .max(1)
+/// Per placement group, the instant before which no write attempt starts.
+///
+/// A write attempt whose fate is unknown (its answer lost, or its caller
+/// cancelled: an iSCSI task abort, a dropped HTTP request, a sibling
+/// piece's failure) may still be proposed until [`PROPOSE_WITHIN`] after
+/// it started, on the serving node's clock. A write to the same blocks
+/// started before that (the retry, or the next write) could be overtaken
+/// by it and overwritten with older data after it was acknowledged. So
+/// such an attempt fences its group until it can no longer be proposed.
+#[derive(Default)]
+struct WriteFences {
+    until: Mutex<HashMap<GroupId, Instant>>,
+}
+
+impl WriteFences {
+    /// Waits out `group`'s fence, then starts an attempt: on another node
+    /// (`remote`), or on this one.
+    async fn enter(self: &Arc<Self>, group: GroupId, remote: bool) -> WriteAttempt {
+        loop {
+            let until = {
+                let mut fences = self.until.lock().expect("write fences lock");
+                match fences.get(&group) {
+                    Some(&t) if t > Instant::now() => t,
+                    Some(_) => {
+                        fences.remove(&group);
+                        break;
+                    }
+                    None => break,
+                }
+            };
+            tokio::time::sleep_until(until.into()).await;
+        }
+        // The wall clock first: the fence below is then never earlier
+        // than the deadline the serving node is given.
+        let wall = std::time::SystemTime::now();
+        let now = Instant::now();
+        let deadline_unix_ms = (wall + PROPOSE_WITHIN)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64 + 1);
+        let skew = if remote {
+            CLOCK_SKEW_MAX
+        } else {
+            Duration::ZERO
+        };
+        WriteAttempt {
+            fences: self.clone(),
+            group,
+            propose_by: now + PROPOSE_WITHIN,
+            deadline_unix_ms,
+            settles: now + PROPOSE_WITHIN + skew,
+            open: true,
+        }
+    }
+
+    #[cfg(test)]
+    fn until(&self, group: GroupId) -> Option<Instant> {
+        self.until
+            .lock()
+            .expect("write fences lock")
+            .get(&group)
+            .copied()
+    }
+}
+
+/// One write attempt; dropped before [`WriteAttempt::answered`], it fences
+/// its group.
+struct WriteAttempt {
+    fences: Arc<WriteFences>,
+    group: GroupId,
+    /// Not proposed on this node after this.
+    propose_by: Instant,
+    /// Not proposed on another node after this (its clock).
+    deadline_unix_ms: u64,
+    /// When it can no longer be proposed anywhere.
+    settles: Instant,
+    open: bool,
+}
+
+impl WriteAttempt {
+    /// The serving node answered: the write was proposed, or never will be.
+    fn answered(mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for WriteAttempt {
+    fn drop(&mut self) {
+        if self.open {
+            let mut fences = self.fences.until.lock().expect("write fences lock");
+            let until = fences.entry(self.group).or_insert(self.settles);
+            *until = (*until).max(self.settles);
+        }
+    }
 }
 /// Objects a walk (rollback, trim, purge, flatten) works on at once.
 const WALK_PARALLEL: usize = 16;
@@ -234,6 +319,7 @@ pub struct VolumeClient {
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
     /// PG I/O to other nodes, pipelined on one stream per node.
     streams: PgStreams,
+    write_fences: Arc<WriteFences>,
     limiters: Arc<Mutex<HashMap<u64, (String, QosLimiter)>>>,
     /// Serves this node's own PG reads, repairing corrupt blocks; `None`
     /// reads without repair (tests).
@@ -254,6 +340,7 @@ impl VolumeClient {
             leaders: Arc::new(Mutex::new(HashMap::new())),
             channels: Arc::new(Mutex::new(HashMap::new())),
             streams: PgStreams::default(),
+            write_fences: Arc::default(),
             limiters: Arc::new(Mutex::new(HashMap::new())),
             repairer: None,
         }
@@ -852,12 +939,26 @@ impl VolumeClient {
         Some(channel)
     }
 
-    async fn attempt(&self, node: NodeId, group: GroupId, io: &Io) -> Option<PgReply> {
+    /// One try of `io` on `node`; a write with its `WriteAttempt`.
+    async fn attempt(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        io: &Io,
+        write: Option<&WriteAttempt>,
+    ) -> Option<PgReply> {
         if node == self.me {
             let result = match io {
                 Io::Write(payload) => {
+                    let propose_by =
+                        write.map_or_else(|| Instant::now() + PROPOSE_WITHIN, |w| w.propose_by);
                     self.local
-                        .propose_async(group, payload.clone(), PIECE_ATTEMPT_TIMEOUT)
+                        .propose_async_before(
+                            group,
+                            payload.clone(),
+                            propose_by,
+                            PIECE_ATTEMPT_TIMEOUT,
+                        )
                         .await
                 }
                 Io::Read(payload) => match &self.repairer {
@@ -877,18 +978,17 @@ impl VolumeClient {
             };
             return Some(pg_reply(result));
         }
-        let (payload, write) = match io {
-            Io::Write(p) => (p.clone(), true),
-            Io::Read(p) => (p.clone(), false),
+        let payload = match io {
+            Io::Write(p) | Io::Read(p) => p.clone(),
         };
         self.streams
             .call(
                 node,
                 || self.channel(node),
-                write,
+                write.is_some(),
                 group,
                 payload,
-                remote_propose_deadline(),
+                write.map_or(0, |w| w.deadline_unix_ms),
                 PIECE_ATTEMPT_TIMEOUT,
             )
             .await
@@ -1003,13 +1103,15 @@ impl VolumeClient {
                 .copied();
             let target = cached.unwrap_or(replicas[round % replicas.len()]);
             round += 1;
-            // A write lost on its way (no answer) may still be waiting to
-            // be proposed on `target`: its retry waits until that can no
-            // longer happen, or the lost one could commit after the retry
-            // and after later writes to the same blocks.
-            let lost_write_settles = (matches!(io, Io::Write(_)) && target != self.me)
-                .then(|| Instant::now() + PROPOSE_WITHIN + CLOCK_SKEW_MAX);
-            match self.attempt(target, group, &io).await {
+            let write = match io {
+                Io::Write(_) => Some(self.write_fences.enter(group, target != self.me).await),
+                Io::Read(_) => None,
+            };
+            let reply = self.attempt(target, group, &io, write.as_ref()).await;
+            if let (Some(_), Some(write)) = (&reply, write) {
+                write.answered();
+            }
+            match reply {
                 Some(reply) if reply.corrupt => {
                     return Err(VolumeError::Corrupt {
                         volume: volume.name.clone(),
@@ -1021,6 +1123,10 @@ impl VolumeClient {
                         volume: volume.name.clone(),
                         reason: reply.error,
                     })
+                }
+                Some(reply) if reply.expired => {
+                    // Not proposed: the leader is right, it was late.
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Some(reply) if reply.not_leader => {
                     let hinted = disk_of_peer(reply.leader_peer)
@@ -1045,12 +1151,9 @@ impl VolumeClient {
                     return Ok(reply.data);
                 }
                 None => {
+                    // A lost write's fence holds the retry back.
                     self.leaders.lock().expect("leaders lock").remove(&group);
-                    let pause = Instant::now() + RETRY_PAUSE;
-                    tokio::time::sleep_until(
-                        lost_write_settles.map_or(pause, |t| t.max(pause)).into(),
-                    )
-                    .await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
         }
@@ -1130,4 +1233,57 @@ fn space_usage(stats: &[ObjectStat], snapshots: &[(u64, String)]) -> SpaceUsage 
         }
     }
     usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write attempt that ends without an answer, or whose caller is
+    /// cancelled, holds its group's writes back until it can no longer be
+    /// proposed anywhere; an answered one holds nothing back.
+    #[tokio::test]
+    async fn an_unanswered_or_cancelled_write_attempt_fences_its_group() {
+        let fences = Arc::new(WriteFences::default());
+        let started = Instant::now();
+        fences.enter(1, false).await.answered();
+        assert_eq!(fences.until(1), None);
+
+        drop(fences.enter(2, true).await);
+        let lost = fences
+            .until(2)
+            .expect("a lost remote write fences its group");
+        let window = PROPOSE_WITHIN + CLOCK_SKEW_MAX;
+        assert!(lost >= started + window && lost <= Instant::now() + window);
+
+        let (entered, is_in) = tokio::sync::oneshot::channel();
+        let cancelled = tokio::spawn({
+            let fences = fences.clone();
+            async move {
+                let _attempt = fences.enter(3, false).await;
+                let _ = entered.send(());
+                std::future::pending::<()>().await;
+            }
+        });
+        is_in.await.unwrap();
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        let abandoned = fences.until(3).expect("a cancelled write fences its group");
+        assert!(abandoned > Instant::now() + PROPOSE_WITHIN / 2);
+
+        let other = Instant::now();
+        fences.enter(4, true).await.answered();
+        assert!(
+            other.elapsed() < Duration::from_millis(200),
+            "group 4 is not fenced"
+        );
+
+        let next = fences.enter(2, true).await;
+        assert!(
+            Instant::now() >= lost,
+            "the next write waited the fence out"
+        );
+        next.answered();
+        assert_eq!(fences.until(2), None, "a passed fence is cleared");
+    }
 }
