@@ -97,6 +97,11 @@ impl BlockDevice for VolumeDevice {
         // Space comes back a whole object at a time.
         self.object_size
     }
+    async fn settle(&self) {
+        // An attempt whose answer was lost or abandoned may still be
+        // proposed for a short while (VolumeClient::settle_writes).
+        self.volumes.settle_writes().await;
+    }
 }
 
 fn chap(c: &Option<hpchain_engine::cluster::map::ChapCredentials>) -> Option<Chap> {

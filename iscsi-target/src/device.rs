@@ -67,6 +67,12 @@ pub trait BlockDevice: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), DeviceError>;
     /// Releases the space of a range; it reads as zeroes afterwards.
     async fn discard(&self, offset: u64, len: u64) -> Result<(), DeviceError>;
+    /// Waits until no write that was aborted or failed can still change
+    /// the medium. The target calls it before it answers a task abort:
+    /// the initiator may then send the write again, also through another
+    /// path, and the old one must not land after it. A device whose
+    /// writes stop when their call is dropped needs nothing (the default).
+    async fn settle(&self) {}
     /// Runs of `(offset, len, mapped)` covering `[offset, offset + len)`:
     /// which parts hold allocated data. The default says all of it does.
     async fn mapped_ranges(

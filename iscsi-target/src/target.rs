@@ -1364,7 +1364,7 @@ impl Conn {
         true
     }
 
-    fn run_task_management(&self, pdu: Pdu) {
+    fn run_task_management(self: &Arc<Self>, pdu: Pdu) {
         const COMPLETE: u8 = 0;
         const NO_TASK: u8 = 1;
         const NO_LUN: u8 = 2;
@@ -1373,6 +1373,8 @@ impl Conn {
         let lun = lun_of(&pdu);
         let export = self.session.export.clone().expect("normal session");
         let session = &self.session;
+        // Aborted tasks, to be over before the response says so.
+        let mut aborted: Vec<tokio::task::AbortHandle> = Vec::new();
         let abort_where = |filter: &dyn Fn(&Task) -> bool| {
             let mut tasks = session.tasks.lock().unwrap();
             let doomed: Vec<u32> = tasks
@@ -1380,11 +1382,14 @@ impl Conn {
                 .filter(|(itt, t)| **itt != pdu.itt() && filter(t))
                 .map(|(itt, _)| *itt)
                 .collect();
+            let mut handles = Vec::new();
             for itt in doomed {
                 if let Some(t) = tasks.remove(&itt) {
                     t.abort.abort();
+                    handles.push(t.abort);
                 }
             }
+            handles
         };
         let response = match function {
             1 => {
@@ -1394,6 +1399,7 @@ impl Conn {
                 match task {
                     Some(t) => {
                         t.abort.abort();
+                        aborted.push(t.abort);
                         COMPLETE
                     }
                     None => {
@@ -1421,7 +1427,7 @@ impl Conn {
                 if lun != 0 {
                     NO_LUN
                 } else {
-                    abort_where(&|t: &Task| t.lun == lun);
+                    aborted.extend(abort_where(&|t: &Task| t.lun == lun));
                     COMPLETE
                 }
             }
@@ -1430,20 +1436,24 @@ impl Conn {
                 if lun != 0 {
                     NO_LUN
                 } else {
-                    self.portal.reset_export(&export, Some(session));
-                    abort_where(&|_t: &Task| true);
+                    aborted.extend(self.portal.reset_export(&export, Some(session)));
+                    aborted.extend(abort_where(&|_t: &Task| true));
                     COMPLETE
                 }
             }
             6 | 7 => {
                 // TARGET WARM / COLD RESET.
-                self.portal.reset_export(&export, Some(session));
-                abort_where(&|_t: &Task| true);
+                aborted.extend(self.portal.reset_export(&export, Some(session)));
+                aborted.extend(abort_where(&|_t: &Task| true));
                 if function == 7 {
-                    self.send_tmf_response(&pdu, COMPLETE);
-                    for s in self.portal.sessions_of(&export) {
-                        s.close_all();
-                    }
+                    let conn = self.clone();
+                    tokio::spawn(async move {
+                        settle_aborted(aborted, export.lu.device()).await;
+                        conn.send_tmf_response(&pdu, COMPLETE);
+                        for s in conn.portal.sessions_of(&export) {
+                            s.close_all();
+                        }
+                    });
                     return;
                 }
                 COMPLETE
@@ -1453,7 +1463,15 @@ impl Conn {
             8 => 4,
             _ => 255,
         };
-        self.send_tmf_response(&pdu, response);
+        if aborted.is_empty() {
+            self.send_tmf_response(&pdu, response);
+            return;
+        }
+        let conn = self.clone();
+        tokio::spawn(async move {
+            settle_aborted(aborted, export.lu.device()).await;
+            conn.send_tmf_response(&pdu, response);
+        });
     }
 
     fn send_tmf_response(&self, request: &Pdu, response: u8) {
@@ -1604,7 +1622,14 @@ impl Portal {
 
     /// A reset of an export's LU: its tasks in every session end, and
     /// every other nexus gets a unit attention.
-    fn reset_export(&self, export: &Arc<Export>, from: Option<&Arc<Session>>) {
+    /// Aborts the tasks of every session on `export` but `from`'s, and
+    /// resets its logical unit; returns the aborted tasks.
+    fn reset_export(
+        &self,
+        export: &Arc<Export>,
+        from: Option<&Arc<Session>>,
+    ) -> Vec<tokio::task::AbortHandle> {
+        let mut aborted = Vec::new();
         for session in self.sessions_of(export) {
             if from.is_some_and(|f| Arc::ptr_eq(f, &session)) {
                 continue;
@@ -1612,9 +1637,11 @@ impl Portal {
             let mut tasks = session.tasks.lock().unwrap();
             for (_, t) in tasks.drain() {
                 t.abort.abort();
+                aborted.push(t.abort);
             }
         }
         export.lu.reset();
+        aborted
     }
 
     /// SendTargets answers: `All` lists every target this initiator may
@@ -1646,6 +1673,23 @@ impl Portal {
         }
         out
     }
+}
+
+/// Longest wait for aborted tasks to end before a task management
+/// response goes out anyway.
+const ABORT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Waits for aborted tasks to be over and for the device to settle what
+/// they left in flight: a write the response calls aborted must not land
+/// after the initiator sends it again (through any path).
+async fn settle_aborted(aborted: Vec<tokio::task::AbortHandle>, device: &Arc<dyn BlockDevice>) {
+    let deadline = tokio::time::Instant::now() + ABORT_WAIT_MAX;
+    for task in aborted {
+        while !task.is_finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let _ = tokio::time::timeout_at(deadline, device.settle()).await;
 }
 
 #[cfg(test)]

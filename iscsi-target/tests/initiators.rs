@@ -792,3 +792,99 @@ async fn libiscsi_conformance_suite() {
     // tgt passes 598; the two known failures are documented in docs/iscsi.md.
     assert!(passed >= 613, "only {passed} of {total} passed:\n{report}");
 }
+
+/// A device whose writes never end by themselves and whose `settle` waits
+/// for the test: a replicated volume with a write lost in flight, as the
+/// target sees it.
+struct StuckWrites {
+    settled: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl hpchain_iscsi::BlockDevice for StuckWrites {
+    fn block_size(&self) -> u32 {
+        512
+    }
+    fn size(&self) -> u64 {
+        SIZE
+    }
+    async fn read(&self, _offset: u64, len: usize) -> Result<Vec<u8>, hpchain_iscsi::DeviceError> {
+        Ok(vec![0; len])
+    }
+    async fn write(&self, _offset: u64, _data: &[u8]) -> Result<(), hpchain_iscsi::DeviceError> {
+        std::future::pending().await
+    }
+    async fn flush(&self) -> Result<(), hpchain_iscsi::DeviceError> {
+        Ok(())
+    }
+    async fn discard(&self, _offset: u64, _len: u64) -> Result<(), hpchain_iscsi::DeviceError> {
+        Ok(())
+    }
+    async fn settle(&self) {
+        let _ = self.settled.clone().wait_for(|settled| *settled).await;
+    }
+}
+
+/// ABORT TASK of a write is answered only once the device has settled
+/// it: the initiator may send the write again at once (multipath: through
+/// another node), and the aborted one must not land after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_write_is_answered_once_the_device_has_settled_it() {
+    let (settle, settled) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let portal = Portal::new(vec![addr.clone()]);
+    portal
+        .add_export("test", plain(), Arc::new(StuckWrites { settled }))
+        .unwrap();
+    tokio::spawn(portal.clone().serve(listener));
+    let mut initiator = RawInitiator::login(&addr).await;
+
+    // WRITE(10) of one block at LBA 0, its data immediate.
+    let mut write = Pdu::new(op::SCSI_COMMAND);
+    write.set_flags(0x80 | 0x20 | 0x01);
+    initiator.itt += 1;
+    let write_itt = initiator.itt;
+    write.set_itt(write_itt);
+    write.set_u32_at(20, 512);
+    let write_sn = initiator.cmd_sn;
+    write.set_u32_at(24, write_sn);
+    initiator.cmd_sn += 1;
+    write.bhs[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    write.set_data(vec![0x5a; 512]);
+    initiator
+        .stream
+        .write_all(&write.encode(false, false))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut abort = Pdu::new(op::TASK_MGMT_REQUEST);
+    abort.bhs[0] |= 0x40; // immediate
+    abort.set_flags(0x80 | 1); // ABORT TASK
+    initiator.itt += 1;
+    abort.set_itt(initiator.itt);
+    abort.set_u32_at(20, write_itt);
+    abort.set_u32_at(24, initiator.cmd_sn);
+    abort.set_u32_at(32, write_sn);
+    initiator
+        .stream
+        .write_all(&abort.encode(false, false))
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        Pdu::read(&mut initiator.stream, false, false, 1 << 20),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "answered before the device settled: {:?}",
+        early.map(|r| r.map(|p| (p.opcode(), p.bhs[2])))
+    );
+    settle.send(true).unwrap();
+    let answer = initiator.answer().await;
+    assert_eq!(answer.opcode(), op::TASK_MGMT_RESPONSE);
+    assert_eq!(answer.itt(), initiator.itt);
+    assert_eq!(answer.bhs[2], 0, "function complete");
+}

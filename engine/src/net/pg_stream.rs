@@ -32,8 +32,10 @@ pub const STREAM_MESSAGE_MAX_BYTES: usize = 80 << 20;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write is proposed on the serving node within this time of being
 /// sent, or never (`PgCall.deadline_unix_ms`); the server also counts it
-/// from the call's arrival, so either a clock difference or a transit
-/// time under `volume::client::CLOCK_SKEW_MAX` keeps the bound.
+/// from when it starts serving the call, so the bound holds while either
+/// the clocks or the time from the sender stamping a call to the server
+/// starting it (queues on both sides and the wire) stay within
+/// `volume::client::CLOCK_SKEW_MAX`.
 pub const PROPOSE_WITHIN: Duration = Duration::from_secs(1);
 
 type Pending = (PgCall, oneshot::Sender<PgReply>);

@@ -218,9 +218,17 @@ fn warn_expired(group: u64, deadline_unix_ms: u64) {
     {
         return;
     }
-    let late_ms = (now.as_millis() as u64).saturating_sub(deadline_unix_ms);
+    let now_ms = now.as_millis() as u64;
+    let when = if deadline_unix_ms > 0 && now_ms > deadline_unix_ms {
+        format!(
+            "{} ms past its proposal deadline",
+            now_ms - deadline_unix_ms
+        )
+    } else {
+        "more than 1 s after it arrived".to_string()
+    };
     tracing::warn!(
-        "group {group:x}: a write reached the replication loop {late_ms} ms past its proposal deadline and was not proposed (the sender retries); this node is overloaded, or its clock is ahead of the sender's (keep node clocks within 500 ms with NTP)"
+        "group {group:x}: a write reached the replication loop {when} and was not proposed (the sender retries); this node is overloaded, or its clock is ahead of the sender's (keep node clocks within 500 ms with NTP)"
     );
 }
 
@@ -254,8 +262,11 @@ pub fn pg_reply(result: Result<Vec<u8>, ReplicationError>) -> PgReply {
             not_leader: true,
             ..PgReply::default()
         },
+        // `not_leader` too: a client that does not know `expired` then
+        // retries instead of taking the empty reply for success.
         Err(ReplicationError::Expired { .. }) => PgReply {
             expired: true,
+            not_leader: true,
             ..PgReply::default()
         },
         Err(e) => PgReply {

@@ -50,20 +50,7 @@ impl WriteFences {
     /// Waits out `group`'s fence, then starts an attempt: on another node
     /// (`remote`), or on this one.
     async fn enter(self: &Arc<Self>, group: GroupId, remote: bool) -> WriteAttempt {
-        loop {
-            let until = {
-                let mut fences = self.until.lock().expect("write fences lock");
-                match fences.get(&group) {
-                    Some(&t) if t > Instant::now() => t,
-                    Some(_) => {
-                        fences.remove(&group);
-                        break;
-                    }
-                    None => break,
-                }
-            };
-            tokio::time::sleep_until(until.into()).await;
-        }
+        self.wait(group).await;
         // The wall clock first: the fence below is then never earlier
         // than the deadline the serving node is given.
         let wall = std::time::SystemTime::now();
@@ -83,6 +70,41 @@ impl WriteFences {
             deadline_unix_ms,
             settles: now + PROPOSE_WITHIN + skew,
             open: true,
+        }
+    }
+
+    /// Waits until `group` has no fence up.
+    async fn wait(&self, group: GroupId) {
+        loop {
+            let until = {
+                let mut fences = self.until.lock().expect("write fences lock");
+                match fences.get(&group) {
+                    Some(&t) if t > Instant::now() => t,
+                    Some(_) => {
+                        fences.remove(&group);
+                        return;
+                    }
+                    None => return,
+                }
+            };
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+
+    /// Waits until no group has a fence up: no write attempt lost or
+    /// abandoned here can still be proposed anywhere.
+    async fn settle(&self) {
+        loop {
+            let latest = {
+                let mut fences = self.until.lock().expect("write fences lock");
+                let now = Instant::now();
+                fences.retain(|_, until| *until > now);
+                fences.values().copied().max()
+            };
+            match latest {
+                Some(until) => tokio::time::sleep_until(until.into()).await,
+                None => return,
+            }
         }
     }
 
@@ -346,6 +368,14 @@ impl VolumeClient {
         }
     }
 
+    /// Waits until no write this client lost or abandoned (its answer
+    /// lost, its caller cancelled) can still be proposed. A front end
+    /// calls it before it reports such a write as ended (an iSCSI task
+    /// aborted) to a client that may send it again through another node.
+    pub async fn settle_writes(&self) {
+        self.write_fences.settle().await;
+    }
+
     /// Reads of PGs this node leads repair the corrupt blocks they meet,
     /// as reads arriving over gRPC do.
     pub fn with_repairer(mut self, repairer: crate::integrity::Repairer) -> VolumeClient {
@@ -441,29 +471,33 @@ impl VolumeClient {
         view.check_len(data.len() as u64)?;
         view.check_range(view.size, offset, data.len() as u64)?;
         self.admit(&view, IoKind::Write, data.len() as u64).await;
-        let view = Arc::new(view);
-        let mut tasks = tokio::task::JoinSet::new();
+        // The pieces run in this task, not spawned: when the caller is
+        // cancelled (an iSCSI task abort), their attempts in flight drop
+        // with it, and fence their PGs, before it hears of the end.
+        let mut pieces = futures_util::stream::FuturesUnordered::new();
         for (object_no, within, take) in Self::pieces(&view.pool, offset, data.len() as u64) {
             let start = (object_no * view.pool.object_size + within - offset) as usize;
-            let piece = data[start..start + take as usize].to_vec();
-            let this = self.clone();
-            let view = view.clone();
-            tasks.spawn(async move {
-                let op = ObjectOp::Write {
-                    object: ObjectId {
-                        volume: view.id,
-                        object_no,
-                    },
-                    offset: within,
-                    data: piece,
-                    seq: view.snap_seq,
-                    copy_up: CopyUp::None,
-                };
-                this.change(&view, object_no, op).await
-            });
+            let op = ObjectOp::Write {
+                object: ObjectId {
+                    volume: view.id,
+                    object_no,
+                },
+                offset: within,
+                data: data[start..start + take as usize].to_vec(),
+                seq: view.snap_seq,
+                copy_up: CopyUp::None,
+            };
+            let view = &view;
+            pieces.push(async move { self.change(view, object_no, op).await });
         }
-        while let Some(done) = tasks.join_next().await {
-            done.map_err(|e| view.failed(e))??;
+        while let Some(done) = futures_util::StreamExt::next(&mut pieces).await {
+            if let Err(e) = done {
+                // The caller may send the write again through another
+                // node: first, nothing of this one may still commit.
+                drop(pieces);
+                self.write_fences.settle().await;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -1156,6 +1190,11 @@ impl VolumeClient {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
+        }
+        if matches!(io, Io::Write(_)) {
+            // A lost attempt may still commit; the caller may retry
+            // elsewhere once told.
+            self.write_fences.wait(group).await;
         }
         Err(VolumeError::Unavailable {
             volume: volume.name.clone(),
