@@ -70,8 +70,11 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// Waits until no write that was aborted or failed can still change
     /// the medium. The target calls it before it answers a task abort:
     /// the initiator may then send the write again, also through another
-    /// path, and the old one must not land after it. A device whose
-    /// writes stop when their call is dropped needs nothing (the default).
+    /// path, and the old one must not land after it. The default waits
+    /// for nothing: right for a device whose writes stop when their call
+    /// is dropped. ([`FileDevice`]'s go on to the end on their blocking
+    /// threads; it is the standalone target's test device and does not
+    /// track them.)
     async fn settle(&self) {}
     /// Runs of `(offset, len, mapped)` covering `[offset, offset + len)`:
     /// which parts hold allocated data. The default says all of it does.

@@ -1446,14 +1446,13 @@ impl Conn {
                 aborted.extend(self.portal.reset_export(&export, Some(session)));
                 aborted.extend(abort_where(&|_t: &Task| true));
                 if function == 7 {
-                    let conn = self.clone();
-                    tokio::spawn(async move {
-                        settle_aborted(aborted, export.lu.device()).await;
-                        conn.send_tmf_response(&pdu, COMPLETE);
-                        for s in conn.portal.sessions_of(&export) {
-                            s.close_all();
-                        }
-                    });
+                    // At once, as a dropped connection: held open while
+                    // the device settles, the sessions would take new
+                    // commands only to abort them unsettled.
+                    self.send_tmf_response(&pdu, COMPLETE);
+                    for s in self.portal.sessions_of(&export) {
+                        s.close_all();
+                    }
                     return;
                 }
                 COMPLETE

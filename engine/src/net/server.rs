@@ -219,13 +219,15 @@ fn warn_expired(group: u64, deadline_unix_ms: u64) {
         return;
     }
     let now_ms = now.as_millis() as u64;
-    let when = if deadline_unix_ms > 0 && now_ms > deadline_unix_ms {
+    let when = if deadline_unix_ms == 0 {
+        "more than 10 s after it arrived".to_string()
+    } else if now_ms > deadline_unix_ms {
         format!(
             "{} ms past its proposal deadline",
             now_ms - deadline_unix_ms
         )
     } else {
-        "more than 1 s after it arrived".to_string()
+        "more than 1 s after this node started on it".to_string()
     };
     tracing::warn!(
         "group {group:x}: a write reached the replication loop {when} and was not proposed (the sender retries); this node is overloaded, or its clock is ahead of the sender's (keep node clocks within 500 ms with NTP)"
@@ -294,8 +296,9 @@ impl PlacementGroup for PlacementGroupService {
             async move {
                 if call.write {
                     // Within the caller's deadline and PROPOSE_WITHIN of
-                    // arrival: safe while either the clocks or the transit
-                    // are within the tolerated skew.
+                    // starting on it here: safe while either the clocks or
+                    // the time since the caller stamped it are within the
+                    // tolerated skew.
                     let propose_by = match call.deadline_unix_ms {
                         0 => PG_IO_TIMEOUT,
                         ms => unix_deadline_in(ms).min(super::pg_stream::PROPOSE_WITHIN),

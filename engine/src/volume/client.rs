@@ -50,7 +50,7 @@ impl WriteFences {
     /// Waits out `group`'s fence, then starts an attempt: on another node
     /// (`remote`), or on this one.
     async fn enter(self: &Arc<Self>, group: GroupId, remote: bool) -> WriteAttempt {
-        self.wait(group).await;
+        self.wait([group]).await;
         // The wall clock first: the fence below is then never earlier
         // than the deadline the serving node is given.
         let wall = std::time::SystemTime::now();
@@ -73,38 +73,36 @@ impl WriteFences {
         }
     }
 
-    /// Waits until `group` has no fence up.
-    async fn wait(&self, group: GroupId) {
-        loop {
-            let until = {
-                let mut fences = self.until.lock().expect("write fences lock");
-                match fences.get(&group) {
-                    Some(&t) if t > Instant::now() => t,
-                    Some(_) => {
-                        fences.remove(&group);
-                        return;
-                    }
-                    None => return,
-                }
-            };
+    /// Waits out the fences `groups` have now. A fence raised later comes
+    /// from an attempt that runs alongside the caller's, and concurrent
+    /// writes may land in either order anyway.
+    async fn wait(&self, groups: impl IntoIterator<Item = GroupId>) {
+        let latest = {
+            let mut fences = self.until.lock().expect("write fences lock");
+            let now = Instant::now();
+            fences.retain(|_, until| *until > now);
+            groups
+                .into_iter()
+                .filter_map(|group| fences.get(&group).copied())
+                .max()
+        };
+        if let Some(until) = latest {
             tokio::time::sleep_until(until.into()).await;
         }
     }
 
-    /// Waits until no group has a fence up: no write attempt lost or
-    /// abandoned here can still be proposed anywhere.
+    /// Waits out every fence up now: no write attempt lost or abandoned
+    /// here before the call can still be proposed anywhere (at most
+    /// [`PROPOSE_WITHIN`] plus [`CLOCK_SKEW_MAX`]).
     async fn settle(&self) {
-        loop {
-            let latest = {
-                let mut fences = self.until.lock().expect("write fences lock");
-                let now = Instant::now();
-                fences.retain(|_, until| *until > now);
-                fences.values().copied().max()
-            };
-            match latest {
-                Some(until) => tokio::time::sleep_until(until.into()).await,
-                None => return,
-            }
+        let latest = {
+            let mut fences = self.until.lock().expect("write fences lock");
+            let now = Instant::now();
+            fences.retain(|_, until| *until > now);
+            fences.values().copied().max()
+        };
+        if let Some(until) = latest {
+            tokio::time::sleep_until(until.into()).await;
         }
     }
 
@@ -475,7 +473,10 @@ impl VolumeClient {
         // cancelled (an iSCSI task abort), their attempts in flight drop
         // with it, and fence their PGs, before it hears of the end.
         let mut pieces = futures_util::stream::FuturesUnordered::new();
+        let mut groups = Vec::new();
         for (object_no, within, take) in Self::pieces(&view.pool, offset, data.len() as u64) {
+            let pool = &view.pool;
+            groups.push(group_id(pool.id, pg_of(view.id, object_no, pool.pg_num)));
             let start = (object_no * view.pool.object_size + within - offset) as usize;
             let op = ObjectOp::Write {
                 object: ObjectId {
@@ -488,14 +489,19 @@ impl VolumeClient {
                 copy_up: CopyUp::None,
             };
             let view = &view;
-            pieces.push(async move { self.change(view, object_no, op).await });
+            let piece = async move { self.change(view, object_no, op).await };
+            // A panic fails the write, as it did in a task of its own.
+            pieces.push(futures_util::FutureExt::map(
+                futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(piece)),
+                |done| done.unwrap_or_else(|_| Err(view.failed("a piece of the write panicked"))),
+            ));
         }
         while let Some(done) = futures_util::StreamExt::next(&mut pieces).await {
             if let Err(e) = done {
                 // The caller may send the write again through another
                 // node: first, nothing of this one may still commit.
                 drop(pieces);
-                self.write_fences.settle().await;
+                self.write_fences.wait(groups).await;
                 return Err(e);
             }
         }
@@ -1117,6 +1123,24 @@ impl VolumeClient {
         let pool = &volume.pool;
         let index = pg_of(volume.id, object_no, pool.pg_num);
         let group = group_id(pool.id, index);
+        let result = self.chase_leader(volume, index, group, &io).await;
+        if result.is_err() && matches!(io, Io::Write(_)) {
+            // A lost attempt may still commit, and once told of the
+            // failure the caller may send the write again elsewhere.
+            self.write_fences.wait([group]).await;
+        }
+        result
+    }
+
+    /// [`VolumeClient::call`]'s tries, following the PG's leader.
+    async fn chase_leader(
+        &self,
+        volume: &VolumeIo,
+        index: u32,
+        group: GroupId,
+        io: &Io,
+    ) -> Result<Vec<u8>, VolumeError> {
+        let pool = &volume.pool;
         let deadline = Instant::now() + PIECE_DEADLINE;
         let mut round = 0usize;
         while Instant::now() < deadline {
@@ -1141,7 +1165,7 @@ impl VolumeClient {
                 Io::Write(_) => Some(self.write_fences.enter(group, target != self.me).await),
                 Io::Read(_) => None,
             };
-            let reply = self.attempt(target, group, &io, write.as_ref()).await;
+            let reply = self.attempt(target, group, io, write.as_ref()).await;
             if let (Some(_), Some(write)) = (&reply, write) {
                 write.answered();
             }
@@ -1190,11 +1214,6 @@ impl VolumeClient {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
-        }
-        if matches!(io, Io::Write(_)) {
-            // A lost attempt may still commit; the caller may retry
-            // elsewhere once told.
-            self.write_fences.wait(group).await;
         }
         Err(VolumeError::Unavailable {
             volume: volume.name.clone(),
@@ -1323,6 +1342,24 @@ mod tests {
             "the next write waited the fence out"
         );
         next.answered();
-        assert_eq!(fences.until(2), None, "a passed fence is cleared");
+        let again = Instant::now();
+        fences.enter(2, true).await.answered();
+        assert!(
+            again.elapsed() < Duration::from_millis(50),
+            "a passed fence holds nothing back"
+        );
+
+        // What a failed write or an iSCSI task abort waits for: every
+        // fence up when it asks.
+        drop(fences.enter(5, false).await);
+        let last = fences.until(5).expect("fenced");
+        fences.settle().await;
+        assert!(Instant::now() >= last && Instant::now() >= abandoned);
+        let idle = Instant::now();
+        fences.settle().await;
+        assert!(
+            idle.elapsed() < Duration::from_millis(50),
+            "nothing left to wait for"
+        );
     }
 }
