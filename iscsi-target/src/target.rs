@@ -125,6 +125,14 @@ struct Task {
     abort: tokio::task::AbortHandle,
 }
 
+impl Task {
+    /// Aborts the task; its handle tells when it is over.
+    fn cancel(self) -> tokio::task::AbortHandle {
+        self.abort.abort();
+        self.abort
+    }
+}
+
 type Deferred = Box<dyn FnOnce() + Send>;
 
 struct Window {
@@ -1382,14 +1390,10 @@ impl Conn {
                 .filter(|(itt, t)| **itt != pdu.itt() && filter(t))
                 .map(|(itt, _)| *itt)
                 .collect();
-            let mut handles = Vec::new();
-            for itt in doomed {
-                if let Some(t) = tasks.remove(&itt) {
-                    t.abort.abort();
-                    handles.push(t.abort);
-                }
-            }
-            handles
+            doomed
+                .into_iter()
+                .filter_map(|itt| tasks.remove(&itt).map(Task::cancel))
+                .collect::<Vec<_>>()
         };
         let response = match function {
             1 => {
@@ -1398,8 +1402,7 @@ impl Conn {
                 let task = session.tasks.lock().unwrap().remove(&referenced);
                 match task {
                     Some(t) => {
-                        t.abort.abort();
-                        aborted.push(t.abort);
+                        aborted.push(t.cancel());
                         COMPLETE
                     }
                     None => {
@@ -1619,10 +1622,9 @@ impl Portal {
             .collect()
     }
 
-    /// A reset of an export's LU: its tasks in every session end, and
-    /// every other nexus gets a unit attention.
-    /// Aborts the tasks of every session on `export` but `from`'s, and
-    /// resets its logical unit; returns the aborted tasks.
+    /// A reset of an export's LU: the tasks of every session but `from`'s
+    /// end, and every other nexus gets a unit attention. Returns the
+    /// aborted tasks.
     fn reset_export(
         &self,
         export: &Arc<Export>,
@@ -1634,10 +1636,7 @@ impl Portal {
                 continue;
             }
             let mut tasks = session.tasks.lock().unwrap();
-            for (_, t) in tasks.drain() {
-                t.abort.abort();
-                aborted.push(t.abort);
-            }
+            aborted.extend(tasks.drain().map(|(_, t)| t.cancel()));
         }
         export.lu.reset();
         aborted

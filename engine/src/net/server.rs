@@ -202,15 +202,14 @@ impl PlacementGroupService {
 /// sender's.
 fn warn_expired(group: u64, deadline_unix_ms: u64) {
     static LAST_WARNED_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now_ms = crate::ledger::now_ms();
+    let now_secs = now_ms / 1000;
     let last = LAST_WARNED_SECS.load(std::sync::atomic::Ordering::Relaxed);
-    if now.as_secs() < last + 10
+    if now_secs < last + 10
         || LAST_WARNED_SECS
             .compare_exchange(
                 last,
-                now.as_secs(),
+                now_secs,
                 std::sync::atomic::Ordering::Relaxed,
                 std::sync::atomic::Ordering::Relaxed,
             )
@@ -218,7 +217,6 @@ fn warn_expired(group: u64, deadline_unix_ms: u64) {
     {
         return;
     }
-    let now_ms = now.as_millis() as u64;
     let when = if deadline_unix_ms == 0 {
         "more than 10 s after it arrived".to_string()
     } else if now_ms > deadline_unix_ms {

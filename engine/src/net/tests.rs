@@ -218,10 +218,7 @@ fn a_pg_write_past_its_proposal_deadline_is_not_applied() {
     let cluster = GrpcCluster::new(&[1]);
     cluster.put("k", "before");
     let addr = cluster.addresses.lock().unwrap()[&1].clone();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = crate::ledger::now_ms();
     let (late, plain) = cluster.runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()

@@ -53,11 +53,8 @@ impl WriteFences {
         self.wait([group]).await;
         // The wall clock first: the fence below is then never earlier
         // than the deadline the serving node is given.
-        let wall = std::time::SystemTime::now();
+        let deadline_unix_ms = crate::ledger::now_ms() + PROPOSE_WITHIN.as_millis() as u64 + 1;
         let now = Instant::now();
-        let deadline_unix_ms = (wall + PROPOSE_WITHIN)
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_millis() as u64 + 1);
         let skew = if remote {
             CLOCK_SKEW_MAX
         } else {
@@ -77,29 +74,31 @@ impl WriteFences {
     /// from an attempt that runs alongside the caller's, and concurrent
     /// writes may land in either order anyway.
     async fn wait(&self, groups: impl IntoIterator<Item = GroupId>) {
-        let latest = {
-            let mut fences = self.until.lock().expect("write fences lock");
-            let now = Instant::now();
-            fences.retain(|_, until| *until > now);
+        self.sleep_past(|fences| {
             groups
                 .into_iter()
                 .filter_map(|group| fences.get(&group).copied())
                 .max()
-        };
-        if let Some(until) = latest {
-            tokio::time::sleep_until(until.into()).await;
-        }
+        })
+        .await;
     }
 
     /// Waits out every fence up now: no write attempt lost or abandoned
     /// here before the call can still be proposed anywhere (at most
     /// [`PROPOSE_WITHIN`] plus [`CLOCK_SKEW_MAX`]).
     async fn settle(&self) {
+        self.sleep_past(|fences| fences.values().copied().max())
+            .await;
+    }
+
+    /// Drops the passed fences, then sleeps until the instant `pick`
+    /// chooses among those up.
+    async fn sleep_past(&self, pick: impl FnOnce(&HashMap<GroupId, Instant>) -> Option<Instant>) {
         let latest = {
             let mut fences = self.until.lock().expect("write fences lock");
             let now = Instant::now();
             fences.retain(|_, until| *until > now);
-            fences.values().copied().max()
+            pick(&fences)
         };
         if let Some(until) = latest {
             tokio::time::sleep_until(until.into()).await;
@@ -242,6 +241,11 @@ struct VolumeIo {
 }
 
 impl VolumeIo {
+    /// The Raft group of the PG that holds object `object_no`.
+    fn group_of(&self, object_no: u64) -> GroupId {
+        group_id(self.pool.id, pg_of(self.id, object_no, self.pool.pg_num))
+    }
+
     /// The object size, and whether object `object_no` still reads
     /// through to the parent snapshot.
     fn reads_through(&self, object_no: u64) -> bool {
@@ -475,8 +479,7 @@ impl VolumeClient {
         let mut pieces = futures_util::stream::FuturesUnordered::new();
         let mut groups = Vec::new();
         for (object_no, within, take) in Self::pieces(&view.pool, offset, data.len() as u64) {
-            let pool = &view.pool;
-            groups.push(group_id(pool.id, pg_of(view.id, object_no, pool.pg_num)));
+            groups.push(view.group_of(object_no));
             let start = (object_no * view.pool.object_size + within - offset) as usize;
             let op = ObjectOp::Write {
                 object: ObjectId {
@@ -1051,9 +1054,8 @@ impl VolumeClient {
             .clamp(1, DIGEST_OBJECTS_PER_ENTRY);
         let mut by_group: BTreeMap<GroupId, Vec<u64>> = BTreeMap::new();
         for object_no in objects {
-            let pg = pg_of(view.id, object_no, view.pool.pg_num);
             by_group
-                .entry(group_id(view.pool.id, pg))
+                .entry(view.group_of(object_no))
                 .or_default()
                 .push(object_no);
         }
