@@ -126,6 +126,8 @@ fn configs(options: &DevOptions, chain_dir: &Path) -> Vec<DaemonConfig> {
                 down_after_secs: 5,
                 out_after_secs: options.out_after_secs,
                 applied_sync_ms: options.applied_sync_ms,
+                recovery_max_copies: 2,
+                recovery_max_bytes_per_sec: 0,
                 chain: Some(ChainConfig {
                     genesis: chain_dir.join("genesis.json"),
                     key: Some(chain_dir.join(format!("delegate-{}.key.json", i - 1))),

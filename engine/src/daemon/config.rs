@@ -37,6 +37,13 @@ fn default_applied_sync_ms() -> u64 {
     1000
 }
 
+fn default_recovery_max_copies() -> usize {
+    2
+}
+
+/// How many copies `recovery_max_copies` may allow.
+pub const RECOVERY_MAX_COPIES_RANGE: std::ops::RangeInclusive<usize> = 1..=64;
+
 /// The periods `applied_sync_ms` may take, in milliseconds.
 pub const APPLIED_SYNC_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=600_000;
 
@@ -127,6 +134,17 @@ pub struct DaemonConfig {
     /// its own, so periods past that mostly move syncs to the Raft loop.
     #[serde(default = "default_applied_sync_ms")]
     pub applied_sync_ms: u64,
+    /// New replicas this node copies at once (re-replication, as the
+    /// receiving side); more wait their turn. Each copy streams a whole
+    /// PG, and a lost node's PGs all get new replicas at the same moment.
+    #[serde(default = "default_recovery_max_copies")]
+    pub recovery_max_copies: usize,
+    /// Bytes per second this node's copies may receive together; 0 (the
+    /// default) sets no limit. Lower it when re-replication slows client
+    /// I/O too much; a lower rate keeps the cluster short of a replica for
+    /// longer.
+    #[serde(default)]
+    pub recovery_max_bytes_per_sec: u64,
     /// The embedded ledger; off if absent.
     #[serde(default)]
     pub chain: Option<ChainConfig>,
@@ -180,6 +198,13 @@ impl DaemonConfig {
                 APPLIED_SYNC_MS_RANGE.end()
             ));
         }
+        if !RECOVERY_MAX_COPIES_RANGE.contains(&self.recovery_max_copies) {
+            return Err(format!(
+                "recovery_max_copies must be between {} and {}",
+                RECOVERY_MAX_COPIES_RANGE.start(),
+                RECOVERY_MAX_COPIES_RANGE.end()
+            ));
+        }
         if self.disks.is_empty() {
             return Err("list at least one disk ([[disks]] id = 0, path = \"...\")".into());
         }
@@ -222,6 +247,51 @@ impl DaemonConfig {
                 })
                 .collect(),
             up: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+id = 1
+name = "node1"
+data_dir = "/tmp/hpchain-node1"
+api_token_file = "/tmp/hpchain-node1/api-token"
+[[disks]]
+id = 0
+path = "/tmp/hpchain-node1/disk0"
+[[monitors]]
+id = 1
+peer_addr = "127.0.0.1:9401"
+"#;
+
+    fn load(extra: &str) -> Result<DaemonConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, format!("{extra}\n{MINIMAL}")).unwrap();
+        DaemonConfig::load(&path)
+    }
+
+    #[test]
+    fn recovery_limits_default_to_two_copies_at_any_rate_and_refuse_zero_copies() {
+        let config = load("").unwrap();
+        assert_eq!(config.recovery_max_copies, 2);
+        assert_eq!(config.recovery_max_bytes_per_sec, 0);
+        let config =
+            load("recovery_max_copies = 8\nrecovery_max_bytes_per_sec = 104857600").unwrap();
+        assert_eq!(config.recovery_max_copies, 8);
+        assert_eq!(config.recovery_max_bytes_per_sec, 100 << 20);
+        for copies in [0, 65] {
+            let error = load(&format!("recovery_max_copies = {copies}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("recovery_max_copies must be between 1 and 64"),
+                "{error}"
+            );
         }
     }
 }

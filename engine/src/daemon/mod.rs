@@ -367,6 +367,10 @@ pub async fn run_with(
             backends.clone(),
             map.clone(),
             client.clone(),
+            crate::recovery::CopyLimits::new(
+                config.recovery_max_copies,
+                config.recovery_max_bytes_per_sec,
+            ),
         )))
         .map_err(|e| DaemonError::Replication(e.to_string()))?;
     let pgs = tokio::spawn(manage_pgs(

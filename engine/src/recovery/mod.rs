@@ -9,6 +9,11 @@
 //! (synced), and lets Raft step the snapshot; the log after the index
 //! follows as usual, and the leader promotes the learner once it has
 //! caught up.
+//!
+//! After a node is lost, every PG it held gets a new replica at once, and
+//! each copy streams a whole PG. [`CopyLimits`] keep that from starving
+//! client I/O on the receiving node: a number of copies at a time (the rest
+//! wait their turn), and a byte rate all of them share.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -212,6 +217,7 @@ pub struct PgInstaller {
     backends: Arc<HashMap<u32, Arc<dyn PgBackend>>>,
     map: Arc<RwLock<ClusterMapState>>,
     maps: MapClient,
+    limits: CopyLimits,
 }
 
 impl PgInstaller {
@@ -220,12 +226,14 @@ impl PgInstaller {
         backends: HashMap<u32, Arc<dyn PgBackend>>,
         map: Arc<RwLock<ClusterMapState>>,
         maps: MapClient,
+        limits: CopyLimits,
     ) -> PgInstaller {
         PgInstaller {
             runtime,
             backends: Arc::new(backends),
             map,
             maps,
+            limits,
         }
     }
 }
@@ -235,9 +243,12 @@ impl SnapshotInstaller for PgInstaller {
         let backends = self.backends.clone();
         let map = self.map.clone();
         let maps = self.maps.clone();
+        let limits = self.limits.clone();
         self.runtime.spawn(async move {
+            let _slot = limits.slot(request.group).await;
             let started = Instant::now();
-            let result = copy_replica(&request, &backends, &map, &maps, COPY_SILENCE_MAX).await;
+            let result =
+                copy_replica(&request, &backends, &map, &maps, &limits, COPY_SILENCE_MAX).await;
             match &result {
                 Ok(copied) => tracing::info!(
                     group = format!("{:x}", request.group),
@@ -255,6 +266,56 @@ impl SnapshotInstaller for PgInstaller {
             }
             done(result.map(|_| ()));
         });
+    }
+}
+
+/// How much re-replication a node takes on at once (see the module docs).
+#[derive(Clone)]
+pub struct CopyLimits {
+    slots: Arc<tokio::sync::Semaphore>,
+    slot_count: usize,
+    bandwidth: crate::volume::qos::QosLimiter,
+}
+
+impl CopyLimits {
+    /// At most `copies` copies at once (at least 1), receiving at most
+    /// `bytes_per_second` together (0: no limit).
+    pub fn new(copies: usize, bytes_per_second: u64) -> CopyLimits {
+        use crate::volume::qos::{Limit, QosLimits};
+        let copies = copies.max(1);
+        CopyLimits {
+            slots: Arc::new(tokio::sync::Semaphore::new(copies)),
+            slot_count: copies,
+            bandwidth: crate::volume::qos::QosLimiter::new(QosLimits {
+                write_bps: Limit::per_second(bytes_per_second),
+                ..QosLimits::default()
+            }),
+        }
+    }
+
+    /// Waits for a copy slot for `group`; the copy runs while the permit
+    /// is held.
+    async fn slot(&self, group: GroupId) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return permit;
+        }
+        tracing::info!(
+            group = format!("{group:x}"),
+            copies_at_once = self.slot_count,
+            "a new replica's copy waits for another copy to end (recovery_max_copies)"
+        );
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the copy slots are never closed")
+    }
+
+    /// Waits until `bytes` more may be received.
+    async fn admit(&self, bytes: u64) {
+        self.bandwidth
+            .admit(crate::volume::qos::IoKind::Write, bytes)
+            .await;
     }
 }
 
@@ -280,6 +341,7 @@ async fn copy_replica(
     backends: &HashMap<u32, Arc<dyn PgBackend>>,
     map: &RwLock<ClusterMapState>,
     maps: &MapClient,
+    limits: &CopyLimits,
     silence_max: Duration,
 ) -> Result<Copied, String> {
     let silent = || {
@@ -329,6 +391,7 @@ async fn copy_replica(
             .map_err(|_| format!("copy from {source_addr}: {}", silent()))?
             .map_err(|e| format!("copy from {source_addr}: {}", e.message()))?;
         let Some(message) = message else { break };
+        limits.admit(message_bytes(&message)).await;
         let object = ObjectId {
             volume: message.volume,
             object_no: message.object,
@@ -406,6 +469,16 @@ async fn copy_replica(
     Ok(copied)
 }
 
+/// The data bytes a copy message carries.
+fn message_bytes(message: &CopiedObject) -> u64 {
+    message
+        .versions
+        .iter()
+        .flat_map(|v| &v.blocks)
+        .map(|b| b.data.len() as u64)
+        .sum()
+}
+
 #[cfg(test)]
 mod copy_tests {
     use super::*;
@@ -437,9 +510,77 @@ mod copy_tests {
         }
     }
 
+    /// A source that sends `objects` objects of volume 5, each in one
+    /// message of `blocks` 4 KiB blocks.
+    struct SendsObjects {
+        objects: u64,
+        blocks: u64,
+    }
+
+    #[tonic::async_trait]
+    impl Recovery for SendsObjects {
+        type CopyPgStream = CopyStream;
+
+        async fn copy_pg(
+            &self,
+            _request: Request<CopyPgRequest>,
+        ) -> Result<Response<CopyStream>, Status> {
+            let messages: Vec<CopiedObject> = (0..self.objects)
+                .map(|object| {
+                    let blocks = (0..self.blocks)
+                        .map(|block| {
+                            let data = vec![object as u8 + 1; 4096];
+                            CopiedBlock {
+                                block,
+                                crc: crc32c::crc32c(&data),
+                                data,
+                            }
+                        })
+                        .collect();
+                    CopiedObject {
+                        volume: 5,
+                        object,
+                        versions: vec![CopiedVersion {
+                            clone_seq: 0,
+                            blocks,
+                        }],
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            Ok(Response::new(Box::pin(tokio_stream::iter(
+                messages.into_iter().map(Ok),
+            ))))
+        }
+    }
+
+    /// Serves `source` on a loopback port; returns its address.
+    async fn serve<S: Recovery>(source: S) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(crate::net::proto::recovery_server::RecoveryServer::new(
+                    source,
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        (addr, server)
+    }
+
     /// Copies from a source at `addr` (the node holding disk 1) with a
     /// silence limit of 500 ms, bounded by 20 s.
     async fn copy_from(addr: &str) -> Result<Result<Copied, String>, tokio::time::error::Elapsed> {
+        let backend: Arc<dyn PgBackend> = Arc::new(MemoryBackend::default());
+        copy_into(addr, backend, CopyLimits::new(1, 0)).await
+    }
+
+    async fn copy_into(
+        addr: &str,
+        backend: Arc<dyn PgBackend>,
+        limits: CopyLimits,
+    ) -> Result<Result<Copied, String>, tokio::time::error::Elapsed> {
         let mut map = ClusterMapState::default();
         map.nodes.insert(
             2,
@@ -448,7 +589,6 @@ mod copy_tests {
                 ..NodeInfo::for_test(2, &[1])
             },
         );
-        let backend: Arc<dyn PgBackend> = Arc::new(MemoryBackend::default());
         let backends = HashMap::from([(0u32, backend)]);
         let request = InstallRequest {
             group: group_id(1, 0),
@@ -456,7 +596,9 @@ mod copy_tests {
             from: peer_of_disk(1),
             index: 10,
         };
-        let maps = MapClient::new(1, None, Vec::new(), Arc::new(|_: u64| None::<String>));
+        // A monitor that cannot be reached: a copy that gets as far as
+        // reading the map fails there.
+        let maps = MapClient::new(1, None, vec![99], Arc::new(|_: u64| None::<String>));
         tokio::time::timeout(
             Duration::from_secs(20),
             copy_replica(
@@ -464,6 +606,7 @@ mod copy_tests {
                 &backends,
                 &RwLock::new(map),
                 &maps,
+                &limits,
                 Duration::from_millis(500),
             ),
         )
@@ -509,5 +652,70 @@ mod copy_tests {
         assert!(started.elapsed() >= Duration::from_millis(500));
         server.abort();
         drop(silent);
+    }
+
+    /// A node's copies together receive no faster than the limit: 1 MiB
+    /// at 512 KiB/s takes over 1.4 s (the first tenth of a second's worth
+    /// passes at once), where unlimited it takes a fraction of that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_receives_no_faster_than_the_nodes_recovery_rate() {
+        let (addr, server) = serve(SendsObjects {
+            objects: 8,
+            blocks: 32,
+        })
+        .await;
+        for (rate, at_least, at_most) in [
+            (0, Duration::ZERO, Duration::from_millis(1_400)),
+            (
+                512 << 10,
+                Duration::from_millis(1_400),
+                Duration::from_secs(10),
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(crate::store::DiskStore::open(dir.path()).unwrap());
+            let backend: Arc<dyn PgBackend> = store.clone();
+            let started = Instant::now();
+            let copy = tokio::spawn({
+                let addr = addr.clone();
+                async move { copy_into(&addr, backend, CopyLimits::new(1, rate)).await }
+            });
+            // Every object imported: the copy then only has the map left
+            // to read, which this test has none of.
+            while store.object_numbers(5).unwrap().len() < 8 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the copy stalled"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let took = started.elapsed();
+            copy.abort();
+            assert!(
+                took >= at_least && took < at_most,
+                "rate {rate}: the copy took {took:?}"
+            );
+        }
+        server.abort();
+    }
+
+    /// Copies beyond the node's limit wait for a slot, and take it as soon
+    /// as one is given back.
+    #[tokio::test]
+    async fn copies_beyond_the_limit_wait_for_a_slot() {
+        let limits = CopyLimits::new(2, 0);
+        let first = limits.slot(1).await;
+        let _second = limits.slot(2).await;
+        let third = tokio::spawn({
+            let limits = limits.clone();
+            async move { limits.slot(3).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!third.is_finished(), "a third copy ran beside two");
+        drop(first);
+        let _slot = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("the third copy never got the freed slot")
+            .unwrap();
     }
 }
