@@ -44,6 +44,10 @@ fn default_recovery_max_copies() -> usize {
 /// How many copies `recovery_max_copies` may allow.
 pub const RECOVERY_MAX_COPIES_RANGE: std::ops::RangeInclusive<usize> = 1..=64;
 
+/// The rates `recovery_max_bytes_per_sec` may take, besides 0 (no limit).
+pub const RECOVERY_BYTES_PER_SEC_RANGE: std::ops::RangeInclusive<u64> =
+    (1 << 20)..=crate::volume::qos::MAX_RATE;
+
 /// The periods `applied_sync_ms` may take, in milliseconds.
 pub const APPLIED_SYNC_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=600_000;
 
@@ -205,6 +209,15 @@ impl DaemonConfig {
                 RECOVERY_MAX_COPIES_RANGE.end()
             ));
         }
+        if self.recovery_max_bytes_per_sec != 0
+            && !RECOVERY_BYTES_PER_SEC_RANGE.contains(&self.recovery_max_bytes_per_sec)
+        {
+            return Err(format!(
+                "recovery_max_bytes_per_sec must be 0 (no limit) or between {} and {}: a copy message carries up to 16 MiB, which a lower rate would take minutes to let through",
+                RECOVERY_BYTES_PER_SEC_RANGE.start(),
+                RECOVERY_BYTES_PER_SEC_RANGE.end()
+            ));
+        }
         if self.disks.is_empty() {
             return Err("list at least one disk ([[disks]] id = 0, path = \"...\")".into());
         }
@@ -276,7 +289,7 @@ peer_addr = "127.0.0.1:9401"
     }
 
     #[test]
-    fn recovery_limits_default_to_two_copies_at_any_rate_and_refuse_zero_copies() {
+    fn recovery_limits_default_to_two_copies_at_any_rate_and_refuse_what_cannot_work() {
         let config = load("").unwrap();
         assert_eq!(config.recovery_max_copies, 2);
         assert_eq!(config.recovery_max_bytes_per_sec, 0);
@@ -284,6 +297,13 @@ peer_addr = "127.0.0.1:9401"
             load("recovery_max_copies = 8\nrecovery_max_bytes_per_sec = 104857600").unwrap();
         assert_eq!(config.recovery_max_copies, 8);
         assert_eq!(config.recovery_max_bytes_per_sec, 100 << 20);
+        let error = load("recovery_max_bytes_per_sec = 4096")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("recovery_max_bytes_per_sec must be 0 (no limit) or between 1048576"),
+            "{error}"
+        );
         for copies in [0, 65] {
             let error = load(&format!("recovery_max_copies = {copies}"))
                 .unwrap_err()

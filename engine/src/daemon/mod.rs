@@ -361,16 +361,17 @@ pub async fn run_with(
         ))
     });
 
+    let copy_limits = crate::recovery::CopyLimits::new(
+        config.recovery_max_copies,
+        config.recovery_max_bytes_per_sec,
+    );
     raft.handle()
         .set_snapshot_installer(Arc::new(crate::recovery::PgInstaller::new(
             tokio::runtime::Handle::current(),
             backends.clone(),
             map.clone(),
             client.clone(),
-            crate::recovery::CopyLimits::new(
-                config.recovery_max_copies,
-                config.recovery_max_bytes_per_sec,
-            ),
+            copy_limits.clone(),
         )))
         .map_err(|e| DaemonError::Replication(e.to_string()))?;
     let pgs = tokio::spawn(manage_pgs(
@@ -384,6 +385,9 @@ pub async fn run_with(
     let metrics_repairer = repairer.clone();
     metrics.register(Arc::new(move |out: &mut String| {
         metrics_repairer.render_metrics(out)
+    }));
+    metrics.register(Arc::new(move |out: &mut String| {
+        copy_limits.render_metrics(out)
     }));
     for extension in extensions {
         let context = NodeContext {

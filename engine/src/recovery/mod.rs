@@ -16,7 +16,9 @@
 //! wait their turn), and a byte rate all of them share.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
@@ -239,13 +241,23 @@ impl PgInstaller {
 }
 
 impl SnapshotInstaller for PgInstaller {
-    fn install(&self, request: InstallRequest, done: Box<dyn FnOnce(Result<(), String>) + Send>) {
+    fn install(
+        &self,
+        request: InstallRequest,
+        done: Box<dyn FnOnce(Result<(), String>) + Send>,
+    ) -> bool {
+        // No waiting for a slot here: a replica whose copy has started
+        // hears nothing and cannot be dropped, so one waiting behind slow
+        // copies would be held for as long as they last.
+        let Some(slot) = self.limits.try_slot(request.group) else {
+            return false;
+        };
         let backends = self.backends.clone();
         let map = self.map.clone();
         let maps = self.maps.clone();
         let limits = self.limits.clone();
         self.runtime.spawn(async move {
-            let _slot = limits.slot(request.group).await;
+            let _slot = slot;
             let started = Instant::now();
             let result =
                 copy_replica(&request, &backends, &map, &maps, &limits, COPY_SILENCE_MAX).await;
@@ -266,16 +278,44 @@ impl SnapshotInstaller for PgInstaller {
             }
             done(result.map(|_| ()));
         });
+        true
     }
 }
 
-/// How much re-replication a node takes on at once (see the module docs).
+/// How much re-replication a node takes on at once (see the module docs),
+/// and what its copies did, for `/metrics`.
 #[derive(Clone)]
 pub struct CopyLimits {
     slots: Arc<tokio::sync::Semaphore>,
     slot_count: usize,
     bandwidth: crate::volume::qos::QosLimiter,
+    counts: Arc<CopyCounts>,
 }
+
+#[derive(Default)]
+struct CopyCounts {
+    running: AtomicU64,
+    turned_away: AtomicU64,
+    received_bytes: AtomicU64,
+    /// When a copy was last turned away with a log line.
+    logged_turned_away: Mutex<Option<Instant>>,
+}
+
+/// A copy's slot: the copy runs while this is held.
+struct CopySlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    counts: Arc<CopyCounts>,
+}
+
+impl Drop for CopySlot {
+    fn drop(&mut self) {
+        self.counts.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Copies turned away are logged at most this often (their leaders ask
+/// again every few heartbeats).
+const TURNED_AWAY_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl CopyLimits {
     /// At most `copies` copies at once (at least 1), receiving at most
@@ -290,25 +330,35 @@ impl CopyLimits {
                 write_bps: Limit::per_second(bytes_per_second),
                 ..QosLimits::default()
             }),
+            counts: Arc::default(),
         }
     }
 
-    /// Waits for a copy slot for `group`; the copy runs while the permit
-    /// is held.
-    async fn slot(&self, group: GroupId) -> tokio::sync::OwnedSemaphorePermit {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return permit;
-        }
-        tracing::info!(
-            group = format!("{group:x}"),
-            copies_at_once = self.slot_count,
-            "a new replica's copy waits for another copy to end (recovery_max_copies)"
-        );
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the copy slots are never closed")
+    /// A copy slot for `group`, if one is free.
+    fn try_slot(&self, group: GroupId) -> Option<CopySlot> {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            let counts = &self.counts;
+            let turned_away = counts.turned_away.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut logged = counts
+                .logged_turned_away
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if logged.is_none_or(|at| at.elapsed() >= TURNED_AWAY_LOG_EVERY) {
+                *logged = Some(Instant::now());
+                tracing::info!(
+                    group = format!("{group:x}"),
+                    copies_at_once = self.slot_count,
+                    turned_away,
+                    "new replicas wait for a copy slot (recovery_max_copies); their leaders ask again"
+                );
+            }
+            return None;
+        };
+        self.counts.running.fetch_add(1, Ordering::Relaxed);
+        Some(CopySlot {
+            _permit: permit,
+            counts: self.counts.clone(),
+        })
     }
 
     /// Waits until `bytes` more may be received.
@@ -316,6 +366,33 @@ impl CopyLimits {
         self.bandwidth
             .admit(crate::volume::qos::IoKind::Write, bytes)
             .await;
+        self.counts
+            .received_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The node's re-replication in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        let counts = &self.counts;
+        let _ = writeln!(
+            out,
+            "# HELP hpchain_recovery_copies New replicas this node is copying.\n\
+             # TYPE hpchain_recovery_copies gauge\n\
+             hpchain_recovery_copies {}\n\
+             # HELP hpchain_recovery_copies_turned_away_total Snapshot copies this node turned away for lack of a slot (recovery_max_copies); each is asked for again.\n\
+             # TYPE hpchain_recovery_copies_turned_away_total counter\n\
+             hpchain_recovery_copies_turned_away_total {}\n\
+             # HELP hpchain_recovery_received_bytes_total Object data this node's copies of new replicas received.\n\
+             # TYPE hpchain_recovery_received_bytes_total counter\n\
+             hpchain_recovery_received_bytes_total {}\n\
+             # HELP hpchain_recovery_throttled_seconds_total Time this node's copies waited for recovery_max_bytes_per_sec.\n\
+             # TYPE hpchain_recovery_throttled_seconds_total counter\n\
+             hpchain_recovery_throttled_seconds_total {:.3}",
+            counts.running.load(Ordering::Relaxed),
+            counts.turned_away.load(Ordering::Relaxed),
+            counts.received_bytes.load(Ordering::Relaxed),
+            self.bandwidth.throttled_nanos() as f64 / 1e9,
+        );
     }
 }
 
@@ -655,8 +732,10 @@ mod copy_tests {
     }
 
     /// A node's copies together receive no faster than the limit: 1 MiB
-    /// at 512 KiB/s takes over 1.4 s (the first tenth of a second's worth
-    /// passes at once), where unlimited it takes a fraction of that.
+    /// in 128 KiB messages at 512 KiB/s takes over 1.4 s (the limiter lets
+    /// a message through while it is not in debt, so the last one passes
+    /// once 896 KiB less a tenth of a second's worth have drained: about
+    /// 1.65 s), where unlimited it takes a fraction of that.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_copy_receives_no_faster_than_the_nodes_recovery_rate() {
         let (addr, server) = serve(SendsObjects {
@@ -676,9 +755,11 @@ mod copy_tests {
             let store = Arc::new(crate::store::DiskStore::open(dir.path()).unwrap());
             let backend: Arc<dyn PgBackend> = store.clone();
             let started = Instant::now();
+            let limits = CopyLimits::new(1, rate);
+            let limits_seen = limits.clone();
             let copy = tokio::spawn({
                 let addr = addr.clone();
-                async move { copy_into(&addr, backend, CopyLimits::new(1, rate)).await }
+                async move { copy_into(&addr, backend, limits).await }
             });
             // Every object imported: the copy then only has the map left
             // to read, which this test has none of.
@@ -691,6 +772,15 @@ mod copy_tests {
             }
             let took = started.elapsed();
             copy.abort();
+            let mut metrics = String::new();
+            limits_seen.render_metrics(&mut metrics);
+            assert!(
+                metrics.contains(&format!(
+                    "hpchain_recovery_received_bytes_total {}",
+                    8 * 32 * 4096
+                )),
+                "{metrics}"
+            );
             assert!(
                 took >= at_least && took < at_most,
                 "rate {rate}: the copy took {took:?}"
@@ -699,23 +789,27 @@ mod copy_tests {
         server.abort();
     }
 
-    /// Copies beyond the node's limit wait for a slot, and take it as soon
-    /// as one is given back.
-    #[tokio::test]
-    async fn copies_beyond_the_limit_wait_for_a_slot() {
+    /// Copies beyond the node's limit are turned away (their leaders ask
+    /// again) until a slot is given back.
+    #[test]
+    fn copies_beyond_the_limit_are_turned_away_until_a_slot_is_free() {
         let limits = CopyLimits::new(2, 0);
-        let first = limits.slot(1).await;
-        let _second = limits.slot(2).await;
-        let third = tokio::spawn({
-            let limits = limits.clone();
-            async move { limits.slot(3).await }
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!third.is_finished(), "a third copy ran beside two");
+        let metric = |name: &str| {
+            let mut out = String::new();
+            limits.render_metrics(&mut out);
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+                .unwrap_or_else(|| panic!("no {name} in {out}"))
+        };
+        let first = limits.try_slot(1).expect("a first slot");
+        let second = limits.try_slot(2).expect("a second slot");
+        assert!(limits.try_slot(3).is_none(), "a third copy ran beside two");
+        assert_eq!(metric("hpchain_recovery_copies"), "2");
+        assert_eq!(metric("hpchain_recovery_copies_turned_away_total"), "1");
         drop(first);
-        let _slot = tokio::time::timeout(Duration::from_secs(5), third)
-            .await
-            .expect("the third copy never got the freed slot")
-            .unwrap();
+        let third = limits.try_slot(3).expect("the freed slot");
+        assert_eq!(metric("hpchain_recovery_copies"), "2");
+        drop((second, third));
+        assert_eq!(metric("hpchain_recovery_copies"), "0");
     }
 }

@@ -87,11 +87,20 @@ pub trait StateMachine: Send {
 /// state machine to the state of the sender's replica, which has applied
 /// at least `index`, and steps the snapshot only once that is durable.
 pub trait SnapshotInstaller: Send + Sync + 'static {
-    /// Starts the copy and returns at once; `done` is called exactly once,
-    /// from any thread, and only after the copy's last write: until then
-    /// the replica cannot be dropped (a write after the drop would land
-    /// under the next replica of the group on that disk).
-    fn install(&self, request: InstallRequest, done: Box<dyn FnOnce(Result<(), String>) + Send>);
+    /// Starts the copy and returns true at once; `done` is called exactly
+    /// once, from any thread, and only after the copy's last write: until
+    /// then the replica cannot be dropped (a write after the drop would
+    /// land under the next replica of the group on that disk), and hears
+    /// nothing.
+    ///
+    /// Returns false, and never calls `done`, when the node takes on no
+    /// more copies now: the replica goes on as it was (it can be dropped,
+    /// and it hears Raft), and the leader's next snapshot asks again.
+    fn install(
+        &self,
+        request: InstallRequest,
+        done: Box<dyn FnOnce(Result<(), String>) + Send>,
+    ) -> bool;
 }
 
 /// What to copy, for [`SnapshotInstaller::install`].

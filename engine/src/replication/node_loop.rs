@@ -743,7 +743,6 @@ impl NodeLoop {
             );
             return;
         };
-        peer.installing = Some(index);
         let request = InstallRequest {
             group,
             peer: peer.id,
@@ -752,7 +751,7 @@ impl NodeLoop {
         };
         let inbox = self.inbox.clone();
         let message = Box::new(envelope.message);
-        installer.install(
+        let started = installer.install(
             request,
             Box::new(move |result| {
                 let _ = inbox.send(Command::Installed {
@@ -762,6 +761,11 @@ impl NodeLoop {
                 });
             }),
         );
+        // Set before the loop reads its inbox again, so before it can
+        // take the copy's `Installed`.
+        if started {
+            peer.installing = Some(index);
+        }
     }
 
     fn create_group(

@@ -664,22 +664,39 @@ struct HeldInstaller {
 }
 
 impl super::SnapshotInstaller for HeldInstaller {
-    fn install(&self, request: super::InstallRequest, done: CopyDone) {
+    fn install(&self, request: super::InstallRequest, done: CopyDone) -> bool {
         self.held.lock().unwrap().push((request, done));
+        true
     }
 }
 
-/// A replica copying a snapshot's state is not dropped: the copy runs off
-/// the loop and would write its objects and applied index after the drop,
-/// under whatever replica of the group the node creates next. Once the
-/// copy ends, the drop goes through.
-#[test]
-fn a_replica_copying_a_snapshot_is_not_dropped_until_the_copy_ends() {
-    let cluster = Cluster::new(&[1, 2, 3], &[1]);
-    for i in 0..5 {
-        cluster.put(1, "x", &i.to_string());
+/// Turns copies away (a node at its limit of copies at once) until told
+/// to take them, then holds them like [`HeldInstaller`].
+#[derive(Default)]
+struct BusyInstaller {
+    taking: std::sync::atomic::AtomicBool,
+    turned_away: std::sync::atomic::AtomicUsize,
+    held: HeldInstaller,
+}
+
+impl super::SnapshotInstaller for BusyInstaller {
+    fn install(&self, request: super::InstallRequest, done: CopyDone) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.taking.load(Ordering::SeqCst) {
+            self.turned_away.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        self.held.install(request, done)
     }
-    // Node 4 hosts a replica that joins through a snapshot.
+}
+
+/// Starts node 4 with `installer` and has group 1's leader add it, until
+/// `asked()` says a snapshot's copy was asked for.
+fn join_by_snapshot(
+    cluster: &Cluster,
+    installer: Arc<dyn super::SnapshotInstaller>,
+    asked: impl Fn() -> bool,
+) -> RaftNode {
     let dir = cluster.dir.path().join("node4");
     let db = Arc::new(DB::open_default(&dir).unwrap());
     let log = open_node_log(&dir.join("raft-log"), &db).unwrap();
@@ -694,21 +711,16 @@ fn a_replica_copying_a_snapshot_is_not_dropped_until_the_copy_ends() {
         }),
         Arc::new(|_g: GroupId, peer: u64| Some(peer)),
     );
-    let installer = Arc::new(HeldInstaller::default());
-    joiner
-        .handle()
-        .set_snapshot_installer(installer.clone())
-        .unwrap();
+    joiner.handle().set_snapshot_installer(installer).unwrap();
     joiner
         .handle()
         .create_group(1, 4, Vec::new(), Box::new(RocksKv::open(db.clone(), 1)))
         .unwrap();
     cluster.net.nodes.lock().unwrap().insert(4, joiner.handle());
-
     // The leader adds it as a learner (compacting its log first, so that
     // the joiner gets a snapshot) and sends the snapshot.
     let deadline = Instant::now() + TIMEOUT;
-    while installer.held.lock().unwrap().is_empty() {
+    while !asked() {
         assert!(Instant::now() < deadline, "no snapshot copy was asked for");
         let leader = cluster.leader(1);
         cluster
@@ -717,6 +729,85 @@ fn a_replica_copying_a_snapshot_is_not_dropped_until_the_copy_ends() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(50));
     }
+    joiner
+}
+
+/// A node at its limit of copies at once turns a snapshot's copy away:
+/// the replica is not held copying (it can be dropped), and the leader's
+/// next snapshot asks again, until a copy is taken.
+#[test]
+fn a_copy_turned_away_leaves_the_replica_free_and_is_asked_for_again() {
+    use std::sync::atomic::Ordering;
+    let cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..5 {
+        cluster.put(1, "x", &i.to_string());
+    }
+    let installer = Arc::new(BusyInstaller::default());
+    let watched = installer.clone();
+    let joiner = join_by_snapshot(&cluster, installer.clone(), move || {
+        watched.turned_away.load(Ordering::SeqCst) > 0
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while installer.turned_away.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the copy was not asked for again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    installer.taking.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + TIMEOUT;
+    while installer.held.held.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "a copy was never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Now it is copying, and held.
+    assert_eq!(
+        joiner.handle().destroy_group(1),
+        Err(ReplicationError::Installing(1))
+    );
+    for (_, done) in std::mem::take(&mut *installer.held.held.lock().unwrap()) {
+        done(Err("the test ends the copy".into()));
+    }
+    cluster.net.nodes.lock().unwrap().remove(&4);
+    joiner.stop();
+}
+
+/// While its copies are turned away, a replica is not held: it can be
+/// dropped (as when placement moves the group elsewhere meanwhile).
+#[test]
+fn a_replica_whose_copy_was_turned_away_can_be_dropped() {
+    use std::sync::atomic::Ordering;
+    let cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..5 {
+        cluster.put(1, "x", &i.to_string());
+    }
+    let installer = Arc::new(BusyInstaller::default());
+    let watched = installer.clone();
+    let joiner = join_by_snapshot(&cluster, installer.clone(), move || {
+        watched.turned_away.load(Ordering::SeqCst) > 0
+    });
+    assert_eq!(joiner.handle().destroy_group(1), Ok(()));
+    cluster.net.nodes.lock().unwrap().remove(&4);
+    joiner.stop();
+}
+
+/// A replica copying a snapshot's state is not dropped: the copy runs off
+/// the loop and would write its objects and applied index after the drop,
+/// under whatever replica of the group the node creates next. Once the
+/// copy ends, the drop goes through.
+#[test]
+fn a_replica_copying_a_snapshot_is_not_dropped_until_the_copy_ends() {
+    let cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..5 {
+        cluster.put(1, "x", &i.to_string());
+    }
+    // Node 4 hosts a replica that joins through a snapshot.
+    let installer = Arc::new(HeldInstaller::default());
+    let watched = installer.clone();
+    let joiner = join_by_snapshot(&cluster, installer.clone(), move || {
+        !watched.held.lock().unwrap().is_empty()
+    });
 
     assert_eq!(
         joiner.handle().destroy_group(1),
