@@ -46,7 +46,7 @@ pub const RECOVERY_MAX_COPIES_RANGE: std::ops::RangeInclusive<usize> = 1..=64;
 
 /// The rates `recovery_max_bytes_per_sec` may take, besides 0 (no limit).
 pub const RECOVERY_BYTES_PER_SEC_RANGE: std::ops::RangeInclusive<u64> =
-    (1 << 20)..=crate::volume::qos::MAX_RATE;
+    1_000_000..=crate::volume::qos::MAX_RATE;
 
 /// The periods `applied_sync_ms` may take, in milliseconds.
 pub const APPLIED_SYNC_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=600_000;
@@ -139,7 +139,7 @@ pub struct DaemonConfig {
     #[serde(default = "default_applied_sync_ms")]
     pub applied_sync_ms: u64,
     /// New replicas this node copies at once (re-replication, as the
-    /// receiving side); more wait their turn. Each copy streams a whole
+    /// receiving side); the leaders of the others ask again. Each copy streams a whole
     /// PG, and a lost node's PGs all get new replicas at the same moment.
     #[serde(default = "default_recovery_max_copies")]
     pub recovery_max_copies: usize,
@@ -213,7 +213,7 @@ impl DaemonConfig {
             && !RECOVERY_BYTES_PER_SEC_RANGE.contains(&self.recovery_max_bytes_per_sec)
         {
             return Err(format!(
-                "recovery_max_bytes_per_sec must be 0 (no limit) or between {} and {}: a copy message carries up to 16 MiB, which a lower rate would take minutes to let through",
+                "recovery_max_bytes_per_sec must be 0 (no limit) or between {} and {}: a copy message carries up to 16 MiB, which a lower rate would take over 16 s to let through",
                 RECOVERY_BYTES_PER_SEC_RANGE.start(),
                 RECOVERY_BYTES_PER_SEC_RANGE.end()
             ));
@@ -301,7 +301,7 @@ peer_addr = "127.0.0.1:9401"
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("recovery_max_bytes_per_sec must be 0 (no limit) or between 1048576"),
+            error.contains("recovery_max_bytes_per_sec must be 0 (no limit) or between 1000000"),
             "{error}"
         );
         for copies in [0, 65] {

@@ -12,8 +12,9 @@
 //!
 //! After a node is lost, every PG it held gets a new replica at once, and
 //! each copy streams a whole PG. [`CopyLimits`] keep that from starving
-//! client I/O on the receiving node: a number of copies at a time (the rest
-//! wait their turn), and a byte rate all of them share.
+//! client I/O on the receiving node: a number of copies at a time (the
+//! rest are turned away, and their leaders ask again), and a byte rate all
+//! of them share.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -314,7 +315,7 @@ impl Drop for CopySlot {
 }
 
 /// Copies turned away are logged at most this often (their leaders ask
-/// again every few heartbeats).
+/// again at each heartbeat).
 const TURNED_AWAY_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl CopyLimits {
@@ -349,7 +350,7 @@ impl CopyLimits {
                     group = format!("{group:x}"),
                     copies_at_once = self.slot_count,
                     turned_away,
-                    "new replicas wait for a copy slot (recovery_max_copies); their leaders ask again"
+                    "a new replica's copy was turned away: no copy slot is free (recovery_max_copies); its leader asks again"
                 );
             }
             return None;
@@ -673,8 +674,9 @@ mod copy_tests {
             from: peer_of_disk(1),
             index: 10,
         };
-        // A monitor that cannot be reached: a copy that gets as far as
-        // reading the map fails there.
+        // One monitor, unreachable (an empty list is not a client's to
+        // have): a copy that gets as far as reading the map waits there
+        // until the test ends it.
         let maps = MapClient::new(1, None, vec![99], Arc::new(|_: u64| None::<String>));
         tokio::time::timeout(
             Duration::from_secs(20),
@@ -731,61 +733,62 @@ mod copy_tests {
         drop(silent);
     }
 
-    /// A node's copies together receive no faster than the limit: 1 MiB
-    /// in 128 KiB messages at 512 KiB/s takes over 1.4 s (the limiter lets
-    /// a message through while it is not in debt, so the last one passes
-    /// once 896 KiB less a tenth of a second's worth have drained: about
-    /// 1.65 s), where unlimited it takes a fraction of that.
+    /// A node's copies together receive no faster than the limit. Two
+    /// copies of 512 KiB each, in 128 KiB messages, at 512 KiB/s shared:
+    /// the limiter lets a message through while it is not in debt, so the
+    /// last one passes once 896 KiB less a tenth of a second's worth have
+    /// drained, about 1.65 s (a limit per copy would let both through in
+    /// about 0.7 s).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_copy_receives_no_faster_than_the_nodes_recovery_rate() {
+    async fn copies_together_receive_no_faster_than_the_nodes_recovery_rate() {
         let (addr, server) = serve(SendsObjects {
-            objects: 8,
+            objects: 4,
             blocks: 32,
         })
         .await;
-        for (rate, at_least, at_most) in [
-            (0, Duration::ZERO, Duration::from_millis(1_400)),
-            (
-                512 << 10,
-                Duration::from_millis(1_400),
-                Duration::from_secs(10),
-            ),
-        ] {
+        let limits = CopyLimits::new(2, 512 << 10);
+        let started = Instant::now();
+        let mut stores = Vec::new();
+        let mut copies = Vec::new();
+        for _ in 0..2 {
             let dir = tempfile::tempdir().unwrap();
             let store = Arc::new(crate::store::DiskStore::open(dir.path()).unwrap());
             let backend: Arc<dyn PgBackend> = store.clone();
-            let started = Instant::now();
-            let limits = CopyLimits::new(1, rate);
-            let limits_seen = limits.clone();
-            let copy = tokio::spawn({
-                let addr = addr.clone();
+            copies.push(tokio::spawn({
+                let (addr, limits) = (addr.clone(), limits.clone());
                 async move { copy_into(&addr, backend, limits).await }
-            });
-            // Every object imported: the copy then only has the map left
-            // to read, which this test has none of.
-            while store.object_numbers(5).unwrap().len() < 8 {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "the copy stalled"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let took = started.elapsed();
-            copy.abort();
-            let mut metrics = String::new();
-            limits_seen.render_metrics(&mut metrics);
-            assert!(
-                metrics.contains(&format!(
-                    "hpchain_recovery_received_bytes_total {}",
-                    8 * 32 * 4096
-                )),
-                "{metrics}"
-            );
-            assert!(
-                took >= at_least && took < at_most,
-                "rate {rate}: the copy took {took:?}"
-            );
+            }));
+            stores.push((dir, store));
         }
+        // Every object imported: the copies then only have the map left
+        // to read, which this test has none of.
+        while !stores
+            .iter()
+            .all(|(_, store)| store.object_numbers(5).unwrap().len() == 4)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the copies stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = started.elapsed();
+        for copy in copies {
+            copy.abort();
+        }
+        assert!(
+            took >= Duration::from_millis(1_400),
+            "the copies took {took:?}"
+        );
+        let mut metrics = String::new();
+        limits.render_metrics(&mut metrics);
+        assert!(
+            metrics.contains(&format!(
+                "hpchain_recovery_received_bytes_total {}",
+                2 * 4 * 32 * 4096
+            )),
+            "{metrics}"
+        );
         server.abort();
     }
 
@@ -811,5 +814,71 @@ mod copy_tests {
         assert_eq!(metric("hpchain_recovery_copies"), "2");
         drop((second, third));
         assert_eq!(metric("hpchain_recovery_copies"), "0");
+    }
+
+    /// The installer takes a slot for each copy it starts and turns a copy
+    /// away, never calling its `done`, while none is free; the slot comes
+    /// back when the copy ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_installer_turns_copies_away_while_its_slots_are_taken() {
+        use std::sync::atomic::AtomicBool;
+        let (addr, server) = serve(StallsAfterOnePart).await;
+        let mut map = ClusterMapState::default();
+        map.nodes.insert(
+            2,
+            NodeInfo {
+                peer_addr: addr.clone(),
+                ..NodeInfo::for_test(2, &[1])
+            },
+        );
+        let backend: Arc<dyn PgBackend> = Arc::new(MemoryBackend::default());
+        let installer = PgInstaller::new(
+            tokio::runtime::Handle::current(),
+            HashMap::from([(0u32, backend)]),
+            Arc::new(RwLock::new(map)),
+            MapClient::new(1, None, vec![99], Arc::new(|_: u64| None::<String>)),
+            CopyLimits::new(1, 0),
+        );
+        let request = |index| InstallRequest {
+            group: group_id(1, 0),
+            peer: peer_of_disk(0),
+            from: peer_of_disk(1),
+            index,
+        };
+        let (first_done, first_ended) = tokio::sync::oneshot::channel();
+        assert!(installer.install(
+            request(10),
+            Box::new(move |result| {
+                let _ = first_done.send(result);
+            })
+        ));
+        let second_done = Arc::new(AtomicBool::new(false));
+        let flag = second_done.clone();
+        assert!(
+            !installer.install(
+                request(11),
+                Box::new(move |_| flag.store(true, Ordering::SeqCst))
+            ),
+            "a second copy started beside the first"
+        );
+        // The source goes away: the first copy ends and gives its slot back.
+        server.abort();
+        let ended = tokio::time::timeout(Duration::from_secs(20), first_ended)
+            .await
+            .expect("the first copy never ended")
+            .unwrap();
+        assert!(ended.is_err(), "{ended:?}");
+        assert!(
+            !second_done.load(Ordering::SeqCst),
+            "a copy turned away was answered"
+        );
+        let (third_done, third_ended) = tokio::sync::oneshot::channel();
+        assert!(installer.install(
+            request(12),
+            Box::new(move |result| {
+                let _ = third_done.send(result);
+            })
+        ));
+        let _ = tokio::time::timeout(Duration::from_secs(20), third_ended).await;
     }
 }
