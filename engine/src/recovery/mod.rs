@@ -654,11 +654,8 @@ mod copy_tests {
         copy_into(addr, backend, CopyLimits::new(1, 0)).await
     }
 
-    async fn copy_into(
-        addr: &str,
-        backend: Arc<dyn PgBackend>,
-        limits: CopyLimits,
-    ) -> Result<Result<Copied, String>, tokio::time::error::Elapsed> {
+    /// A map where node 2, at `addr`, holds disk 1 (the copies' source).
+    fn source_map(addr: &str) -> ClusterMapState {
         let mut map = ClusterMapState::default();
         map.nodes.insert(
             2,
@@ -667,6 +664,22 @@ mod copy_tests {
                 ..NodeInfo::for_test(2, &[1])
             },
         );
+        map
+    }
+
+    /// One monitor, unreachable (an empty list is not a client's to have):
+    /// a copy that gets as far as reading the map waits there until the
+    /// test ends it.
+    fn unreachable_maps() -> MapClient {
+        MapClient::new(1, None, vec![99], Arc::new(|_: u64| None::<String>))
+    }
+
+    async fn copy_into(
+        addr: &str,
+        backend: Arc<dyn PgBackend>,
+        limits: CopyLimits,
+    ) -> Result<Result<Copied, String>, tokio::time::error::Elapsed> {
+        let map = source_map(addr);
         let backends = HashMap::from([(0u32, backend)]);
         let request = InstallRequest {
             group: group_id(1, 0),
@@ -674,10 +687,7 @@ mod copy_tests {
             from: peer_of_disk(1),
             index: 10,
         };
-        // One monitor, unreachable (an empty list is not a client's to
-        // have): a copy that gets as far as reading the map waits there
-        // until the test ends it.
-        let maps = MapClient::new(1, None, vec![99], Arc::new(|_: u64| None::<String>));
+        let maps = unreachable_maps();
         tokio::time::timeout(
             Duration::from_secs(20),
             copy_replica(
@@ -710,15 +720,7 @@ mod copy_tests {
             "{error}"
         );
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(crate::net::proto::recovery_server::RecoveryServer::new(
-                    StallsAfterOnePart,
-                ))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+        let (addr, server) = serve(StallsAfterOnePart).await;
         let started = Instant::now();
         let error = copy_from(&addr)
             .await
@@ -823,20 +825,12 @@ mod copy_tests {
     async fn the_installer_turns_copies_away_while_its_slots_are_taken() {
         use std::sync::atomic::AtomicBool;
         let (addr, server) = serve(StallsAfterOnePart).await;
-        let mut map = ClusterMapState::default();
-        map.nodes.insert(
-            2,
-            NodeInfo {
-                peer_addr: addr.clone(),
-                ..NodeInfo::for_test(2, &[1])
-            },
-        );
         let backend: Arc<dyn PgBackend> = Arc::new(MemoryBackend::default());
         let installer = PgInstaller::new(
             tokio::runtime::Handle::current(),
             HashMap::from([(0u32, backend)]),
-            Arc::new(RwLock::new(map)),
-            MapClient::new(1, None, vec![99], Arc::new(|_: u64| None::<String>)),
+            Arc::new(RwLock::new(source_map(&addr))),
+            unreachable_maps(),
             CopyLimits::new(1, 0),
         );
         let request = |index| InstallRequest {

@@ -690,6 +690,21 @@ impl super::SnapshotInstaller for BusyInstaller {
     }
 }
 
+/// Three nodes whose group 1 has a few entries, for a fourth to join.
+fn cluster_with_history() -> Cluster {
+    let cluster = Cluster::new(&[1, 2, 3], &[1]);
+    for i in 0..5 {
+        cluster.put(1, "x", &i.to_string());
+    }
+    cluster
+}
+
+/// Stops node 4 and takes it off the simulated network.
+fn stop_joiner(cluster: &Cluster, joiner: RaftNode) {
+    cluster.net.nodes.lock().unwrap().remove(&4);
+    joiner.stop();
+}
+
 /// Starts node 4 with `installer` and has group 1's leader add it, until
 /// `asked()` says a snapshot's copy was asked for.
 fn join_by_snapshot(
@@ -738,10 +753,7 @@ fn join_by_snapshot(
 #[test]
 fn a_copy_turned_away_leaves_the_replica_free_and_is_asked_for_again() {
     use std::sync::atomic::Ordering;
-    let cluster = Cluster::new(&[1, 2, 3], &[1]);
-    for i in 0..5 {
-        cluster.put(1, "x", &i.to_string());
-    }
+    let cluster = cluster_with_history();
     let installer = Arc::new(BusyInstaller::default());
     let watched = installer.clone();
     let joiner = join_by_snapshot(&cluster, installer.clone(), move || {
@@ -769,8 +781,7 @@ fn a_copy_turned_away_leaves_the_replica_free_and_is_asked_for_again() {
     for (_, done) in std::mem::take(&mut *installer.held.held.lock().unwrap()) {
         done(Err("the test ends the copy".into()));
     }
-    cluster.net.nodes.lock().unwrap().remove(&4);
-    joiner.stop();
+    stop_joiner(&cluster, joiner);
 }
 
 /// While its copies are turned away, a replica is not held: it can be
@@ -778,18 +789,14 @@ fn a_copy_turned_away_leaves_the_replica_free_and_is_asked_for_again() {
 #[test]
 fn a_replica_whose_copy_was_turned_away_can_be_dropped() {
     use std::sync::atomic::Ordering;
-    let cluster = Cluster::new(&[1, 2, 3], &[1]);
-    for i in 0..5 {
-        cluster.put(1, "x", &i.to_string());
-    }
+    let cluster = cluster_with_history();
     let installer = Arc::new(BusyInstaller::default());
     let watched = installer.clone();
     let joiner = join_by_snapshot(&cluster, installer.clone(), move || {
         watched.turned_away.load(Ordering::SeqCst) > 0
     });
     assert_eq!(joiner.handle().destroy_group(1), Ok(()));
-    cluster.net.nodes.lock().unwrap().remove(&4);
-    joiner.stop();
+    stop_joiner(&cluster, joiner);
 }
 
 /// A replica copying a snapshot's state is not dropped: the copy runs off
@@ -798,10 +805,7 @@ fn a_replica_whose_copy_was_turned_away_can_be_dropped() {
 /// copy ends, the drop goes through.
 #[test]
 fn a_replica_copying_a_snapshot_is_not_dropped_until_the_copy_ends() {
-    let cluster = Cluster::new(&[1, 2, 3], &[1]);
-    for i in 0..5 {
-        cluster.put(1, "x", &i.to_string());
-    }
+    let cluster = cluster_with_history();
     // Node 4 hosts a replica that joins through a snapshot.
     let installer = Arc::new(HeldInstaller::default());
     let watched = installer.clone();
@@ -849,6 +853,5 @@ fn a_replica_copying_a_snapshot_is_not_dropped_until_the_copy_ends() {
         .unwrap()
         .iter()
         .any(|s| s.group == 1));
-    cluster.net.nodes.lock().unwrap().remove(&4);
-    joiner.stop();
+    stop_joiner(&cluster, joiner);
 }
