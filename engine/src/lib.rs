@@ -10,6 +10,7 @@
 //! - [`integrity`]: corrupt blocks found (reads, scrub) and repaired from a replica.
 //! - [`volume`]: the volume client: byte-range I/O routed to PG leaders.
 //! - [`ledger`]: the HP chain in the node: block production, gossip, audit records.
+//! - [`log_gate`]: log lines that would repeat under load, at most once a period.
 //! - [`api`]: the HTTP/JSON management API.
 //! - [`daemon`]: start-up and shutdown of one `hpchain node` process.
 
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod integrity;
 pub mod ledger;
+pub mod log_gate;
 pub mod net;
 pub mod pg;
 pub mod recovery;

@@ -139,12 +139,13 @@ pub struct DaemonConfig {
     #[serde(default = "default_applied_sync_ms")]
     pub applied_sync_ms: u64,
     /// New replicas this node copies at once (re-replication, as the
-    /// receiving side); the leaders of the others ask again. Each copy streams a whole
-    /// PG, and a lost node's PGs all get new replicas at the same moment.
+    /// receiving side); the leaders of the others ask again. Each copy
+    /// streams a whole PG, and a lost node's PGs all get new replicas at
+    /// the same moment.
     #[serde(default = "default_recovery_max_copies")]
     pub recovery_max_copies: usize,
     /// Bytes per second this node's copies may receive together; 0 (the
-    /// default) sets no limit. Lower it when re-replication slows client
+    /// default) sets no limit. Set one when re-replication slows client
     /// I/O too much; a lower rate keeps the cluster short of a replica for
     /// longer.
     #[serde(default)]

@@ -201,22 +201,12 @@ impl PlacementGroupService {
 /// deadline: this node is overloaded, or its clock is ahead of the
 /// sender's.
 fn warn_expired(group: u64, deadline_unix_ms: u64) {
-    static LAST_WARNED_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now_ms = crate::ledger::now_ms();
-    let now_secs = now_ms / 1000;
-    let last = LAST_WARNED_SECS.load(std::sync::atomic::Ordering::Relaxed);
-    if now_secs < last + 10
-        || LAST_WARNED_SECS
-            .compare_exchange(
-                last,
-                now_secs,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_err()
-    {
+    static WARNED: crate::log_gate::LogGate =
+        crate::log_gate::LogGate::new(Duration::from_secs(10));
+    if !WARNED.open() {
         return;
     }
+    let now_ms = crate::ledger::now_ms();
     let when = if deadline_unix_ms == 0 {
         "more than 10 s after it arrived".to_string()
     } else if now_ms > deadline_unix_ms {

@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
@@ -287,36 +287,21 @@ impl SnapshotInstaller for PgInstaller {
 /// and what its copies did, for `/metrics`.
 #[derive(Clone)]
 pub struct CopyLimits {
+    /// One permit per copy that may run; the copies running are the
+    /// permits taken.
     slots: Arc<tokio::sync::Semaphore>,
     slot_count: usize,
     bandwidth: crate::volume::qos::QosLimiter,
     counts: Arc<CopyCounts>,
 }
 
-#[derive(Default)]
 struct CopyCounts {
-    running: AtomicU64,
     turned_away: AtomicU64,
     received_bytes: AtomicU64,
-    /// When a copy was last turned away with a log line.
-    logged_turned_away: Mutex<Option<Instant>>,
+    /// Copies turned away are logged at most every 10 s (their leaders
+    /// ask again at each heartbeat).
+    turned_away_logged: crate::log_gate::LogGate,
 }
-
-/// A copy's slot: the copy runs while this is held.
-struct CopySlot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    counts: Arc<CopyCounts>,
-}
-
-impl Drop for CopySlot {
-    fn drop(&mut self) {
-        self.counts.running.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Copies turned away are logged at most this often (their leaders ask
-/// again at each heartbeat).
-const TURNED_AWAY_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl CopyLimits {
     /// At most `copies` copies at once (at least 1), receiving at most
@@ -331,21 +316,21 @@ impl CopyLimits {
                 write_bps: Limit::per_second(bytes_per_second),
                 ..QosLimits::default()
             }),
-            counts: Arc::default(),
+            counts: Arc::new(CopyCounts {
+                turned_away: AtomicU64::new(0),
+                received_bytes: AtomicU64::new(0),
+                turned_away_logged: crate::log_gate::LogGate::new(Duration::from_secs(10)),
+            }),
         }
     }
 
-    /// A copy slot for `group`, if one is free.
-    fn try_slot(&self, group: GroupId) -> Option<CopySlot> {
+    /// A copy slot for `group`, if one is free: the copy runs while it is
+    /// held.
+    fn try_slot(&self, group: GroupId) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             let counts = &self.counts;
             let turned_away = counts.turned_away.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut logged = counts
-                .logged_turned_away
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if logged.is_none_or(|at| at.elapsed() >= TURNED_AWAY_LOG_EVERY) {
-                *logged = Some(Instant::now());
+            if counts.turned_away_logged.open() {
                 tracing::info!(
                     group = format!("{group:x}"),
                     copies_at_once = self.slot_count,
@@ -355,11 +340,7 @@ impl CopyLimits {
             }
             return None;
         };
-        self.counts.running.fetch_add(1, Ordering::Relaxed);
-        Some(CopySlot {
-            _permit: permit,
-            counts: self.counts.clone(),
-        })
+        Some(permit)
     }
 
     /// Waits until `bytes` more may be received.
@@ -389,7 +370,7 @@ impl CopyLimits {
              # HELP hpchain_recovery_throttled_seconds_total Time this node's copies waited for recovery_max_bytes_per_sec.\n\
              # TYPE hpchain_recovery_throttled_seconds_total counter\n\
              hpchain_recovery_throttled_seconds_total {:.3}",
-            counts.running.load(Ordering::Relaxed),
+            self.slot_count - self.slots.available_permits(),
             counts.turned_away.load(Ordering::Relaxed),
             counts.received_bytes.load(Ordering::Relaxed),
             self.bandwidth.throttled_nanos() as f64 / 1e9,
